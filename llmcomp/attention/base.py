@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llmcomp.errors import LLMCompError
+
 if TYPE_CHECKING:
     from llmcomp.attention.cache import AttentionCache
 
 Words = Sequence[str]
 
 
-class AttentionError(ValueError):
+class AttentionError(LLMCompError, ValueError):
     """A matrix that breaks the contract, or a source that cannot produce one."""
 
 
@@ -48,7 +50,9 @@ def validate_attention(m: torch.Tensor, n_words: int, n_heads: int | None = None
     if m.numel():
         sums = m.sum(-1)
         if (sums - 1).abs().max() > atol:
-            raise AttentionError(f"attention rows do not sum to 1 (worst row sums to {sums.flatten()[(sums - 1).abs().argmax()]:.4f})")
+            raise AttentionError(
+                f"attention rows do not sum to 1 (worst row sums to {sums.flatten()[(sums - 1).abs().argmax()]:.4f})"
+            )
     return m
 
 
@@ -199,6 +203,7 @@ class AttentionSource(ABC):
 
     def close(self) -> None:
         """Release clients, threads and files (the cache is closed by its owner)."""
+        return None
 
 
 class PerSentenceSource(AttentionSource):

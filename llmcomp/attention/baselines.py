@@ -82,9 +82,13 @@ class LearnedSource(AttentionSource):
 
     kind = "learned"
 
-    def __init__(self, **kw):
+    def __init__(self, learned_heads: int = 4, **kw):
         kw.pop("n_heads", None)
         super().__init__(n_heads=0, **kw)
+        self.learned_heads = learned_heads  # how many the model gets when no learned heads are asked for
+
+    def spec(self):
+        return {**super().spec(), "learned_heads": self.learned_heads}
 
     def _score_batch(self, sentences, stats, progress):
         return [torch.zeros(0, len(w), len(w)) for w in sentences]

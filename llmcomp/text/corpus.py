@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from llmcomp.errors import LLMCompError
 from llmcomp.text.tokenizer import split_sentences, tokenize
 from llmcomp.text.vocab import Vocab
 
 SplitMode = Literal["auto", "lines", "paragraphs"]
 
 
-class CorpusError(ValueError):
+class CorpusError(LLMCompError, ValueError):
     """A corpus that cannot be used, with a one-line reason a person can act on."""
 
 

@@ -1,0 +1,147 @@
+"""Sample words from a trained model, one at a time.
+
+At every step the source scores the words so far (prompt plus generated words) and nothing else,
+so no output ever depends on a word that comes later. The row that was actually used for each
+word is kept, so the heatmap shows the attention that produced the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from llmcomp.attention import source_from_spec
+from llmcomp.attention.base import AttentionSource
+from llmcomp.errors import LLMCompError
+from llmcomp.model.gpt import GPT
+from llmcomp.text.tokenizer import SENTENCE_END, detokenize, tokenize
+from llmcomp.text.vocab import Vocab
+from llmcomp.training.batching import with_bos
+from llmcomp.training.checkpoint import load_checkpoint
+
+
+class GenerationError(LLMCompError, ValueError):
+    """A prompt or setting generation cannot use, with a one-line reason."""
+
+
+@dataclass
+class GenerateConfig:
+    max_words: int = 30
+    temperature: float = 0.8
+    top_k: int = 20  # 0 = no top-k filter
+    seed: int | None = None
+    stop_at_sentence_end: bool = True  # stop after . ! ? or </s>
+
+
+@dataclass
+class Generation:
+    prompt_words: list[str]
+    words: list[str]  # generated words only
+    unknown: list[str]  # prompt words the vocabulary does not have (read as <unk>)
+    attention: torch.Tensor  # (H, T, T) over prompt+generated words; row i = the row used for word i
+    stopped_by: str = "length"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def all_words(self) -> list[str]:
+        return self.prompt_words + self.words
+
+    @property
+    def text(self) -> str:
+        return detokenize(self.all_words)
+
+
+class Generator:
+    """A model, its vocabulary and its attention source, ready to sample."""
+
+    def __init__(self, model: GPT, vocab: Vocab, source: AttentionSource):
+        if source.n_heads != model.config.n_external_heads:
+            raise GenerationError(
+                f"source gives {source.n_heads} heads but the model was trained with {model.config.n_external_heads}"
+            )
+        self.model, self.vocab, self.source = model.eval(), vocab, source
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, source: AttentionSource | None = None, **source_overrides) -> Generator:
+        """Load a checkpoint and rebuild the attention source it was trained with (or use ``source``)."""
+        ck = load_checkpoint(path)
+        return cls(ck.model, ck.vocab, source or source_from_spec(ck.source_spec, **source_overrides))
+
+    def _rows(self, words: list[str]) -> torch.Tensor:
+        """(H, T, T) attention for the words so far, computed from those words only."""
+        if not words or self.source.n_heads == 0:
+            return torch.zeros(self.source.n_heads, len(words), len(words))
+        return self.source.score(words)
+
+    @torch.no_grad()
+    def next_logits(self, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for the word after ``words``, and the attention matrix used."""
+        att = self._rows(words)
+        x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(words)]])
+        a = with_bos(att)[None] if self.source.n_heads else None
+        return self.model(x, a)[0, -1], att
+
+    def generate(self, prompt: str | list[str], config: GenerateConfig | None = None) -> Generation:
+        cfg = config or GenerateConfig()
+        if cfg.temperature < 0:
+            raise GenerationError("temperature must be >= 0 (0 means always take the most likely word)")
+        words = tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        unknown = self.vocab.unknown(words)
+        if words and len(unknown) == len(words):
+            examples = ", ".join(self.vocab.itos[4:10])
+            raise GenerationError(
+                f"none of the prompt words are in the vocabulary ({', '.join(unknown[:5])}); "
+                f"use words from the training corpus, e.g. {examples}"
+            )
+        limit = self.model.config.block_size - 1
+        if len(words) >= limit:
+            raise GenerationError(f"the prompt has {len(words)} words; this model reads at most {limit - 1}")
+        gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+        prompt_words, out = list(words), []
+        rows: list[torch.Tensor] = []  # row used for each word, padded later
+        if words:
+            att = self._rows(words)
+            rows.extend(att[:, i, : i + 1] for i in range(len(words)))
+        stopped_by = "length"
+        for _ in range(cfg.max_words):
+            if len(words) >= limit:
+                stopped_by = "block size"
+                break
+            logits, att = self.next_logits(words)
+            if words:
+                rows[len(words) - 1] = att[:, -1, :]
+            logits[[self.vocab.pad_id, self.vocab.unk_id, self.vocab.bos_id]] = -float("inf")
+            if cfg.temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                logits = logits / cfg.temperature
+                if cfg.top_k:
+                    kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
+                    logits = logits.masked_fill(logits < kth, -float("inf"))
+                nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+            if nxt == self.vocab.eos_id:
+                stopped_by = "end of sentence"
+                break
+            word = self.vocab.itos[nxt]
+            words.append(word)
+            out.append(word)
+            rows.append(torch.zeros(self.source.n_heads, 0))  # filled when the word is read
+            if cfg.stop_at_sentence_end and word in SENTENCE_END:
+                stopped_by = "end of sentence"
+                break
+        if words and rows and rows[-1].shape[-1] == 0:
+            rows[-1] = self._rows(words)[:, -1, :]
+        t = len(words)
+        matrix = torch.zeros(self.source.n_heads, t, t)
+        for i, r in enumerate(rows):
+            matrix[:, i, : r.shape[-1]] = r
+        return Generation(prompt_words, out, unknown, matrix, stopped_by)
+
+
+def generate(
+    checkpoint: str | Path, prompt: str, config: GenerateConfig | None = None, source: AttentionSource | None = None
+) -> Generation:
+    """One call: ``generate("runs/x/checkpoint", "the cat", GenerateConfig(seed=1))``."""
+    return Generator.from_checkpoint(checkpoint, source).generate(prompt, config)

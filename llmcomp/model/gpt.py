@@ -1,0 +1,160 @@
+"""A small GPT in the spirit of nanoGPT, with externally supplied attention heads.
+
+Each attention layer has ``n_external_heads`` heads whose weights are given (one (T, T) matrix per
+head, the same for every layer) and ``n_learned_heads`` ordinary causal self-attention heads. An
+external head applies its matrix to a learned value projection; all heads are concatenated and go
+through a learned output projection. The model does not know where the matrices came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 0  # set from the vocabulary
+    block_size: int = 66  # longest sequence, <s> included
+    n_layer: int = 2
+    n_embd: int = 64
+    n_external_heads: int = 1  # set from the attention source
+    n_learned_heads: int = 0
+    dropout: float = 0.0
+
+    @property
+    def n_head(self) -> int:
+        return self.n_external_heads + self.n_learned_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MixedAttention(nn.Module):
+    """Supplied heads (weights given) beside learned causal heads, one output projection."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.n_head < 1:
+            raise ValueError("the model needs at least one attention head (external or learned)")
+        self.n_ext, self.n_learned = cfg.n_external_heads, cfg.n_learned_heads
+        self.head_dim = max(1, cfg.n_embd // cfg.n_head)
+        inner = self.head_dim * cfg.n_head  # n_embd, or just under it when the heads do not divide it
+        self.value = nn.Linear(cfg.n_embd, self.n_ext * self.head_dim) if self.n_ext else None
+        self.qkv = nn.Linear(cfg.n_embd, 3 * self.n_learned * self.head_dim) if self.n_learned else None
+        self.proj = nn.Linear(inner, cfg.n_embd)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.last_learned_weights: torch.Tensor | None = None  # filled when keep_weights is set
+        self.keep_weights = False
+
+    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        b, seq, _ = t.shape
+        return t.view(b, seq, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
+
+    def forward(self, x: torch.Tensor, att: torch.Tensor | None) -> torch.Tensor:
+        b, seq, _ = x.shape
+        outs = []
+        if self.value is not None:
+            if att is None or att.shape[1] != self.n_ext:
+                raise ValueError(f"the model expects {self.n_ext} supplied attention heads")
+            outs.append(att @ self._heads(self.value(x), self.n_ext))
+        if self.qkv is not None:
+            q, k, v = (self._heads(t, self.n_learned) for t in self.qkv(x).split(self.n_learned * self.head_dim, dim=2))
+            if self.keep_weights:
+                scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+                mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+                w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+                self.last_learned_weights = w.detach()
+                outs.append(w @ v)
+            else:
+                dp = self.dropout if self.training else 0.0
+                outs.append(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dp))
+        y = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, seq, -1)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = MixedAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, att: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), att)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, ``n_layer`` blocks, tied output head."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.vocab_size < 1:
+            raise ValueError("GPTConfig.vocab_size must be set from the vocabulary")
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # GPT-2 scaled init of residual projections
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T) token ids; att (B, n_external_heads, T, T) supplied weights. Returns logits (B, T, V)."""
+        _, seq = idx.shape
+        if seq > self.config.block_size:
+            raise ValueError(f"sequence of {seq} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(seq, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x, att)
+        return self.lm_head(self.ln_f(x))
+
+    def learned_attention(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Weights of the learned heads in the last layer, (B, n_learned, T, T), for heatmaps."""
+        last = self.blocks[-1].attn
+        if last.qkv is None:
+            return None
+        last.keep_weights = True
+        try:
+            with torch.no_grad():
+                self(idx, att)
+            return last.last_learned_weights
+        finally:
+            last.keep_weights = False
+            last.last_learned_weights = None

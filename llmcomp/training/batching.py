@@ -1,0 +1,70 @@
+"""Turn sentences and their word-level attention into padded model batches.
+
+The model reads ``<s> w0 .. w(n-1)`` and predicts ``w0 .. w(n-1) </s>``. Word i sits at model
+position i+1 and predicts word i+1, so row i of a source's (T, T) matrix, over words 0..i, is
+exactly what position i+1 needs. ``<s>`` (position 0) attends only to itself and no word attends
+to it: the supplied matrix is embedded as the lower-right block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llmcomp.text.vocab import Vocab
+
+
+def with_bos(att: torch.Tensor) -> torch.Tensor:
+    """(H, T, T) word attention -> (H, T+1, T+1) model attention with <s> in front."""
+    h, t, _ = att.shape
+    out = torch.zeros(h, t + 1, t + 1, dtype=torch.float32)
+    out[:, 0, 0] = 1.0
+    out[:, 1:, 1:] = att
+    return out
+
+
+@dataclass
+class Example:
+    """One encoded sentence: inputs (<s> + words), targets (words + </s>), attention, focus positions."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    att: torch.Tensor
+    focus: torch.Tensor  # bool (T+1,): target positions measured separately (e.g. decided words)
+
+
+def encode_example(words: Sequence[str], att: torch.Tensor, vocab: Vocab, focus_words: Sequence[int] = ()) -> Example:
+    """``focus_words``: indices i of words whose *next* word is measured separately."""
+    ids = [vocab.bos_id, *vocab.encode(words), vocab.eos_id]
+    focus = torch.zeros(len(words) + 1, dtype=torch.bool)
+    for i in focus_words:
+        focus[i + 1] = True
+    return Example(torch.tensor(ids[:-1]), torch.tensor(ids[1:]), with_bos(att), focus)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T) input ids, right-padded with <pad>
+    y: torch.Tensor  # (B, T) targets, -100 where padded
+    att: torch.Tensor  # (B, H, T, T) supplied attention, zero rows and columns where padded
+    focus: torch.Tensor  # (B, T) bool
+
+    @property
+    def n_tokens(self) -> int:
+        return int((self.y != -100).sum())
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    t = max(len(e.x) for e in examples)
+    b, h = len(examples), examples[0].att.shape[0]
+    x = torch.full((b, t), pad_id, dtype=torch.long)
+    y = torch.full((b, t), -100, dtype=torch.long)
+    att = torch.zeros(b, h, t, t)
+    focus = torch.zeros(b, t, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        n = len(e.x)
+        x[i, :n], y[i, :n], focus[i, :n] = e.x, e.y, e.focus
+        att[i, :, :n, :n] = e.att
+    return Batch(x, y, att, focus)

@@ -1,0 +1,323 @@
+"""Training: attention for the whole corpus in bulk, then batched AdamW steps with a metrics stream.
+
+Determinism: the batch at step s is drawn from a generator seeded by (seed, s), and dropout is
+seeded by (seed, s) too. So a run that stops at step N and resumes from its checkpoint draws the
+same batches as a run that never stopped, and ends on the same loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
+from llmcomp.errors import LLMCompError
+from llmcomp.model.gpt import GPT, GPTConfig
+from llmcomp.text.corpus import Corpus
+from llmcomp.training.batching import Example, collate, encode_example
+from llmcomp.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+
+
+class TrainingError(LLMCompError, RuntimeError):
+    """Training cannot start or go on, with a one-line reason."""
+
+
+MetricFn = Callable[[dict[str, Any]], None]
+#: words -> indices i whose next word is measured separately (e.g. the binding task's recalls)
+FocusFn = Callable[[list[str]], Iterable[int]]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only at the end (and when stopped)
+    seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to lr * min_lr_ratio at the last step."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        min_lr = self.lr * self.min_lr_ratio
+        return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (self.lr - min_lr)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: bool
+    checkpoint: Path | None
+    metrics: list[dict[str, Any]]
+    attention: ScoreStats
+    failed_sentences: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def final_val_loss(self) -> float | None:
+        vals = [m["val_loss"] for m in self.metrics if "val_loss" in m]
+        return vals[-1] if vals else None
+
+
+def build_examples(
+    corpus: Corpus, matrices: list[torch.Tensor | None], indices: list[int], vocab, focus: FocusFn | None
+) -> list[Example]:
+    out = []
+    for i in indices:
+        if matrices[i] is None:
+            continue
+        words = corpus.sentences[i]
+        out.append(encode_example(words, matrices[i], vocab, list(focus(words)) if focus else ()))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int = 64) -> dict[str, float]:
+    """Token-weighted mean cross-entropy over the examples, and over their focus positions."""
+    was_training = model.training
+    model.eval()
+    total = count = focus_total = focus_count = 0.0
+    for start in range(0, len(examples), batch_size):
+        b = collate(examples[start : start + batch_size], pad_id)
+        logits = model(b.x, b.att if b.att.shape[1] else None)
+        losses = F.cross_entropy(logits.transpose(1, 2), b.y, ignore_index=-100, reduction="none")
+        mask = b.y != -100
+        total += float(losses[mask].sum())
+        count += int(mask.sum())
+        fmask = b.focus & mask
+        focus_total += float(losses[fmask].sum())
+        focus_count += int(fmask.sum())
+    model.train(was_training)
+    out = {"loss": total / max(count, 1)}
+    if focus_count:
+        out["focus_loss"] = focus_total / focus_count
+    return out
+
+
+class Trainer:
+    """Train a GPT on a corpus with attention from ``source``. Use ``run()``; ``stop()`` is thread-safe."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        source: AttentionSource,
+        model_config: GPTConfig | None = None,
+        train_config: TrainConfig | None = None,
+        run_dir: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        focus: FocusFn | None = None,
+    ):
+        self.corpus, self.source, self.focus = corpus, source, focus
+        self.config = train_config or TrainConfig()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self._stop = threading.Event()
+        self.vocab = corpus.vocab()
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+        self._elapsed0 = 0.0
+        self._resume: Checkpoint | None = None
+        if resume_from is not None:
+            self._resume = ck = load_checkpoint(resume_from, with_optimizer=True)
+            if ck.vocab != self.vocab:
+                raise CheckpointError(
+                    f"checkpoint vocabulary ({len(ck.vocab)} tokens) differs from this corpus's "
+                    f"({len(self.vocab)} tokens); resume with the corpus it was trained on"
+                )
+            if ck.source_fingerprint != source.fingerprint():
+                raise CheckpointError(
+                    f"checkpoint was trained with attention {ck.source_spec.get('kind')!r}, not {source.kind!r}; "
+                    "resume with the same source"
+                )
+            self.model = ck.model
+            self.step, self.metrics = ck.step, list(ck.metrics)
+            self._elapsed0 = self.metrics[-1]["elapsed"] if self.metrics else 0.0
+        else:
+            cfg = model_config or GPTConfig()
+            learned = cfg.n_learned_heads or getattr(source, "learned_heads", 0)
+            cfg = replace(
+                cfg,
+                vocab_size=len(self.vocab),
+                block_size=max(cfg.block_size, corpus.config.max_words + 2),
+                n_external_heads=source.n_heads,
+                n_learned_heads=learned,
+            )
+            torch.manual_seed(self.config.seed)
+            self.model = GPT(cfg)
+        self.optimizer = self._make_optimizer()
+        if self._resume and self._resume.optimizer_state:
+            optimizer_from_tensors(self.optimizer, self._resume.optimizer_state)
+        self.train_examples: list[Example] = []
+        self.val_examples: list[Example] = []
+        self.attention_stats = ScoreStats()
+        self.failed_sentences: dict[int, str] = {}
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step; it saves a checkpoint first."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def prepare(self, progress: ProgressFn | None = None) -> None:
+        """Score the whole corpus in one bulk call (cached sources make this near-free the second time)."""
+        result = self.source.score_many(self.corpus.sentences, progress=progress)
+        self.attention_stats = result.stats
+        self.failed_sentences = {i: r for i, r in result.failures.items() if result.matrices[i] is None}
+        self.train_examples = build_examples(
+            self.corpus, result.matrices, self.corpus.train_idx, self.vocab, self.focus
+        )
+        self.val_examples = build_examples(self.corpus, result.matrices, self.corpus.val_idx, self.vocab, self.focus)
+        if not self.train_examples or not self.val_examples:
+            first = next(iter(self.failed_sentences.values()), "no sentences")
+            raise TrainingError(
+                f"attention could not be obtained for enough sentences to train ({len(self.failed_sentences)} "
+                f"failed; first: {first}); choose a fallback baseline or fix the source"
+            )
+
+    def _emit(self, record: dict[str, Any], on_metric: MetricFn | None) -> None:
+        self.metrics.append(record)
+        if self.run_dir:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if on_metric:
+            on_metric(record)
+
+    def _batch(self, step: int):
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        idx = torch.randint(len(self.train_examples), (self.config.batch_size,), generator=g).tolist()
+        return collate([self.train_examples[i] for i in idx], self.vocab.pad_id)
+
+    def validate(self) -> dict[str, float]:
+        return evaluate(self.model, self.val_examples, self.vocab.pad_id, self.config.batch_size * 2)
+
+    def run(
+        self,
+        on_metric: MetricFn | None = None,
+        on_scoring: ProgressFn | None = None,
+        stop_at: int | None = None,
+    ) -> TrainResult:
+        """Train until ``config.steps`` (or ``stop_at``, or ``stop()``); save a checkpoint; return the result."""
+        if not self.train_examples:
+            self.prepare(on_scoring)
+        cfg, model = self.config, self.model
+        end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        model.train()
+        t0 = time.perf_counter()
+        window_loss, window_steps, window_tokens, window_t = 0.0, 0, 0, time.perf_counter()
+        while self.step < end and not self._stop.is_set():
+            step = self.step
+            lr = cfg.lr_at(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = self._batch(step)
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout
+            logits = model(batch.x, batch.att if batch.att.shape[1] else None)
+            loss = F.cross_entropy(logits.transpose(1, 2), batch.y, ignore_index=-100)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            window_loss += loss.item()
+            window_steps += 1
+            window_tokens += batch.n_tokens
+            last = self.step == end
+            do_eval = self.step % cfg.eval_every == 0 or self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or do_eval or last:
+                now = time.perf_counter()
+                record: dict[str, Any] = {
+                    "step": self.step,
+                    "train_loss": window_loss / window_steps,
+                    "lr": lr,
+                    "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
+                    "elapsed": self._elapsed0 + now - t0,
+                    "total_steps": cfg.steps,
+                }
+                if do_eval:
+                    val = self.validate()
+                    record["val_loss"] = val["loss"]
+                    record["val_ppl"] = math.exp(min(val["loss"], 50))
+                    if "focus_loss" in val:
+                        record["val_focus_loss"] = val["focus_loss"]
+                self._emit(record, on_metric)
+                window_loss, window_steps, window_tokens, window_t = 0.0, 0, 0, time.perf_counter()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                self.save()
+        stopped = self.step < cfg.steps
+        return TrainResult(
+            step=self.step,
+            stopped=stopped,
+            checkpoint=self.save(),
+            metrics=list(self.metrics),
+            attention=self.attention_stats,
+            failed_sentences=self.failed_sentences,
+        )
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            model=self.model,
+            vocab=self.vocab,
+            step=self.step,
+            source_spec=self.source.spec(),
+            source_fingerprint=self.source.fingerprint(),
+            train_config={
+                **asdict(self.config),
+                "corpus": self.corpus.name,
+                "corpus_sentences": len(self.corpus.sentences),
+                "split_seed": self.corpus.config.seed,
+                "val_fraction": self.corpus.config.val_fraction,
+            },
+            metrics=self.metrics,
+            optimizer_state=optimizer_to_tensors(self.optimizer),
+        )
+
+    def save(self, folder: str | Path | None = None) -> Path | None:
+        folder = folder or (self.run_dir / "checkpoint" if self.run_dir else None)
+        return save_checkpoint(self.checkpoint(), folder) if folder else None
+
+
+def train(
+    corpus: Corpus,
+    source: AttentionSource,
+    model_config: GPTConfig | None = None,
+    train_config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    on_metric: MetricFn | None = None,
+) -> TrainResult:
+    """One-call training: ``train(load_corpus(path), make_source("uniform"), run_dir="runs/x")``."""
+    return Trainer(corpus, source, model_config, train_config, run_dir=run_dir).run(on_metric=on_metric)
