@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from pathlib import Path
 from typing import Any
 
 from llmcomp.attention.base import (
@@ -27,6 +29,8 @@ SOURCES: dict[str, str] = {
     "oracle": "llmcomp.attention.oracle:OracleSource",
 }
 BASELINES = ("uniform", "previous", "gaussian", "random", "learned")
+#: sources worth caching (slow or paid); baselines are cheaper to recompute than to look up
+CACHED = ("local", "openai")
 
 
 def source_class(kind: str) -> type[AttentionSource]:
@@ -41,6 +45,26 @@ def make_source(kind: str, **options: Any) -> AttentionSource:
     return source_class(kind)(**options)
 
 
+def build_source(
+    kind: str, options: dict[str, Any] | None = None, cache_path: str | Path | None = None, fallback: str | None = None
+) -> AttentionSource:
+    """Build a source from loosely given options (CLI flags, UI fields): ``None`` values are ignored,
+    options the source does not take are an error, and slow sources get the persistent cache."""
+    cls = source_class(kind)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = set(params) | (set(inspect.signature(AttentionSource.__init__).parameters) if takes_any else set())
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise AttentionError(f"option(s) {', '.join(unknown)} do not apply to the {kind!r} attention source")
+    if cache_path is not None and kind in CACHED:
+        options["cache"] = AttentionCache(cache_path)
+    if fallback:
+        options["fallback"] = make_source(fallback)
+    return cls(**options)
+
+
 def source_from_spec(spec: dict[str, Any], **overrides: Any) -> AttentionSource:
     """Rebuild a source from ``AttentionSource.spec()`` (as stored in a checkpoint)."""
     options = {k: v for k, v in spec.items() if k != "kind"}
@@ -50,12 +74,14 @@ def source_from_spec(spec: dict[str, Any], **overrides: Any) -> AttentionSource:
 
 __all__ = [
     "BASELINES",
+    "CACHED",
     "SOURCES",
     "AttentionCache",
     "AttentionError",
     "AttentionSource",
     "ScoreResult",
     "ScoreStats",
+    "build_source",
     "make_source",
     "normalize_scores",
     "source_class",

@@ -1,0 +1,5 @@
+import sys
+
+from llmcomp.cli import main
+
+sys.exit(main())
