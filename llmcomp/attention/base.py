@@ -155,7 +155,7 @@ class AttentionSource(ABC):
         failures: dict[int, str] = {}
         todo: list[int] = []
         for i, words in enumerate(sentences):
-            hit = self.cache.get(self.cache_key(words), len(words), self.n_heads) if self.cache else None
+            hit = self.cache.get(self.cache_key(words), len(words), self.n_heads) if self.cache is not None else None
             if hit is not None:
                 matrices[i] = hit
                 stats.cached += 1
@@ -178,9 +178,9 @@ class AttentionSource(ABC):
                     continue
                 matrices[i] = m
                 stats.scored += 1
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put(self.cache_key(sentences[i]), m)
-            if self.cache:
+            if self.cache is not None:
                 self.cache.commit()
         if failures and self.fallback is not None:
             idx = sorted(failures)
