@@ -64,6 +64,7 @@ from llmcomp.attention import prompts
 from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreResult, ScoreStats, Words, validate_attention
 from llmcomp.attention.cache import AttentionCache
 from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION, AnswerError
+from llmcomp.errors import LLMCompError
 
 log = logging.getLogger("llmcomp.attention.openai")
 
@@ -80,11 +81,11 @@ NO_KEY = "sk-no-key-required"
 _KNOWN_FORMATS: dict[tuple[str, str], str] = {}
 
 
-class OpenAIConfigError(ValueError):
+class OpenAIConfigError(LLMCompError, ValueError):
     """A configuration that cannot work (no key for OpenAI, unknown mode, bad head name...)."""
 
 
-class ScoringAborted(RuntimeError):
+class ScoringAborted(LLMCompError, RuntimeError):
     """The server refused in a way no retry can fix; what was scored before is in the cache."""
 
     def __init__(self, message: str, stats: ScoreStats | None = None):
@@ -254,18 +255,42 @@ class OpenAISource(AttentionSource):
         self,
         config: OpenAIConfig | None = None,
         *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | Secret | None = None,
+        mode: Mode | None = None,
+        heads: Sequence[str] | None = None,
+        n_heads: int | None = None,
+        score_max: int | None = None,
+        floor: float | None = None,
+        max_concurrency: int | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_corrective_retries: int | None = None,
+        max_requests: int | None = None,
+        max_tokens: int | None = None,
+        dry_run: bool | None = None,
+        pair_batch: int | None = None,
+        temperature: float | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
+        max_retry_after: float | None = None,
         cache: AttentionCache | None = None,
         fallback: AttentionSource | None = None,
-        n_heads: int | None = None,
-        **options: Any,
     ):
-        """Options are ``OpenAIConfig`` fields (base_url, model, api_key, mode, heads, ...), resolved
-        against the environment and ``.env``. ``n_heads`` (from ``spec()``) picks default heads."""
+        """Options are the ``OpenAIConfig`` fields; None means "not given" (then the environment, then
+        ``.env``, then the default). ``n_heads`` (as in ``spec()``) picks that many default heads
+        when ``heads`` is not given. Or pass a ready ``config``."""
+        options = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "config", "n_heads", "cache", "fallback", "__class__")
+        }
         if config is None:
-            if options.get("heads") is None and n_heads is not None:
+            if heads is None and n_heads is not None:
                 options["heads"] = prompts.DEFAULT_HEADS[:n_heads]
             config = resolve_config(**options)
-        elif options:
+        elif any(v is not None for v in options.values()):
             raise TypeError("pass either config= or options, not both")
         if n_heads is not None and n_heads != len(config.heads):
             raise OpenAIConfigError(f"n_heads={n_heads} does not match heads {list(config.heads)}")
