@@ -16,7 +16,7 @@ from llmcomp.attention import (
     validate_attention,
 )
 
-WORDS = "the old man saw the old dog and the dog saw him .".split()
+WORDS = ["the", "old", "man", "saw", "the", "old", "dog", "and", "the", "dog", "saw", "him", "."]
 BASELINES = ["uniform", "previous", "gaussian", "random"]
 
 
