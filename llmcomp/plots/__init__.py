@@ -1,0 +1,23 @@
+"""Figures for the web app and reports: attention heatmaps of words, loss curves, matrix export."""
+
+from llmcomp.plots.curves import loss_figure, metrics_frame, val_curves_figure
+from llmcomp.plots.heatmap import (
+    attention_heatmap,
+    difference_heatmap,
+    matrix_to_csv,
+    matrix_to_json,
+    side_by_side,
+    word_labels,
+)
+
+__all__ = [
+    "attention_heatmap",
+    "difference_heatmap",
+    "loss_figure",
+    "matrix_to_csv",
+    "matrix_to_json",
+    "metrics_frame",
+    "side_by_side",
+    "val_curves_figure",
+    "word_labels",
+]

@@ -1,0 +1,75 @@
+"""Loss curves: one run's train and validation loss, and several runs' validation loss overlaid."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+TRAIN_COLOUR = "#60a5fa"
+VAL_COLOUR = "#b91c1c"
+#: qualitative colours for overlaid runs (colour-blind friendly, from Okabe and Ito)
+RUN_COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
+
+
+def _points(metrics: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    rows = [(int(m["step"]), float(m[key])) for m in metrics if key in m and m.get(key) is not None]
+    return [s for s, _ in rows], [v for _, v in rows]
+
+
+def loss_figure(
+    metrics: Sequence[Mapping[str, Any]], title: str | None = None, total_steps: int | None = None
+) -> go.Figure:
+    """Train loss (line) and validation loss (line with markers) against the step."""
+    fig = go.Figure()
+    sx, sy = _points(metrics, "train_loss")
+    vx, vy = _points(metrics, "val_loss")
+    fig.add_trace(go.Scatter(x=sx, y=sy, name="train loss", mode="lines+markers", line={"color": TRAIN_COLOUR}))
+    fig.add_trace(go.Scatter(x=vx, y=vy, name="val loss", mode="lines+markers", line={"color": VAL_COLOUR, "width": 3}))
+    if total_steps is None and metrics:
+        total_steps = metrics[-1].get("total_steps")
+    fig.update_xaxes(title_text="step", range=[0, total_steps] if total_steps else None)
+    fig.update_yaxes(title_text="cross-entropy (nats per word)", rangemode="tozero")
+    fig.update_layout(
+        title=title,
+        height=380,
+        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        template="plotly_white",
+    )
+    if not metrics:
+        fig.add_annotation(text="no points yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def val_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str | None = None) -> go.Figure:
+    """Validation loss of several runs overlaid, one colour per run (label -> metrics)."""
+    fig = go.Figure()
+    for k, (label, metrics) in enumerate(runs.items()):
+        x, y = _points(metrics, "val_loss")
+        fig.add_trace(
+            go.Scatter(x=x, y=y, name=label, mode="lines+markers", line={"color": RUN_COLOURS[k % len(RUN_COLOURS)]})
+        )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="validation loss (nats per word)")
+    fig.update_layout(
+        title=title,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
+        template="plotly_white",
+    )
+    if not runs:
+        fig.add_annotation(text="no finished runs yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def metrics_frame(metrics: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Long table (step, loss, split) for ``gr.LinePlot(x="step", y="loss", color="split")``."""
+    rows = []
+    for split, key in (("train", "train_loss"), ("val", "val_loss")):
+        xs, ys = _points(metrics, key)
+        rows += [{"step": s, "loss": v, "split": split} for s, v in zip(xs, ys, strict=True)]
+    return pd.DataFrame(rows, columns=["step", "loss", "split"])

@@ -1,0 +1,154 @@
+"""The web app: five tabs over the library, and how it is launched.
+
+``build_app()`` only lays out components and wires handlers: it loads no model and starts no
+thread, so the page is usable within seconds. ``launch()`` binds 127.0.0.1 by default, applies the
+upload limit, optional login and a restrictive file policy, then starts loading the local LLM in
+the background; the header shows "loading local model…" until it is ready.
+
+Environment: ``LLMCOMP_HOST``, ``LLMCOMP_PORT``, ``LLMCOMP_AUTH`` ("user:password", several
+separated by commas), ``LLMCOMP_MAX_UPLOAD`` (e.g. "5mb"), ``LLMCOMP_PRELOAD`` ("0" to skip the
+background load), the budget caps in ``llmcomp.ui.budget`` and the paths in ``llmcomp.settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+import gradio as gr
+
+from llmcomp.settings import Paths
+from llmcomp.training.jobs import JobManager
+from llmcomp.ui import attention_tab, compare_tab, corpus_tab, generate_tab, train_tab
+from llmcomp.ui.common import CSS, AppContext, note, owner_of
+from llmcomp.ui.state import Session
+
+TITLE = "llmcomp: attention from outside"
+INTRO = (
+    "Train a small GPT whose attention weights come from **outside**: a local LLM, an OpenAI-compatible "
+    "API, or a baseline. Pick a corpus, score its attention, train, generate, and compare runs."
+)
+
+
+def model_status_html() -> str:
+    from llmcomp.attention.local_llm import load_state
+
+    state = load_state()
+    if state == "loaded":
+        return note("local model ready", "ok")
+    if state == "loading":
+        return note("loading local model… (the other sources work meanwhile)", "busy")
+    if state == "not loaded":
+        return note("local model not loaded yet; it loads on first use", "info")
+    return note(f"local model unavailable: {state.removeprefix('failed: ')}; use a baseline or an API", "error")
+
+
+def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.Blocks:
+    """The Blocks app (no model loading, no threads). ``paths``/``jobs`` default to the environment's."""
+    ctx = AppContext.create(paths, jobs)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+        session = gr.State(Session(), time_to_live=24 * 3600)
+        browser_id = gr.BrowserState(None, storage_key="llmcomp-browser-id")
+        with gr.Row():
+            gr.Markdown(f"# {TITLE}\n{INTRO}")
+            model_status = gr.HTML(elem_id="llmc-model-status")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("1 · Corpus", id="corpus", elem_id="tab-corpus"):
+                corpus = corpus_tab.build(ctx, session)
+            with gr.Tab("2 · Attention", id="attention", elem_id="tab-attention"):
+                attention_tab.build(ctx, session)
+            with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_tab_box:
+                train = train_tab.build(ctx, session)
+            with gr.Tab("4 · Generate", id="generate", elem_id="tab-generate") as generate_tab_box:
+                gen = generate_tab.build(ctx, session)
+            with gr.Tab("5 · Compare", id="compare", elem_id="tab-compare") as compare_tab_box:
+                compare_runs = compare_tab.build(ctx, session)
+        status_timer = gr.Timer(2.0)
+
+        def on_load(stored_id: str | None, state: Session):
+            state.owner = stored_id or secrets.token_urlsafe(16)
+            return state.owner, model_status_html(), *corpus_tab.initial_view(ctx, state)
+
+        def refresh_model_status():
+            html_ = model_status_html()
+            from llmcomp.attention.local_llm import load_state
+
+            done = load_state() == "loaded" or load_state().startswith("failed")
+            return html_, gr.Timer(active=not done)
+
+        def app_status(request: gr.Request) -> dict[str, Any]:
+            """Server status: the local model's load state and whether a training run is in progress."""
+            from llmcomp.attention.local_llm import load_state
+
+            active = ctx.jobs.active()
+            return {"local_model": load_state(), "training_in_progress": active is not None}
+
+        load = demo.load(
+            on_load, [browser_id, session], [browser_id, model_status, *corpus.view_outputs], api_visibility="private"
+        )
+        load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
+        load.then(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
+        load.then(gen.list_models, session, gen.checkpoint, api_visibility="private")
+        status_timer.tick(
+            refresh_model_status, None, [model_status, status_timer], api_visibility="private", show_progress="hidden"
+        )
+        train_tab_box.select(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
+        generate_tab_box.select(gen.list_models, session, gen.checkpoint, api_visibility="private")
+        compare_tab_box.select(compare_runs, session, None, api_visibility="private")
+        gr.api(app_status, api_name="app_status", concurrency_limit=None)
+    demo.llmcomp_context = ctx  # type: ignore[attr-defined]  # for tests and launch()
+    return demo
+
+
+def _auth() -> list[tuple[str, str]] | None:
+    raw = os.environ.get("LLMCOMP_AUTH", "").strip()
+    if not raw:
+        return None
+    pairs = []
+    for item in raw.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise SystemExit('LLMCOMP_AUTH must look like "user:password" (several separated by commas)')
+        pairs.append((user, password))
+    return pairs
+
+
+def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch``: address, upload limit, login, theme and file policy."""
+    ctx: AppContext = demo.llmcomp_context  # type: ignore[attr-defined]
+    host = host or os.environ.get("LLMCOMP_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    env_port = os.environ.get("LLMCOMP_PORT") or os.environ.get("GRADIO_SERVER_PORT")
+    port = port or (int(env_port) if env_port else None)
+    return {
+        "server_name": host,
+        "server_port": port,
+        "max_file_size": ctx.max_upload_bytes,
+        "auth": _auth(),
+        "auth_message": "llmcomp: log in with the user and password the server owner gave you",
+        # never serve the cache, the runs or the .env, whatever the working directory is
+        "blocked_paths": [str(ctx.paths.cache), str(ctx.paths.runs), str(ctx.paths.home), ".env"],
+        "css": CSS,
+        "theme": gr.themes.Soft(),
+        "show_error": False,
+        "footer_links": ["api", "settings"],
+    }
+
+
+def launch(host: str | None = None, port: int | None = None, share: bool = False, block: bool = True) -> gr.Blocks:
+    """Build, launch, then start loading the local LLM in the background (unless LLMCOMP_PRELOAD=0)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_app()
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))
+    if os.environ.get("LLMCOMP_PRELOAD", "1") != "0":
+        from llmcomp.attention.local_llm import preload_in_background
+
+        preload_in_background()
+    print(f"llmcomp app ready at {demo.local_url}", flush=True)
+    if block:
+        demo.block_thread()
+    return demo
+
+
+__all__ = ["build_app", "launch", "launch_options", "owner_of"]

@@ -1,0 +1,145 @@
+"""What every tab shares: the app context (paths, cache, jobs, budget), message boxes, owner ids."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from llmcomp.attention import AttentionCache
+from llmcomp.settings import DATA_DIR, Paths
+from llmcomp.text import Corpus, CorpusConfig, load_corpus
+from llmcomp.training.jobs import JobManager, default_manager, owner_tag
+from llmcomp.ui.budget import BudgetLimits, OwnerKeyBudget
+from llmcomp.ui.state import Session
+
+log = logging.getLogger("llmcomp.ui")
+
+DEFAULT_CORPUS = "example.txt"
+
+
+def _env_bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    units = {"kb": 1_000, "mb": 1_000_000, "gb": 1_000_000_000, "b": 1}
+    for unit, mult in units.items():
+        if raw.endswith(unit):
+            return int(float(raw[: -len(unit)]) * mult)
+    return int(raw)
+
+
+@dataclass
+class AppContext:
+    """Process-wide things the handlers need. Sessions never share anything else."""
+
+    paths: Paths
+    corpus_config: CorpusConfig
+    jobs: JobManager
+    budget: OwnerKeyBudget
+    max_upload_bytes: int
+    _cache: AttentionCache | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bundled: dict[str, Corpus] = field(default_factory=dict)
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmcomp-app-")))
+
+    @classmethod
+    def create(cls, paths: Paths | None = None, jobs: JobManager | None = None) -> AppContext:
+        paths = paths or Paths.from_env()
+        max_upload = _env_bytes("LLMCOMP_MAX_UPLOAD", 5_000_000)
+        return cls(
+            paths=paths,
+            corpus_config=CorpusConfig(max_bytes=max_upload),
+            jobs=jobs or default_manager(),
+            budget=OwnerKeyBudget(BudgetLimits.from_env(), paths.home / "owner-key-usage.json"),
+            max_upload_bytes=max_upload,
+        )
+
+    def cache(self) -> AttentionCache:
+        """The one attention cache of this process (opened on first use, shared by every session)."""
+        with self._lock:
+            if self._cache is None:
+                self._cache = AttentionCache(self.paths.cache)
+            return self._cache
+
+    def bundled_names(self) -> list[str]:
+        return sorted(p.name for p in DATA_DIR.glob("*.txt"))
+
+    def bundled(self, name: str) -> Corpus:
+        """A bundled corpus by file name (parsed once per process; corpora are never mutated)."""
+        if name not in self.bundled_names():
+            raise ValueError(f"no bundled corpus named {name!r}; choose one of: {', '.join(self.bundled_names())}")
+        with self._lock:
+            if name not in self._bundled:
+                self._bundled[name] = load_corpus(DATA_DIR / name, CorpusConfig())
+            return self._bundled[name]
+
+    def corpus_of(self, session: Session) -> Corpus:
+        """The session's corpus, or the bundled example until the visitor picks one."""
+        return session.corpus if session.corpus is not None else self.bundled(DEFAULT_CORPUS)
+
+    def session_dir(self, session: Session, request: gr.Request | None) -> Path:
+        """A private temp folder for this session's downloads."""
+        name = owner_tag(owner_of(session, request)) or "anonymous"
+        path = self.tmp / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        with self._lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
+
+
+def owner_of(session: Session, request: gr.Request | None) -> str | None:
+    """Who this session is for job ownership: the browser's id, else the API client's session."""
+    if session.owner:
+        return session.owner
+    sid = getattr(request, "session_hash", None)
+    return f"session:{sid}" if sid else None
+
+
+# --- messages ------------------------------------------------------------------------------
+_ICONS = {"ok": "✓", "info": "ℹ", "warn": "⚠", "error": "✗", "busy": "⏳"}
+
+
+def note(text: str, kind: str = "info") -> str:
+    """A one-line message box (text is escaped: file names and server messages are not trusted)."""
+    return f'<div class="llmc-msg llmc-{kind}">{_ICONS.get(kind, "")} {html.escape(text)}</div>'
+
+
+def error(text: str) -> str:
+    return note(text, "error")
+
+
+def progress_bar(done: int, total: int, label: str) -> str:
+    total = max(total, 1)
+    pct = max(0.0, min(100.0, 100.0 * done / total))
+    return (
+        f'<div class="llmc-progress"><div class="llmc-bar" style="width:{pct:.1f}%"></div></div>'
+        f'<div class="llmc-progress-label">{html.escape(label)}</div>'
+    )
+
+
+CSS = """
+.llmc-msg {padding: 8px 12px; border-radius: 6px; margin: 4px 0; font-size: 0.95em;}
+.llmc-ok {background: #ecfdf5; color: #065f46; border: 1px solid #a7f3d0;}
+.llmc-info {background: #eff6ff; color: #1e3a8a; border: 1px solid #bfdbfe;}
+.llmc-busy {background: #fffbeb; color: #92400e; border: 1px solid #fde68a;}
+.llmc-warn {background: #fffbeb; color: #92400e; border: 1px solid #fde68a;}
+.llmc-error {background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; font-weight: 600;}
+.llmc-progress {width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden;}
+.llmc-bar {height: 100%; background: #2563eb; transition: width 0.3s;}
+.llmc-progress-label {font-size: 0.9em; margin-top: 4px; color: #374151;}
+.llmc-counts {display: flex; gap: 18px; flex-wrap: wrap; font-size: 0.95em; margin-top: 6px;}
+.llmc-counts b {font-variant-numeric: tabular-nums;}
+.llmc-sentence {font-size: 1.05em; padding: 6px 0;}
+#llmc-model-status {font-size: 0.9em;}
+"""

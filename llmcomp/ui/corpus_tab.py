@@ -1,0 +1,162 @@
+"""Corpus tab: pick a bundled corpus or upload a .txt; see statistics, a preview and the held-out split."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from llmcomp.text import Corpus, CorpusError, parse_corpus
+from llmcomp.text.tokenizer import detokenize
+from llmcomp.ui.common import DEFAULT_CORPUS, AppContext, error, note
+from llmcomp.ui.state import Session
+
+PREVIEW_ROWS = 200
+
+
+@dataclass
+class CorpusTab:
+    bundled: gr.Dropdown
+    upload: gr.File
+    message: gr.HTML
+    summary: gr.HTML
+    histogram: gr.Plot
+    preview: gr.Dataframe
+    split: gr.HTML
+
+    @property
+    def view_outputs(self) -> list:
+        return [self.message, self.summary, self.histogram, self.preview, self.split]
+
+
+def histogram_figure(corpus: Corpus) -> go.Figure:
+    hist = corpus.stats().length_histogram
+    fig = go.Figure(go.Bar(x=list(hist), y=list(hist.values()), marker_color="#2563eb"))
+    fig.update_layout(
+        title="Sentence length",
+        xaxis_title="words per sentence",
+        yaxis_title="sentences",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        template="plotly_white",
+    )
+    return fig
+
+
+def summary_html(corpus: Corpus) -> str:
+    s = corpus.stats()
+    top = ", ".join(f"{html.escape(w)} ({c})" for w, c in s.top_words[:10])
+    return (
+        f"<h3>{html.escape(corpus.name)}</h3>"
+        f'<div class="llmc-counts"><span>sentences <b>{s.sentences:,}</b></span>'
+        f"<span>words <b>{s.words:,}</b></span><span>vocabulary <b>{s.vocab:,}</b></span>"
+        f"<span>mean length <b>{s.mean_length:.1f}</b></span><span>longest <b>{s.max_length}</b></span></div>"
+        f"<p>Most frequent: {top}</p>"
+    )
+
+
+def split_html(corpus: Corpus) -> str:
+    n_val, n = len(corpus.val_idx), len(corpus.sentences)
+    cfg = corpus.config
+    examples = "".join(f"<li>{html.escape(detokenize(corpus.sentences[i]))}</li>" for i in corpus.val_idx[:5])
+    return (
+        f"<p><b>Held out for validation:</b> {n_val:,} of {n:,} sentences ({cfg.val_fraction:.0%}, chosen by seed "
+        f"{cfg.seed}); {len(corpus.train_idx):,} are used for training. The validation loss is measured on these "
+        f"sentences only.</p><ul>{examples}</ul>"
+    )
+
+
+def preview_frame(corpus: Corpus) -> pd.DataFrame:
+    val = set(corpus.val_idx)
+    rows = [
+        {"#": i, "split": "val" if i in val else "train", "words": len(s), "sentence": detokenize(s)}
+        for i, s in enumerate(corpus.sentences[:PREVIEW_ROWS])
+    ]
+    return pd.DataFrame(rows, columns=["#", "split", "words", "sentence"])
+
+
+def view(corpus: Corpus, message: str) -> tuple:
+    return message, summary_html(corpus), histogram_figure(corpus), preview_frame(corpus), split_html(corpus)
+
+
+def build(ctx: AppContext, session: gr.State) -> CorpusTab:
+    limit_mb = ctx.max_upload_bytes / 1_000_000
+    gr.Markdown(
+        "Choose the text the model will learn from: one of the bundled corpora, or your own UTF-8 `.txt` file "
+        f"(one sentence per line, or paragraphs separated by blank lines; at most {limit_mb:g} MB, "
+        f"{ctx.corpus_config.max_words} words per sentence, {ctx.corpus_config.min_sentences} sentences or more)."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            bundled = gr.Dropdown(
+                choices=ctx.bundled_names(), value=DEFAULT_CORPUS, label="Bundled corpus", elem_id="bundled-corpus"
+            )
+            use_bundled = gr.Button("Use this bundled corpus", elem_id="use-bundled")
+        with gr.Column(scale=1):
+            upload = gr.File(
+                label="…or upload a .txt corpus", file_types=[".txt"], type="filepath", elem_id="corpus-upload"
+            )
+    message = gr.HTML(elem_id="corpus-message")
+    with gr.Row():
+        with gr.Column(scale=3):
+            summary = gr.HTML(elem_id="corpus-summary")
+            split = gr.HTML(elem_id="corpus-split")
+        with gr.Column(scale=2):
+            histogram = gr.Plot(label="Sentence lengths", elem_id="corpus-histogram")
+    preview = gr.Dataframe(label="Preview (first sentences)", interactive=False, wrap=True, elem_id="corpus-preview")
+    tab = CorpusTab(bundled, upload, message, summary, histogram, preview, split)
+
+    def use_bundled_corpus(name: str, state: Session):
+        """Use a bundled corpus (example.txt or binding.txt). Returns a message, statistics, a length
+        histogram, a preview and the held-out split."""
+        try:
+            corpus = ctx.bundled(name)
+        except (CorpusError, ValueError) as e:
+            return error(str(e)), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        _set(state, corpus)
+        return view(corpus, note(f"using the bundled corpus {name}", "ok"))
+
+    def upload_corpus(path: str | None, state: Session):
+        """Upload a UTF-8 .txt corpus. Invalid files get a one-line reason and the previous corpus stays."""
+        if not path:
+            return note("choose a .txt file to upload", "info"), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        file = Path(path)
+        keep = f"; still using {ctx.corpus_of(state).name}"
+        if file.suffix.lower() != ".txt":
+            return (
+                error(f"{file.name} is not a .txt file; upload plain UTF-8 text with one sentence per line{keep}"),
+                *[gr.skip()] * 4,
+            )
+        try:
+            size = file.stat().st_size
+            if size > ctx.max_upload_bytes:
+                raise CorpusError(
+                    f"{file.name} is {size:,} bytes; the limit is {ctx.max_upload_bytes:,} (use a smaller file)"
+                )
+            corpus = parse_corpus(file.read_bytes(), name=file.name, config=ctx.corpus_config)
+        except CorpusError as e:
+            return error(f"{e}{keep}"), *[gr.skip()] * 4
+        except OSError as e:
+            return error(f"could not read the upload ({e.strerror}); try again{keep}"), *[gr.skip()] * 4
+        _set(state, corpus)
+        return view(corpus, note(f"loaded {file.name}: {len(corpus.sentences):,} sentences", "ok"))
+
+    use_bundled.click(use_bundled_corpus, [bundled, session], tab.view_outputs, api_name="use_bundled_corpus")
+    upload.upload(upload_corpus, [upload, session], tab.view_outputs, api_name="upload_corpus")
+    return tab
+
+
+def _set(state: Session, corpus: Corpus) -> None:
+    """A new corpus invalidates what was computed on the old one."""
+    state.corpus = corpus
+    state.scored = None
+    state.generation = None
+
+
+def initial_view(ctx: AppContext, state: Session) -> tuple:
+    corpus = ctx.corpus_of(state)
+    return view(corpus, note(f"using {corpus.name}; upload your own .txt to replace it", "info"))

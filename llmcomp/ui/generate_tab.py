@@ -1,0 +1,147 @@
+"""Generate tab: sample from a trained model and show the attention that produced each word."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import gradio as gr
+import torch
+
+from llmcomp.generation import GenerateConfig, Generator
+from llmcomp.plots import attention_heatmap
+from llmcomp.training import load_checkpoint
+from llmcomp.training.batching import with_bos
+from llmcomp.ui import sources
+from llmcomp.ui.attention_tab import charge_owner_key
+from llmcomp.ui.common import AppContext, error, note, owner_of
+from llmcomp.ui.sources import USER_ERRORS, one_line
+from llmcomp.ui.state import GenerationView, Session
+from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
+
+
+@dataclass
+class GenerateTab:
+    checkpoint: gr.Dropdown
+
+
+def learned_heads(gen_model, vocab, words: list[str], external: torch.Tensor) -> torch.Tensor | None:
+    """(L, T+1, T+1) weights of the model's own heads in its last layer over <s> + words, or None."""
+    if not gen_model.config.n_learned_heads:
+        return None
+    idx = torch.tensor([[vocab.bos_id, *vocab.encode(words)]])
+    att = with_bos(external)[None] if external.shape[0] else None
+    weights = gen_model.learned_attention(idx, att)
+    return None if weights is None else weights[0]
+
+
+def build(ctx: AppContext, session: gr.State) -> GenerateTab:
+    with gr.Row():
+        checkpoint = gr.Dropdown(
+            [], label="Model (a trained run)", elem_id="gen-checkpoint", allow_custom_value=True, scale=4
+        )
+        refresh = gr.Button("↻", scale=0, min_width=50, elem_id="gen-refresh")
+    prompt = gr.Textbox(label="Prompt", placeholder="e.g. my mother", elem_id="gen-prompt")
+    with gr.Row():
+        temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = most likely word)")
+        top_k = gr.Slider(0, 100, value=20, step=1, label="Top-k (0 = all words)")
+        max_words = gr.Slider(1, 60, value=20, step=1, label="Length (words at most)", elem_id="gen-length")
+        seed = gr.Number(None, precision=0, label="Seed (empty = random)")
+    gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-btn")
+    text = gr.Textbox(label="Generated text", interactive=False, elem_id="gen-text")
+    notes = gr.HTML(elem_id="gen-notes")
+    head = gr.Dropdown([], label="Head", elem_id="gen-head", allow_custom_value=True)
+    heatmap = gr.Plot(
+        label="Attention that produced the text (rows marked ▸ are generated words)", elem_id="gen-heatmap"
+    )
+
+    def list_models(state: Session, request: gr.Request):
+        runs = visible_runs(ctx, owner_of(state, request))
+        choices = run_choices(runs)
+        value = choices[0][1] if choices else None
+        return gr.update(choices=choices, value=value)
+
+    def generate(
+        checkpoint, prompt, temperature, top_k, max_words, seed=None, state: Session = None, request: gr.Request = None
+    ):
+        """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
+        attention heatmap of the first head and the list of heads."""
+        owner = owner_of(state, request)
+        try:
+            if not checkpoint:
+                runs = visible_runs(ctx, owner)
+                if not runs:
+                    raise sources.SourceFormError("no trained model yet: train one in the Train tab first")
+                checkpoint = runs[-1].name
+            run = find_run(ctx, owner, str(checkpoint))
+            ck = load_checkpoint(run.checkpoint)
+            built = sources.build_from_spec(
+                ck.source_spec, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage
+            )
+            try:
+                gen = Generator(ck.model, ck.vocab, built.source).generate(
+                    str(prompt or ""),
+                    GenerateConfig(
+                        max_words=int(max_words),
+                        temperature=float(temperature),
+                        top_k=int(top_k),
+                        seed=None if seed is None or seed == "" else int(seed),
+                    ),
+                )
+            finally:
+                charge_owner_key(ctx, built, built.source, state)
+                built.source.close()
+            learned = learned_heads(ck.model, ck.vocab, gen.all_words, gen.attention)
+        except USER_ERRORS as e:
+            return gr.skip(), error(one_line(e)), gr.skip(), gr.skip()
+        words, n_prompt = gen.all_words, len(gen.prompt_words)
+        views: dict[str, tuple[torch.Tensor, list[str], int]] = {}
+        for h in range(gen.attention.shape[0]):
+            views[f"supplied head {h} ({built.source.kind})"] = (gen.attention[h], words, n_prompt)
+        if learned is not None:
+            for h in range(learned.shape[0]):
+                views[f"learned head {h} (last layer)"] = (learned[h], ["<s>", *words], n_prompt + 1)
+        state.generation = GenerationView(words, n_prompt, {k: (m, w) for k, (m, w, _) in views.items()})
+        state.extra["generation_split"] = {k: g for k, (_, _, g) in views.items()}
+        msgs = [
+            f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {built.source.describe()}"
+        ]
+        kind = "ok"
+        if gen.unknown:
+            msgs.append(f"unknown word(s) read as <unk>: {', '.join(sorted(set(gen.unknown)))}")
+            kind = "warn"
+        if learned is not None and gen.attention.shape[0] == 0:
+            msgs.append("this model learned its own attention (no supplied heads); shown below")
+        first = next(iter(views))
+        fig = _figure(state, first)
+        return gen.text, "".join(note(m, kind) for m in msgs), fig, gr.update(choices=list(views), value=first)
+
+    def show_generation_head(head, state: Session):
+        """Redraw the last generation's heatmap for another head."""
+        if state.generation is None or head not in state.generation.heads:
+            return gr.skip()
+        return _figure(state, head)
+
+    def _figure(state: Session, head: str):
+        view = state.generation
+        m, w = view.heads[head]
+        split = state.extra.get("generation_split", {}).get(head)
+        return attention_heatmap(m, w, title=html.unescape(head), generated_from=split)
+
+    gen_btn.click(
+        generate,
+        [checkpoint, prompt, temperature, top_k, max_words, seed, session],
+        [text, notes, heatmap, head],
+        api_name="generate",
+    )
+    prompt.submit(
+        generate,
+        [checkpoint, prompt, temperature, top_k, max_words, seed, session],
+        [text, notes, heatmap, head],
+        api_visibility="private",
+    )
+    head.input(show_generation_head, [head, session], heatmap, api_visibility="private")
+    refresh.click(list_models, session, checkpoint, api_name="list_models")
+    tab = GenerateTab(checkpoint)
+    tab.list_models = list_models  # type: ignore[attr-defined]
+    return tab

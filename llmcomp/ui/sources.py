@@ -1,0 +1,184 @@
+"""Turn the Attention tab's form (or a checkpoint's spec) into an attention source, safely.
+
+Two rules about the server owner's key (``OPENAI_API_KEY``):
+
+* it is only ever sent to the owner's own endpoint (``OPENAI_BASE_URL`` or OpenAI). A visitor who
+  points the app at another base URL must bring their own key; otherwise a visitor could collect
+  the owner's key on a server of their own;
+* when it is used, the source gets hard request and token caps from the owner's budget.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from llmcomp.attention import BASELINES, AttentionCache, AttentionSource, make_source, source_from_spec
+from llmcomp.attention.local_llm import LocalLLMError
+from llmcomp.errors import LLMCompError
+from llmcomp.ui.budget import BudgetError, OwnerKeyBudget, Usage
+from llmcomp.ui.state import SourceSettings
+
+KIND_CHOICES: list[tuple[str, str]] = [
+    ("Local LLM: SmolLM2-135M, offline (default)", "local"),
+    ("OpenAI-compatible API", "openai"),
+    ("Baseline: uniform", "uniform"),
+    ("Baseline: previous word", "previous"),
+    ("Baseline: Gaussian (previous and current word)", "gaussian"),
+    ("Baseline: frozen random", "random"),
+    ("Baseline: learned (the model's own attention)", "learned"),
+    ("Oracle (binding task only)", "oracle"),
+]
+KIND_NAMES = dict((v, k) for k, v in KIND_CHOICES)
+OTHER_CHOICES = [(k, v) for k, v in KIND_CHOICES if v not in ("openai", "learned")]
+MODES = ("sentence", "prefix", "pair")
+RELATIONS = ("meaning", "syntax", "coreference", "relatedness")
+OPENAI_HOST = "api.openai.com"
+
+
+class SourceFormError(LLMCompError, ValueError):
+    """The Attention tab's settings cannot make a source, with a one-line reason."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [LLMCompError, LocalLLMError, ValueError, TypeError]
+    try:
+        from llmcomp.attention.openai_source import ScoringAborted
+
+        errors.append(ScoringAborted)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+#: exceptions whose message is fit to show a person as it is (one line, no secrets)
+USER_ERRORS = _user_errors()
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:400]
+
+
+def owner_endpoint() -> tuple[str, str]:
+    """The server owner's base URL and model (environment, else OpenAI's defaults)."""
+    from llmcomp.attention.openai_source import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+    return (
+        os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        os.environ.get("LLMCOMP_OPENAI_MODEL") or DEFAULT_MODEL,
+    )
+
+
+def owner_key_present() -> bool:
+    return bool(os.environ.get("OPENAI_API_KEY"))
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    sa, sb = urlsplit(a.strip()), urlsplit(b.strip())
+    return (sa.scheme, sa.hostname, sa.port, sa.path.rstrip("/")) == (
+        sb.scheme,
+        sb.hostname,
+        sb.port,
+        sb.path.rstrip("/"),
+    )
+
+
+@dataclass
+class Built:
+    source: AttentionSource
+    owner_key: bool  # True: spending the server's key, so the budget applies
+
+
+def _openai_key(base_url: str, typed_key: str) -> tuple[str, bool]:
+    """The key to send to ``base_url`` and whether it is the owner's."""
+    from llmcomp.attention.openai_source import NO_KEY
+
+    if typed_key.strip():
+        return typed_key.strip(), False
+    own_base, _ = owner_endpoint()
+    if owner_key_present() and _same_endpoint(base_url, own_base):
+        return os.environ["OPENAI_API_KEY"], True
+    if urlsplit(base_url).hostname == OPENAI_HOST:
+        raise SourceFormError("enter your OpenAI API key: this server has no key of its own for api.openai.com")
+    return NO_KEY, False
+
+
+def _caps(owner: bool, budget: OwnerKeyBudget, usage: Usage) -> dict[str, Any]:
+    if not owner:
+        return {}
+    req, tok = budget.remaining(usage)
+    if req == 0 or tok == 0:
+        raise BudgetError("the server's key has reached its spending cap for you today; enter your own API key")
+    return {"max_requests": req, "max_tokens": tok}
+
+
+def build(
+    settings: SourceSettings,
+    api_key: str,
+    cache: AttentionCache | None,
+    budget: OwnerKeyBudget,
+    usage: Usage,
+) -> Built:
+    """A source for the form's settings; raises a one-line error a person can act on."""
+    kind, n = settings.kind, int(settings.n_heads or 1)
+    if kind == "local":
+        from llmcomp.attention.local_llm import LocalLLMSource
+
+        return Built(LocalLLMSource(n_heads=n, layers=settings.layers.strip() or "all", cache=cache), False)
+    if kind == "openai":
+        from llmcomp.attention.openai_source import OpenAISource
+
+        own_base, own_model = owner_endpoint()
+        base = settings.base_url.strip() or own_base
+        if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname:
+            raise SourceFormError(f"the base URL must look like https://host/v1 (got {base[:80]!r})")
+        key, owner = _openai_key(base, api_key)
+        if not settings.relations:
+            raise SourceFormError("choose at least one relation head for the OpenAI-compatible source")
+        src = OpenAISource(
+            base_url=base,
+            model=settings.model.strip() or own_model,
+            api_key=key,
+            mode=settings.mode,
+            heads=list(settings.relations),
+            cache=cache,
+            **_caps(owner, budget, usage),
+        )
+        return Built(src, owner)
+    if kind == "learned":
+        return Built(make_source("learned", learned_heads=n), False)
+    if kind in BASELINES or kind == "oracle":
+        return Built(make_source(kind, n_heads=n), False)
+    raise SourceFormError(f"unknown attention source {kind!r}; choose one from the list")
+
+
+def build_from_spec(
+    spec: dict[str, Any], api_key: str, cache: AttentionCache | None, budget: OwnerKeyBudget, usage: Usage
+) -> Built:
+    """The source a checkpoint was trained with, for generation (and resume); keys as in ``build``."""
+    kind = spec.get("kind")
+    if kind == "openai":
+        base = str(spec.get("base_url") or owner_endpoint()[0])
+        key, owner = _openai_key(base, api_key)
+        extra = {"api_key": key, "cache": cache, **_caps(owner, budget, usage)}
+        return Built(source_from_spec(spec, **extra), owner)
+    if kind == "local":
+        return Built(source_from_spec(spec, cache=cache), False)
+    return Built(source_from_spec(spec), False)
+
+
+def settings_label(settings: SourceSettings) -> str:
+    """Short human description of the form's settings (no secrets)."""
+    k = settings.kind
+    if k == "openai":
+        own_base, own_model = owner_endpoint()
+        host = urlsplit(settings.base_url.strip() or own_base).hostname
+        return f"OpenAI-compatible {settings.model or own_model} @ {host}, {settings.mode} mode, heads {', '.join(settings.relations)}"
+    if k == "local":
+        return f"local LLM (layers {settings.layers or 'all'}, {settings.n_heads} head{'s' if settings.n_heads != 1 else ''})"
+    if k == "learned":
+        return f"learned ({settings.n_heads} learned head{'s' if settings.n_heads != 1 else ''}, no supplied attention)"
+    return f"{k} ({settings.n_heads} head{'s' if settings.n_heads != 1 else ''})"
