@@ -44,6 +44,15 @@ def owner_tag(owner: str | None) -> str | None:
     return hashlib.sha256(owner.encode()).hexdigest()[:16] if owner else None
 
 
+class _ScoringFailed(RuntimeError):
+    """The attention source raised while the corpus was being scored."""
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
 def _clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "?"
 
@@ -213,7 +222,12 @@ class TrainingJob:
     def _work(self) -> None:
         trainer = self.trainer
         try:
-            trainer.prepare(progress=self._on_scoring)
+            try:
+                trainer.prepare(progress=self._on_scoring)
+            except LLMCompError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a source's own errors (auth, quota, model) are one line
+                raise _ScoringFailed(f"attention scoring failed: {_first_line(e)}") from e
             self._on_scoring(trainer.attention_stats)
             self._t_train, self._step0 = time.time(), trainer.step
             self._update(status="training")
@@ -225,14 +239,13 @@ class TrainingJob:
                 checkpoint=str(result.checkpoint) if result.checkpoint else None,
                 finished_at=time.time(),
             )
-        except LLMCompError as e:
+        except (LLMCompError, _ScoringFailed) as e:
             self._update(status="failed", error=str(e), eta_s=None, finished_at=time.time(), step=trainer.step)
         except Exception as e:  # noqa: BLE001 - the worker must report, never die silently
             log.exception("training job %s failed", self._snap.job_id)
-            first = (str(e).splitlines() or [""])[0][:200]
             self._update(
                 status="failed",
-                error=f"training stopped by an unexpected {type(e).__name__}: {first} (see the server log)",
+                error=f"training stopped by an unexpected {type(e).__name__}: {_first_line(e)} (see the server log)",
                 eta_s=None,
                 finished_at=time.time(),
                 step=trainer.step,

@@ -129,7 +129,10 @@ def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = 
         # never serve the cache, the runs or the .env, whatever the working directory is
         "blocked_paths": [str(ctx.paths.cache), str(ctx.paths.runs), str(ctx.paths.home), ".env"],
         "css": CSS,
-        "theme": gr.themes.Soft(),
+        # system fonts: the default Google fonts would be fetched from the internet by every visitor
+        "theme": gr.themes.Soft(
+            font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+        ),
         "show_error": False,
         "footer_links": ["api", "settings"],
     }

@@ -118,7 +118,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
     progress = gr.HTML(elem_id="train-progress")
     status = gr.HTML(elem_id="train-status")
     plot = gr.Plot(label="Loss", elem_id="loss-plot")
-    ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file")
+    ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file", height=90)
     with gr.Accordion("Job details (JSON)", open=False):
         job = gr.JSON(elem_id="job-json")
     seen = gr.State("")
