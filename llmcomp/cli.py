@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_args(p)
     g = p.add_argument_group("model and training")
     g.add_argument("--steps", type=int, default=600)
-    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--lr", type=float, default=3e-3)
     g.add_argument("--n-layer", type=int, default=2)
     g.add_argument("--n-embd", type=int, default=64)

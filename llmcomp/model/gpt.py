@@ -134,8 +134,8 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T) token ids; att (B, n_external_heads, T, T) supplied weights. Returns logits (B, T, V)."""
+    def hidden(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
+        """Final normalised hidden states (B, T, C)."""
         _, seq = idx.shape
         if seq > self.config.block_size:
             raise ValueError(f"sequence of {seq} tokens is longer than block_size {self.config.block_size}")
@@ -143,7 +143,23 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
             x = block(x, att)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T) token ids; att (B, n_external_heads, T, T) supplied weights. Returns logits (B, T, V)."""
+        return self.lm_head(self.hidden(idx, att))
+
+    def token_losses(
+        self, idx: torch.Tensor, att: torch.Tensor | None, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of each real target (targets == -100 are padding), and their mask.
+
+        The output head runs only on real positions: with right-padded batches that skips a
+        third of the largest matmul and softmax.
+        """
+        mask = targets != -100
+        h = self.hidden(idx, att)[mask]
+        return F.cross_entropy(self.lm_head(h), targets[mask], reduction="none"), mask
 
     def learned_attention(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor | None:
         """Weights of the learned heads in the last layer, (B, n_learned, T, T), for heatmaps."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
 from llmcomp.errors import LLMCompError
@@ -46,7 +45,7 @@ FocusFn = Callable[[list[str]], Iterable[int]]
 @dataclass
 class TrainConfig:
     steps: int = 600
-    batch_size: int = 32
+    batch_size: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 30
@@ -56,6 +55,11 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end (and when stopped)
     seed: int = 0
+    # torch threads while training. Small models run fastest on one: extra OpenMP threads mostly
+    # spin-wait, and on a shared machine that can make every step ten times slower. 0 = leave as is.
+    threads: int = 1
+    # batches come from windows of batch_size * length_window sentences of similar length (1 = off)
+    length_window: int = 4
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to lr * min_lr_ratio at the last step."""
@@ -102,14 +106,12 @@ def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int =
     total = count = focus_total = focus_count = 0.0
     for start in range(0, len(examples), batch_size):
         b = collate(examples[start : start + batch_size], pad_id)
-        logits = model(b.x, b.att if b.att.shape[1] else None)
-        losses = F.cross_entropy(logits.transpose(1, 2), b.y, ignore_index=-100, reduction="none")
-        mask = b.y != -100
-        total += float(losses[mask].sum())
-        count += int(mask.sum())
-        fmask = b.focus & mask
-        focus_total += float(losses[fmask].sum())
-        focus_count += int(fmask.sum())
+        losses, mask = model.token_losses(b.x, b.att if b.att.shape[1] else None, b.y)
+        total += float(losses.sum())
+        count += losses.numel()
+        focus = b.focus[mask]
+        focus_total += float(losses[focus].sum())
+        focus_count += int(focus.sum())
     model.train(was_training)
     out = {"loss": total / max(count, 1)}
     if focus_count:
@@ -181,7 +183,7 @@ class Trainer:
             {"params": decay, "weight_decay": self.config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step; it saves a checkpoint first."""
@@ -200,6 +202,7 @@ class Trainer:
             self.corpus, result.matrices, self.corpus.train_idx, self.vocab, self.focus
         )
         self.val_examples = build_examples(self.corpus, result.matrices, self.corpus.val_idx, self.vocab, self.focus)
+        self._by_length = sorted(range(len(self.train_examples)), key=lambda i: len(self.train_examples[i].x))
         if not self.train_examples or not self.val_examples:
             first = next(iter(self.failed_sentences.values()), "no sentences")
             raise TrainingError(
@@ -217,9 +220,18 @@ class Trainer:
             on_metric(record)
 
     def _batch(self, step: int):
-        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        idx = torch.randint(len(self.train_examples), (self.config.batch_size,), generator=g).tolist()
-        return collate([self.train_examples[i] for i in idx], self.vocab.pad_id)
+        """The batch for ``step``: seeded by (seed, step) alone, so resumed runs see the same batches.
+
+        With ``length_window`` > 1 the batch is drawn from a window of similar-length sentences
+        (train examples sorted by length), so little compute goes to padding; every sentence
+        remains equally likely to be drawn, up to the windows' clamping at the two ends.
+        """
+        cfg, g = self.config, torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        n = len(self.train_examples)
+        window = min(n, cfg.batch_size * cfg.length_window) if cfg.length_window > 1 else n
+        start = int(torch.randint(n - window + 1, (1,), generator=g))
+        picks = (start + torch.randint(window, (cfg.batch_size,), generator=g)).tolist()
+        return collate([self.train_examples[self._by_length[i]] for i in picks], self.vocab.pad_id)
 
     def validate(self) -> dict[str, float]:
         return evaluate(self.model, self.val_examples, self.vocab.pad_id, self.config.batch_size * 2)
@@ -233,6 +245,15 @@ class Trainer:
         """Train until ``config.steps`` (or ``stop_at``, or ``stop()``); save a checkpoint; return the result."""
         if not self.train_examples:
             self.prepare(on_scoring)
+        threads_before = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            return self._loop(on_metric, stop_at)
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _loop(self, on_metric: MetricFn | None, stop_at: int | None) -> TrainResult:
         cfg, model = self.config, self.model
         end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
         model.train()
@@ -245,8 +266,7 @@ class Trainer:
                 group["lr"] = lr
             batch = self._batch(step)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout
-            logits = model(batch.x, batch.att if batch.att.shape[1] else None)
-            loss = F.cross_entropy(logits.transpose(1, 2), batch.y, ignore_index=-100)
+            loss = model.token_losses(batch.x, batch.att if batch.att.shape[1] else None, batch.y)[0].mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
