@@ -1,4 +1,4 @@
-"""The ``llmcomp`` command line: train, generate, score, cache, compare, app.
+"""The llmcomp command line: train, generate, score, cache, compare, app.
 
 Every command prints one-line errors (no traceback) for problems a person can fix, and shows a
 progress bar for long work.
@@ -192,11 +192,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     corpus = load_cli_corpus(args)
-    source = make_cli_source(args, **({"dry_run": True} if args.dry_run else {}))
+    source = make_cli_source(args)
+    if hasattr(source, "estimate_all") and args.dry_run:
+        for estimate in source.estimate_all(corpus.sentences).values():
+            print(f"estimate: {estimate}")
+        return 0
     if hasattr(source, "estimate"):
         print(f"estimate: {source.estimate(corpus.sentences)}")
-        if args.dry_run:
-            return 0
     elif args.dry_run:
         print(f"{source.kind} is computed locally: no requests, no tokens")
         return 0
