@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,8 +53,11 @@ def _hover_data(labels: list[str], value_name: str) -> list[list[list[str]]]:
 
 def _trace(m: np.ndarray, labels: list[str], value_name: str, **kw: Any) -> go.Heatmap:
     t = len(labels)
+    # plain lists with None for the future (not numpy): plotly would ship numpy as base64 typed arrays,
+    # which older plotly.js builds and API clients cannot read
+    z = [[None if math.isnan(v) else v for v in row] for row in causal_masked(m).tolist()]
     return go.Heatmap(
-        z=causal_masked(m),
+        z=z,
         x=list(range(t)),
         y=list(range(t)),
         customdata=_hover_data(labels, value_name),

@@ -164,6 +164,10 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         state.settings = read_settings(kind, n_heads, layers, base_url, model, mode, relations)
         state.api_key = str(api_key or "")
 
+    def set_source(kind, n_heads, layers, base_url, model, api_key, mode, relations, state: Session):
+        """Choose this session's attention source (used by show_attention, start_training, ...)."""
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, state)
+
     def toggle(kind):
         return (
             gr.update(visible=kind == "local"),
@@ -383,8 +387,17 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
 
     # --- wiring -------------------------------------------------------------------------------
     settings_in = [*tab.source_inputs, session]
-    for comp in tab.source_inputs:
-        comp.change(remember, settings_in, None, api_visibility="private", queue=False, show_progress="hidden")
+    for i, comp in enumerate(tab.source_inputs):
+        # the first registration is the public /set_source endpoint; the rest only keep the session in step
+        comp.change(
+            set_source,
+            settings_in,
+            None,
+            api_name="set_source" if i == 0 else None,
+            api_visibility="public" if i == 0 else "private",
+            queue=False,
+            show_progress="hidden",
+        )
     kind.change(toggle, kind, [local_box, openai_box, n_heads], api_visibility="private", queue=False)
     estimate_btn.click(estimate_cost, [*tab.source_inputs, max_sentences, session], estimate, api_name="estimate_cost")
     score_btn.click(

@@ -1,0 +1,347 @@
+"""Every named endpoint of the web app, called with gradio_client against the app launched here.
+
+The app runs in this process on 127.0.0.1 with its own runs folder and cache. The LLM path goes over
+real HTTP to the fake OpenAI-compatible server; the default path uses the real local LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from llmcomp.settings import Paths  # noqa: E402
+from llmcomp.text import load_corpus  # noqa: E402
+from llmcomp.text.binding import generate_binding_corpus  # noqa: E402
+from llmcomp.training.jobs import JobManager  # noqa: E402
+from llmcomp.ui.app import build_app, launch_options  # noqa: E402
+from llmcomp.ui.budget import BudgetLimits  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+ENDPOINTS = {
+    "/use_bundled_corpus",
+    "/upload_corpus",
+    "/set_source",
+    "/estimate_cost",
+    "/score_corpus",
+    "/show_attention",
+    "/compare_sources",
+    "/export_matrix",
+    "/training_status",
+    "/start_training",
+    "/stop_training",
+    "/download_checkpoint",
+    "/generate",
+    "/list_models",
+    "/compare_runs",
+    "/app_status",
+}
+pytestmark = [
+    pytest.mark.slow,
+    # gradio's own pandas calls, not ours
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"),
+]
+TINY = {"n_layer": 1, "n_embd": 16, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    paths = Paths(home=home, cache=home / "cache.sqlite", runs=home / "runs")
+    jobs = JobManager()
+    demo = build_app(paths=paths, jobs=jobs)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
+    try:
+        yield SimpleNamespace(demo=demo, url=demo.local_url, paths=paths, jobs=jobs, ctx=demo.llmcomp_context)
+    finally:
+        active = jobs.active()
+        if active is not None:
+            active.stop()
+            active.wait(30)
+        demo.close()
+        demo.llmcomp_context.close()
+
+
+def client(app) -> Client:
+    return Client(app.url, verbose=False)
+
+
+def plot(output) -> dict:
+    assert output and output["type"] == "plotly", output
+    return json.loads(output["plot"])
+
+
+def write(tmp_path: Path, name: str, data: str | bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return str(path)
+
+
+def poll(c: Client, until, timeout: float = 120.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = c.predict(api_name="/training_status")
+        job = out[3]
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting; last status: {job}")
+
+
+def test_every_named_endpoint_is_public_and_documented(app):
+    api = client(app).view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == ENDPOINTS
+    assert not api["unnamed_endpoints"]
+
+
+def test_default_local_llm_on_the_bundled_corpus(app):
+    c = client(app)
+    est = c.predict(max_sentences=4, api_name="/estimate_cost")  # defaults: local LLM, example.txt
+    assert "local LLM, offline and free: 4 of 4 sentences to score" in est
+    job = c.submit(max_sentences=4, api_name="/score_corpus")
+    progress, heat, sentence, heads = job.result(timeout=240)
+    assert len(job.outputs()) >= 2, "scoring should stream progress before the result"
+    assert "finished" in progress and "done <b>4</b>" in progress and "failed <b>0</b>" in progress
+    first = load_corpus(DATA / "example.txt").sentences[0]
+    fig = plot(heat)
+    assert fig["data"][0]["type"] == "heatmap"
+    assert fig["layout"]["yaxis"]["ticktext"] == [f"{w} ({i})" for i, w in enumerate(first)]
+    assert "local" in fig["layout"]["title"]["text"]
+    z = fig["data"][0]["z"]
+    assert all(abs(sum(v for v in row if v is not None) - 1) < 1e-3 for row in z)
+    assert heads["choices"] == [["head 0", 0]]
+    fig2, text, _ = c.predict(sentence_no=2, head=0, api_name="/show_attention")
+    assert "Sentence 2 of 449" in text and "local" in text
+    assert plot(fig2)["data"][0]["type"] == "heatmap"
+    path, msg = c.predict(sentence_no=2, fmt="csv", api_name="/export_matrix")
+    header = Path(path).read_text().splitlines()[0]
+    words = load_corpus(DATA / "example.txt").sentences[2]
+    assert header == "head,query," + ",".join(f"{w} ({i})" for i, w in enumerate(words))
+    assert "1 head(s)" in msg
+    status = c.predict(api_name="/app_status")
+    assert status["local_model"] == "loaded" and status["training_in_progress"] is False
+
+
+def test_binding_corpus_oracle_side_by_side_and_json_export(app):
+    c = client(app)
+    msg, summary, hist, preview, split = c.predict("binding.txt", api_name="/use_bundled_corpus")
+    assert "binding.txt" in msg and "2,000" in summary and "200 of 2,000" in split
+    assert preview["headers"] == ["#", "split", "words", "sentence"]
+    assert plot(hist)["data"][0]["type"] == "bar"
+    c.predict(kind="oracle", api_name="/set_source")
+    progress, heat, sentence, _ = c.predict(kind="oracle", max_sentences=10, api_name="/score_corpus")
+    assert "done <b>10</b>" in progress and "oracle" in sentence
+    words = load_corpus(DATA / "binding.txt").sentences[0]
+    fig = plot(heat)
+    z = fig["data"][0]["z"]
+    recall = words.index(":")  # "name :" points at that name's noun
+    noun = max(range(recall + 1), key=lambda j: z[recall][j])
+    assert words[noun] == words[recall + 1] and z[recall][noun] == pytest.approx(1.0)
+    side, diff, note = c.predict(sentence_no=0, head=0, other="uniform", api_name="/compare_sources")
+    assert len(plot(side)["data"]) == 2 and "uniform" in note
+    dz = plot(diff)["data"][0]["z"]
+    assert dz[recall][noun] == pytest.approx(1.0 - 1.0 / (recall + 1), abs=1e-4)
+    path, _ = c.predict(sentence_no=0, fmt="json", api_name="/export_matrix")
+    doc = json.loads(Path(path).read_text())
+    assert doc["words"] == words and doc["kind"] == "oracle" and doc["corpus"] == "binding.txt"
+    assert all(abs(sum(row) - 1) < 1e-5 for row in doc["matrix"][0])
+
+
+def test_uploads_good_and_bad_each_get_a_clear_message(app, tmp_path):
+    c = client(app)
+    good = "\n".join(generate_binding_corpus(12, seed=1))
+    msg, summary, *_ = c.predict(handle_file(write(tmp_path, "alpha.txt", good)), api_name="/upload_corpus")
+    assert "loaded alpha.txt: 12 sentences" in msg and "alpha.txt" in summary
+    cases = {
+        "empty.txt": (b"", "empty.txt is empty"),
+        "binary.txt": (b"\x00\x01\x02binary\x00" * 50, "looks binary"),
+        "latin1.txt": ("café crème\n".encode("latin-1") * 20, "is not UTF-8"),
+        "short.txt": ("one sentence. another one.\n", "at least 10 are needed"),
+    }
+    for name, (data, expected) in cases.items():
+        msg, *rest = c.predict(handle_file(write(tmp_path, name, data)), api_name="/upload_corpus")
+        assert expected in msg and "llmc-error" in msg, (name, msg)
+        assert "still using alpha.txt" in msg
+    with pytest.raises(Exception, match="Invalid file type"):
+        c.predict(handle_file(write(tmp_path, "notes.pdf", "%PDF-1.4 not text")), api_name="/upload_corpus")
+    big = app.ctx.max_upload_bytes + 1
+    with pytest.raises(Exception, match="(?i)exceed|size"):
+        c.predict(handle_file(write(tmp_path, "big.txt", b"a b c.\n" * (big // 7 + 1))), api_name="/upload_corpus")
+    # the app is still up and this session still has its good corpus
+    assert c.predict(api_name="/app_status")["training_in_progress"] is False
+    c.predict(kind="previous", api_name="/set_source")
+    _, text, _ = c.predict(sentence_no=0, head=0, api_name="/show_attention")
+    assert "Sentence 0 of 11" in text
+
+
+def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, tmp_path):
+    key = "sk-visitor-secret-0123456789"
+    c = client(app)
+    lines = generate_binding_corpus(20, seed=2)
+    c.predict(handle_file(write(tmp_path, "twenty.txt", "\n".join(lines))), api_name="/upload_corpus")
+    src = dict(
+        kind="openai", base_url=fake_openai.url, model="fake-model", api_key=key, relations=["meaning", "syntax"]
+    )
+    est = c.predict(**src, api_name="/estimate_cost")
+    assert "sentence mode: 20 of 20 sentences to score, 20 requests" in est
+    job = c.submit(**src, api_name="/score_corpus")
+    progress, heat, sentence, heads = job.result(timeout=120)
+    assert "done <b>20</b>" in progress and "failed <b>0</b>" in progress
+    assert int(progress.split("requests <b>")[1].split("<")[0]) >= 20
+    assert heads["choices"] == [["0 · meaning", 0], ["1 · syntax", 1]]
+    again, *_ = c.predict(**src, api_name="/score_corpus")
+    assert "cached <b>20</b>" in again and "requests <b>0</b>" in again
+    fig, text, _ = c.predict(sentence_no=3, head=1, api_name="/show_attention")
+    assert "1 · syntax" in plot(fig)["layout"]["title"]["text"]
+    assert any(h == f"Bearer {key}" for h in fake_openai.auth_headers)
+
+    started = c.predict(steps=6, eval_every=3, **TINY, api_name="/start_training")
+    assert "started" in started, started
+    done = poll(c, lambda j: j.get("status") in ("finished", "failed", "stopped"))
+    assert done["status"] == "finished", done
+    before = fake_openai.requests
+    text, notes, gfig, gheads = c.predict(checkpoint="", prompt="alice owns a", seed=1, api_name="/generate")
+    assert text.startswith("alice owns a") and "openai" in notes
+    assert fake_openai.requests > before  # generation scores each prefix over HTTP
+    assert plot(gfig)["data"][0]["type"] == "heatmap"
+    # the key is nowhere on disk: cache, checkpoints, job records, downloads
+    files = [p for p in app.paths.home.rglob("*") if p.is_file()] + [p for p in app.ctx.tmp.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if key.encode() in p.read_bytes()]
+    assert key not in json.dumps([est, progress, again, text, notes, done, str(heads)])
+
+
+def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fake_openai, monkeypatch, tmp_path):
+    owner_key = "sk-owner-secret-abcdef987654"
+    monkeypatch.setenv("OPENAI_API_KEY", owner_key)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the owner's endpoint is api.openai.com
+    c = client(app)
+    c.predict(
+        handle_file(write(tmp_path, "owner.txt", "\n".join(generate_binding_corpus(15, seed=9)))),
+        api_name="/upload_corpus",
+    )
+    foreign = dict(kind="openai", base_url=fake_openai.url, model="fake-model", relations=["coreference"])
+    progress, *_ = c.predict(max_sentences=3, **foreign, api_name="/score_corpus")
+    assert "done <b>3</b>" in progress
+    assert fake_openai.auth_headers and not any(owner_key in h for h in fake_openai.auth_headers)
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)  # now the fake server is the owner's endpoint
+    budget = app.ctx.budget
+    old = budget.limits
+    budget.limits = BudgetLimits(session_requests=5, daily_requests=100)
+    try:
+        own = dict(foreign, relations=["relatedness"])
+        refused = c.predict(**own, api_name="/estimate_cost")
+        assert "llmc-error" in refused and "allows 5 more" in refused and "your own API key" in refused
+        progress, *_ = c.predict(**own, api_name="/score_corpus")
+        assert "allows 5 more" in progress
+        fake_openai.reset_counts()
+        progress, *_ = c.predict(max_sentences=3, **own, api_name="/score_corpus")
+        assert "done <b>3</b>" in progress
+        assert any(h == f"Bearer {owner_key}" for h in fake_openai.auth_headers)
+        assert budget.today().requests >= 3
+        again = c.predict(**own, api_name="/estimate_cost")  # this session has now spent 3 of its 5
+        assert "allows 2 more" in again
+    finally:
+        budget.limits = old
+
+
+def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
+    a, b = client(app), client(app)
+    a.predict("example.txt", api_name="/use_bundled_corpus")
+    a.predict(kind="uniform", api_name="/set_source")
+    msg = a.predict(steps=100_000, eval_every=10, **TINY, api_name="/start_training")
+    assert "started" in msg, msg
+    job = poll(a, lambda j: len([m for m in j.get("metrics", []) if "val_loss" in m]) >= 2)
+    n_points = len(job["metrics"])
+    job = poll(a, lambda j: len(j.get("metrics", [])) > n_points)
+    assert job["status"] == "training" and job["eta_s"] is not None and job["tokens_per_s"] > 0
+    status, bar, fig, _ = a.predict(api_name="/training_status")
+    assert "training: step" in status and "ETA" in status and "llmc-bar" in bar
+
+    again = a.predict(steps=50, **TINY, api_name="/start_training")
+    assert "a training run is already in progress" in again and "stop it first" in again
+    other = b.predict(steps=50, **TINY, api_name="/start_training")
+    assert "by another session" in other and "wait for it to finish" in other
+    status_b, _, _, job_b = b.predict(api_name="/training_status")
+    assert "another session is training" in status_b and "metrics" not in job_b
+    assert "started in another session" in b.predict(api_name="/stop_training")
+
+    assert "stopping" in a.predict(api_name="/stop_training")
+    stopped = poll(a, lambda j: j["status"] == "stopped")
+    assert 0 < stopped["step"] < stopped["total_steps"]
+    assert "nothing to stop" in a.predict(api_name="/stop_training")
+    run = stopped["run"]
+
+    path, note = a.predict(resume="", api_name="/download_checkpoint")
+    names = zipfile.ZipFile(path).namelist()
+    assert {"checkpoint.json", "model.safetensors", "vocab.json"} <= set(names) and "zip" in note
+    assert run in [v for _, v in a.predict(api_name="/list_models")["choices"]]
+    assert run not in [v for _, v in b.predict(api_name="/list_models")["choices"]]
+    assert "no run to download yet" in b.predict(resume="", api_name="/download_checkpoint")[1]
+    assert "no saved run named" in b.predict(checkpoint=run, prompt="my", api_name="/generate")[1]
+
+    target = stopped["step"] + 5
+    resumed = a.predict(steps=target, eval_every=5, resume=run, **TINY, api_name="/start_training")
+    assert f"resumed {run} at step {stopped['step']}" in resumed, resumed
+    done = poll(a, lambda j: j["status"] == "finished")
+    assert done["step"] == target
+
+    text, notes, fig, heads = a.predict(checkpoint=run, prompt="my mother", temperature=0, api_name="/generate")
+    assert text.startswith("my mother") and "generated" in notes
+    assert heads["choices"][0][0] == "supplied head 0 (uniform)"
+    gfig = plot(fig)
+    assert gfig["layout"]["yaxis"]["ticktext"][:2] == ["my (0)", "mother (1)"]
+    _, unknown, *_ = a.predict(checkpoint=run, prompt="zebra xylophone", api_name="/generate")
+    assert "llmc-error" in unknown and "none of the prompt words are in the vocabulary" in unknown
+    _, partly, *_ = a.predict(checkpoint=run, prompt="my zebra", api_name="/generate")
+    assert "unknown word(s) read as &lt;unk&gt;: zebra" in partly
+
+    msg, curves, table = a.predict(api_name="/compare_runs")
+    rows = {r[0]: r for r in table["data"]}
+    assert run in rows and rows[run][2] == f"{target}/{target}"
+    assert any(t["name"].startswith(run) for t in plot(curves)["data"])
+    _, _, table_b = b.predict(api_name="/compare_runs")
+    assert run not in {r[0] for r in table_b["data"]}
+
+
+def test_learned_source_shows_the_models_own_heads(app):
+    c = client(app)
+    c.predict(kind="learned", n_heads=2, api_name="/set_source")
+    assert "started" in c.predict(steps=10, eval_every=5, **TINY, api_name="/start_training")
+    assert poll(c, lambda j: j["status"] in ("finished", "failed"))["status"] == "finished"
+    text, notes, fig, heads = c.predict(checkpoint="", prompt="my", seed=3, api_name="/generate")
+    labels = [lab for lab, _ in heads["choices"]]
+    assert labels == ["learned head 0 (last layer)", "learned head 1 (last layer)"]
+    assert "learned its own attention" in notes
+    assert plot(fig)["layout"]["yaxis"]["ticktext"][0] == "<s> (0)"
+    fig2, text2, _ = c.predict(sentence_no=0, head=0, api_name="/show_attention")
+    assert "supplies no attention" in text2
+
+
+def test_sessions_do_not_share_corpus_key_or_results(app, tmp_path):
+    a, b = client(app), client(app)
+    secret = "\n".join(f"zanzibar sentence number {i} is private." for i in range(12))
+    a.predict(handle_file(write(tmp_path, "private.txt", secret)), api_name="/upload_corpus")
+    a.predict(kind="previous", api_key="sk-session-a-secret-42", api_name="/set_source")
+    fig_a, text_a, _ = a.predict(sentence_no=0, head=0, api_name="/show_attention")
+    fig_b, text_b, _ = b.predict(sentence_no=0, head=0, api_name="/show_attention")
+    assert "zanzibar" in text_a and "zanzibar" not in text_b
+    outputs_b = [
+        b.predict(api_name="/estimate_cost"),
+        b.predict(api_name="/training_status"),
+        b.predict(api_name="/compare_runs"),
+        text_b,
+        fig_b,
+    ]
+    blob = json.dumps(outputs_b, default=str)
+    assert "zanzibar" not in blob and "sk-session-a-secret-42" not in blob and "private.txt" not in blob
