@@ -352,6 +352,8 @@ class FakeOpenAIServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    disable_nagle_algorithm = True  # small writes on a kept-alive connection would wait ~40 ms for an ACK
+    wbufsize = -1  # headers and body leave in one write (flushed after each request)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # quiet: tests and benchmarks print their own summaries

@@ -97,6 +97,14 @@ class _UnitFailed(Exception):
     """One request unit (sentence, row or pair batch) failed for good; its sentences fail."""
 
 
+class _CallbackRaised(Exception):
+    """Carries what ``progress`` raised (even KeyboardInterrupt) out of the loop thread to the caller."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
 class _BadFormat(Exception):
     """The server rejected the request as such (400/422); perhaps its response_format."""
 
@@ -441,15 +449,19 @@ class OpenAISource(AttentionSource):
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                self._loop_thread = threading.Thread(target=self._loop.run_forever, name="llmcomp-openai", daemon=True)
+                self._loop_thread = threading.Thread(
+                    target=_serve_loop, args=(self._loop,), name="llmcomp-openai", daemon=True
+                )
                 self._loop_thread.start()
         if threading.current_thread() is self._loop_thread:
             raise RuntimeError("score_many cannot be called from its own progress callback")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
         try:
             return future.result()
+        except _CallbackRaised as e:
+            raise e.error from None
         except BaseException:
-            future.cancel()
+            future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
             raise
 
     def close(self) -> None:
@@ -526,7 +538,10 @@ class OpenAISource(AttentionSource):
                 self.cache.put(key, result)
         self._commit(run, force=True)
         if run.progress:
-            run.progress(run.stats)
+            try:
+                run.progress(run.stats)
+            except BaseException as e:  # noqa: BLE001 - a KeyboardInterrupt here would kill the loop thread
+                raise _CallbackRaised(e) from None
 
     def _commit(self, run: _Run, force: bool = False) -> None:
         """Commit after every sentence, and every 0.2 s while rows or pairs arrive: kill -9 loses at
@@ -869,6 +884,16 @@ class OpenAISource(AttentionSource):
                 api_key=key, base_url=self.config.base_url, max_retries=0, timeout=self.config.timeout
             )
         return self._client
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The private loop thread. Its tensors are tiny: with OpenMP (where the setting is per thread)
+    one intra-op thread avoids waking a thread team for every 10x10 matrix, which on a busy
+    machine costs milliseconds and stalls the event loop."""
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        torch.set_num_threads(1)
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
