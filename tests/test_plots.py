@@ -144,7 +144,9 @@ def test_loss_figure_plots_train_and_val_points():
     train, val = fig.data
     assert list(train.x) == [10, 20, 30, 40] and list(train.y) == [4.0, 3.5, 3.0, 2.5]
     assert list(val.x) == [20, 40] and list(val.y) == [3.6, 2.9]
-    assert list(fig.layout.xaxis.range) == [0, 40]
+    assert list(fig.layout.xaxis.range) == [0, 40]  # the run's span once the points fill enough of it
+    early = loss_figure(METRICS[:1], total_steps=100_000)
+    assert early.layout.xaxis.range is None  # not squashed against the left edge
     empty = loss_figure([])
     assert len(empty.data[0].x) == 0 and empty.layout.annotations
 

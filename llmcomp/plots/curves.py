@@ -30,7 +30,10 @@ def loss_figure(
     fig.add_trace(go.Scatter(x=vx, y=vy, name="val loss", mode="lines+markers", line={"color": VAL_COLOUR, "width": 3}))
     if total_steps is None and metrics:
         total_steps = metrics[-1].get("total_steps")
-    fig.update_xaxes(title_text="step", range=[0, total_steps] if total_steps else None)
+    last = max(sx + vx, default=0)
+    # the whole run's span once the points fill a fair part of it; before that, the points so far
+    fixed = bool(total_steps) and last >= 0.25 * total_steps
+    fig.update_xaxes(title_text="step", range=[0, total_steps] if fixed else None, rangemode="tozero")
     fig.update_yaxes(title_text="cross-entropy (nats per word)", rangemode="tozero")
     fig.update_layout(
         title=title,

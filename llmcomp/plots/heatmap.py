@@ -113,8 +113,9 @@ def attention_heatmap(
     m = as_matrix(matrix)
     _check(m, words)
     labels = word_labels(words)
-    if generated_from is not None:
-        labels = [f"▸ {lab}" if i >= generated_from else lab for i, lab in enumerate(labels)]
+    rows = labels
+    if generated_from is not None:  # mark the rows of generated words (hover and x axis keep plain labels)
+        rows = [f"▸ {lab}" if i >= generated_from else lab for i, lab in enumerate(labels)]
     fig = go.Figure(
         _trace(
             m,
@@ -127,6 +128,7 @@ def attention_heatmap(
         )
     )
     _axes(fig, labels)
+    fig.update_yaxes(ticktext=rows)
     if generated_from is not None and 0 < generated_from < len(words):
         fig.add_hline(y=generated_from - 0.5, line_dash="dash", line_color="#b45309", line_width=2)
         fig.add_annotation(

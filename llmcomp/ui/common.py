@@ -107,7 +107,7 @@ def owner_of(session: Session, request: gr.Request | None) -> str | None:
 
 
 # --- messages ------------------------------------------------------------------------------
-_ICONS = {"ok": "✓", "info": "ℹ", "warn": "⚠", "error": "✗", "busy": "⏳"}
+_ICONS = {"ok": "✓", "info": "ℹ", "warn": "⚠", "error": "✗", "busy": "↻"}
 
 
 def note(text: str, kind: str = "info") -> str:

@@ -97,9 +97,9 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
             )
             use_bundled = gr.Button("Use this bundled corpus", elem_id="use-bundled")
         with gr.Column(scale=1):
-            upload = gr.File(
-                label="…or upload a .txt corpus", file_types=[".txt"], type="filepath", elem_id="corpus-upload"
-            )
+            # no file_types filter: gradio would reject other files with a pop-up before our handler
+            # runs; the handler checks the extension itself and answers inline, like every other fault
+            upload = gr.File(label="…or upload a .txt corpus", type="filepath", elem_id="corpus-upload")
     message = gr.HTML(elem_id="corpus-message")
     with gr.Row():
         with gr.Column(scale=3):
@@ -146,7 +146,10 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
         return view(corpus, note(f"loaded {file.name}: {len(corpus.sentences):,} sentences", "ok"))
 
     use_bundled.click(use_bundled_corpus, [bundled, session], tab.view_outputs, api_name="use_bundled_corpus")
-    upload.upload(upload_corpus, [upload, session], tab.view_outputs, api_name="upload_corpus")
+    # the upload box is emptied afterwards, so the next file can be dropped straight away
+    upload.upload(upload_corpus, [upload, session], tab.view_outputs, api_name="upload_corpus").then(
+        lambda: None, None, upload, api_visibility="private", show_progress="hidden"
+    )
     return tab
 
 

@@ -46,7 +46,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = most likely word)")
         top_k = gr.Slider(0, 100, value=20, step=1, label="Top-k (0 = all words)")
         max_words = gr.Slider(1, 60, value=20, step=1, label="Length (words at most)", elem_id="gen-length")
-        seed = gr.Number(None, precision=0, label="Seed (empty = random)")
+        seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1 = random)")
     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-btn")
     text = gr.Textbox(label="Generated text", interactive=False, elem_id="gen-text")
     notes = gr.HTML(elem_id="gen-notes")
@@ -62,7 +62,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         return gr.update(choices=choices, value=value)
 
     def generate(
-        checkpoint, prompt, temperature, top_k, max_words, seed=None, state: Session = None, request: gr.Request = None
+        checkpoint, prompt, temperature, top_k, max_words, seed=-1, state: Session = None, request: gr.Request = None
     ):
         """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
         attention heatmap of the first head and the list of heads."""
@@ -85,7 +85,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                         max_words=int(max_words),
                         temperature=float(temperature),
                         top_k=int(top_k),
-                        seed=None if seed is None or seed == "" else int(seed),
+                        seed=None if seed is None or int(seed) < 0 else int(seed),
                     ),
                 )
             finally:

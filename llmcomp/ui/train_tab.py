@@ -118,7 +118,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
     progress = gr.HTML(elem_id="train-progress")
     status = gr.HTML(elem_id="train-status")
     plot = gr.Plot(label="Loss", elem_id="loss-plot")
-    ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file", height=90)
+    ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file", visible=False)
     with gr.Accordion("Job details (JSON)", open=False):
         job = gr.JSON(elem_id="job-json")
     seen = gr.State("")
@@ -228,10 +228,13 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
             )
         snap = job.snapshot()
         kind = {"failed": "error", "finished": "ok", "stopped": "warn"}.get(snap.status, "busy")
-        bar_label = snap.summary()
-        bar = progress_bar(
-            int(snap.progress * 1000), 1000, bar_label if snap.status != "failed" else f"failed at step {snap.step}"
-        )
+        if snap.status == "scoring":
+            bar_label = (
+                f"scoring attention: {snap.scoring.get('done', 0):,} of {snap.scoring.get('sentences', 0):,} sentences"
+            )
+        else:
+            bar_label = f"step {snap.step:,} of {snap.total_steps:,} ({snap.progress:.0%})"
+        bar = progress_bar(int(snap.progress * 1000), 1000, bar_label)
         key = f"{snap.job_id}:{len(snap.metrics)}:{snap.status}"
         fig = gr.skip() if key == seen else loss_figure(list(snap.metrics), total_steps=snap.total_steps)
         extra = ""
@@ -260,11 +263,13 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
             if not (folder / "checkpoint.json").is_file():
                 raise sources.SourceFormError(f"{folder.parent.name} has no checkpoint yet")
         except USER_ERRORS as e:
-            return None, error(one_line(e))
+            return gr.skip(), error(one_line(e))
         out = ctx.session_dir(state, request) / f"{folder.parent.name}-checkpoint"
         archive = shutil.make_archive(str(out), "zip", root_dir=folder)
         size = Path(archive).stat().st_size
-        return archive, note(f"{Path(archive).name} ({size / 1e6:.1f} MB): weights, config, vocabulary, metrics", "ok")
+        return gr.update(value=archive, visible=True), note(
+            f"{Path(archive).name} ({size / 1e6:.1f} MB): weights, config, vocabulary, metrics", "ok"
+        )
 
     timer.tick(
         training_status,
