@@ -163,7 +163,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self.faults: list[Fault] = []
         self.reset_counts()
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
+        self._httpd = _Server((host, port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -348,6 +348,11 @@ class FakeOpenAIServer:
             "code": code,
         }
         return status, headers or {}, json.dumps({"error": err}).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops SYNs when a client opens 16 connections at once
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -49,11 +49,12 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -247,7 +248,6 @@ class _Run:
     sem: asyncio.Semaphore
     results: dict[str, torch.Tensor | str] = field(default_factory=dict)
     inflight: dict[str, asyncio.Task] = field(default_factory=dict)
-    last_commit: float = 0.0
 
 
 def _sha(obj: Any) -> str:
@@ -313,6 +313,8 @@ class OpenAISource(AttentionSource):
         self._loop_thread: threading.Thread | None = None
         self._client: Any = None
         self._probe: asyncio.Lock | None = None
+        self._writer: ThreadPoolExecutor | None = None  # one thread that writes and commits the cache
+        self._pending: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
     # --- identity ------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -468,6 +470,10 @@ class OpenAISource(AttentionSource):
         """Close the HTTP client and stop the loop thread (the cache is closed by its owner)."""
         with self._lock:
             loop, thread, self._loop, self._loop_thread = self._loop, self._loop_thread, None, None
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.submit(self._drain).result()
+            writer.shutdown(wait=True)
         if loop is None:
             return
         if self._client is not None:
@@ -486,18 +492,22 @@ class OpenAISource(AttentionSource):
 
     # --- the async core ------------------------------------------------------------------------
     async def _score_all(self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None):
-        run = _Run(stats, progress, asyncio.Semaphore(self.config.max_concurrency), last_commit=time.monotonic())
+        run = _Run(stats, progress, asyncio.Semaphore(self.config.max_concurrency))
         if self._probe is None:
             self._probe = asyncio.Lock()
         unique: dict[str, list[str]] = {}
         for words in sentences:
             unique.setdefault(self.cache_key(words), words)
         items = list(unique.items())
-        if self.config.mode == "pair":
-            await self._score_pairs(run, items)
-        else:
-            job = self._sentence_job if self.config.mode == "sentence" else self._prefix_job
-            await self._pool([lambda k=k, w=w: job(run, k, w) for k, w in items])
+        try:
+            if self.config.mode == "pair":
+                await self._score_pairs(run, items)
+            else:
+                job = self._sentence_job if self.config.mode == "sentence" else self._prefix_job
+                await self._pool([lambda k=k, w=w: job(run, k, w) for k, w in items])
+        finally:  # also on an abort: everything scored is committed before the caller hears of it
+            if self._writer is not None:
+                await asyncio.wrap_future(self._writer.submit(self._drain))
         return [run.results[self.cache_key(words)] for words in sentences]
 
     async def _pool(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
@@ -534,21 +544,41 @@ class OpenAISource(AttentionSource):
             log.info("sentence failed: %s", result)
         else:
             run.stats.scored += 1
-            if self.cache is not None:
-                self.cache.put(key, result)
-        self._commit(run, force=True)
+            self._store(key, result)
         if run.progress:
             try:
                 run.progress(run.stats)
             except BaseException as e:  # noqa: BLE001 - a KeyboardInterrupt here would kill the loop thread
                 raise _CallbackRaised(e) from None
 
-    def _commit(self, run: _Run, force: bool = False) -> None:
-        """Commit after every sentence, and every 0.2 s while rows or pairs arrive: kill -9 loses at
-        most the work in flight."""
-        if self.cache is not None and (force or time.monotonic() - run.last_commit > 0.2):
+    # cache writes: off the event loop, in order, committed as soon as they are written
+    def _store(self, key: str, value: torch.Tensor | dict[str, Any]) -> None:
+        """Queue one validated entry. A writer thread puts and commits it at once (several at a time
+        when they arrive faster), so the loop never waits on SQLite and kill -9 loses only work in
+        flight. Nothing but validated matrices, rows, pairs and format records comes here."""
+        if self.cache is None:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcomp-cache")
+        self._pending.put((key, value))
+        self._writer.submit(self._drain)
+
+    def _drain(self) -> None:
+        """Writer thread: put everything queued so far, then commit once."""
+        assert self.cache is not None
+        n = 0
+        while True:
+            try:
+                key, value = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(value, torch.Tensor):
+                self.cache.put(key, value)
+            else:
+                self.cache.put_json(key, value)
+            n += 1
+        if n:
             self.cache.commit()
-            run.last_commit = time.monotonic()
 
     # sentence mode
     async def _sentence_job(self, run: _Run, key: str, words: list[str]) -> None:
@@ -601,9 +631,7 @@ class OpenAISource(AttentionSource):
                 except AnswerError:
                     pass  # a damaged entry is a miss
         row = await self._ask(run, "prefix", prompts.build_messages("prefix", prefix, heads, c.score_max), parse)
-        if self.cache is not None:
-            self.cache.put_json(key, dict(zip(heads, row, strict=True)))
-            self._commit(run)
+        self._store(key, dict(zip(heads, row, strict=True)))
         return row
 
     # pair mode
@@ -676,9 +704,7 @@ class OpenAISource(AttentionSource):
                 return
             for n, p in enumerate(chunk):
                 known[p] = [got[h][n] for h in range(len(heads))]
-                if self.cache is not None:
-                    self.cache.put_json(self._pair_key(*p), {h: [got[i][n]] for i, h in enumerate(heads)})
-            self._commit(run)
+                self._store(self._pair_key(*p), {h: [got[i][n]] for i, h in enumerate(heads)})
             for p in chunk:
                 for s in waiting[p]:
                     missing[s] -= 1
@@ -749,11 +775,7 @@ class OpenAISource(AttentionSource):
     def _remember_format(self, fmt: str) -> None:
         self._format = fmt
         _KNOWN_FORMATS[(self.config.host, self.config.model)] = fmt
-        if self.cache is not None:
-            self.cache.put_json(
-                self._format_key(), {"host": self.config.host, "model": self.config.model, "format": fmt}
-            )
-            self.cache.commit()
+        self._store(self._format_key(), {"host": self.config.host, "model": self.config.model, "format": fmt})
         log.info("%s / %s: using response_format %s", self.config.host, self.config.model, fmt)
 
     async def _chat_with(
@@ -857,8 +879,7 @@ class OpenAISource(AttentionSource):
         u.requests += 1
 
     def _abort(self, run: _Run, reason: str) -> None:
-        if self.cache is not None:
-            self.cache.commit()
+        """Stop the run (``_score_all`` commits what was scored before the exception reaches the caller)."""
         done = run.stats.scored
         raise ScoringAborted(
             f"scoring stopped: {reason} ({done} sentence(s) scored in this run are kept in the cache)",
