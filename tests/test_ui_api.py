@@ -345,3 +345,41 @@ def test_sessions_do_not_share_corpus_key_or_results(app, tmp_path):
     ]
     blob = json.dumps(outputs_b, default=str)
     assert "zanzibar" not in blob and "sk-session-a-secret-42" not in blob and "private.txt" not in blob
+
+
+def test_launch_options_come_from_the_environment(monkeypatch, tmp_path):
+    paths = Paths(home=tmp_path, cache=tmp_path / "c.sqlite", runs=tmp_path / "runs")
+    monkeypatch.delenv("LLMCOMP_HOST", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("LLMCOMP_PORT", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    monkeypatch.delenv("LLMCOMP_AUTH", raising=False)
+    monkeypatch.setenv("LLMCOMP_MAX_UPLOAD", "2mb")
+    demo = build_app(paths=paths, jobs=JobManager())
+    opts = launch_options(demo)
+    assert opts["server_name"] == "127.0.0.1" and opts["server_port"] is None  # loopback unless told otherwise
+    assert opts["max_file_size"] == 2_000_000 and opts["auth"] is None
+    assert str(paths.cache.resolve()) in opts["blocked_paths"] and str(paths.runs.resolve()) in opts["blocked_paths"]
+    monkeypatch.setenv("LLMCOMP_HOST", "0.0.0.0")
+    monkeypatch.setenv("LLMCOMP_PORT", "7999")
+    monkeypatch.setenv("LLMCOMP_AUTH", "ann:pw1,bob:pw2")
+    opts = launch_options(demo)
+    assert (opts["server_name"], opts["server_port"]) == ("0.0.0.0", 7999)
+    assert opts["auth"] == [("ann", "pw1"), ("bob", "pw2")]
+    assert launch_options(demo, host="127.0.0.2", port=8001)["server_port"] == 8001
+    monkeypatch.setenv("LLMCOMP_AUTH", "no-colon")
+    with pytest.raises(SystemExit, match="user:password"):
+        launch_options(demo)
+
+
+def test_login_from_the_environment_is_enforced(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMCOMP_AUTH", "ann:secret-pw")
+    demo = build_app(paths=Paths(home=tmp_path, cache=tmp_path / "c.sqlite", runs=tmp_path / "r"), jobs=JobManager())
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do; the app must not answer
+            Client(demo.local_url, verbose=False).predict(api_name="/app_status")
+        ok = Client(demo.local_url, auth=("ann", "secret-pw"), verbose=False).predict(api_name="/app_status")
+        assert ok["training_in_progress"] is False
+    finally:
+        demo.close()

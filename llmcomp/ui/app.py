@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -127,7 +128,7 @@ def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = 
         "auth": _auth(),
         "auth_message": "llmcomp: log in with the user and password the server owner gave you",
         # never serve the cache, the runs or the .env, whatever the working directory is
-        "blocked_paths": [str(ctx.paths.cache), str(ctx.paths.runs), str(ctx.paths.home), ".env"],
+        "blocked_paths": [str(Path(p).resolve()) for p in (ctx.paths.cache, ctx.paths.runs, ctx.paths.home, ".env")],
         "css": CSS,
         # system fonts: the default Google fonts would be fetched from the internet by every visitor
         "theme": gr.themes.Soft(

@@ -92,7 +92,7 @@ def sentence_html(words: list[str], idx: int, total: int, extra: str = "") -> st
 
 
 def build(ctx: AppContext, session: gr.State) -> AttentionTab:
-    own_base, own_model = _owner_endpoint_safe()
+    own_base, own_model = sources.owner_endpoint()
     gr.Markdown(
         "Choose where the attention comes from. The **local LLM** runs offline on this machine; an "
         "**OpenAI-compatible** server costs requests (see the estimate first); **baselines** are the yardsticks "
@@ -448,10 +448,3 @@ def _model_state() -> str:
     from llmcomp.attention.local_llm import load_state
 
     return load_state()
-
-
-def _owner_endpoint_safe() -> tuple[str, str]:
-    try:
-        return sources.owner_endpoint()
-    except ImportError:
-        return "https://api.openai.com/v1", "gpt-4o-mini"

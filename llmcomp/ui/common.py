@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,10 @@ class AppContext:
         name = owner_tag(owner_of(session, request)) or "anonymous"
         path = self.tmp / name
         path.mkdir(parents=True, exist_ok=True)
+        old = time.time() - 3600  # gradio serves its own copy; ours are only needed for a moment
+        for f in path.iterdir():
+            if f.is_file() and f.stat().st_mtime < old:
+                f.unlink(missing_ok=True)
         return path
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -16,7 +15,7 @@ from llmcomp.ui import sources
 from llmcomp.ui.attention_tab import charge_owner_key
 from llmcomp.ui.common import AppContext, error, note, owner_of
 from llmcomp.ui.sources import USER_ERRORS, one_line
-from llmcomp.ui.state import GenerationView, Session
+from llmcomp.ui.state import GenerationView, HeadView, Session
 from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
 
 
@@ -95,14 +94,13 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         except USER_ERRORS as e:
             return gr.skip(), error(one_line(e)), gr.skip(), gr.skip()
         words, n_prompt = gen.all_words, len(gen.prompt_words)
-        views: dict[str, tuple[torch.Tensor, list[str], int]] = {}
+        views: dict[str, HeadView] = {}
         for h in range(gen.attention.shape[0]):
-            views[f"supplied head {h} ({built.source.kind})"] = (gen.attention[h], words, n_prompt)
+            views[f"supplied head {h} ({built.source.kind})"] = HeadView(gen.attention[h], words, n_prompt)
         if learned is not None:
             for h in range(learned.shape[0]):
-                views[f"learned head {h} (last layer)"] = (learned[h], ["<s>", *words], n_prompt + 1)
-        state.generation = GenerationView(words, n_prompt, {k: (m, w) for k, (m, w, _) in views.items()})
-        state.extra["generation_split"] = {k: g for k, (_, _, g) in views.items()}
+                views[f"learned head {h} (last layer)"] = HeadView(learned[h], ["<s>", *words], n_prompt + 1)
+        state.generation = GenerationView(gen.text, views)
         msgs = [
             f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {built.source.describe()}"
         ]
@@ -123,10 +121,8 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         return _figure(state, head)
 
     def _figure(state: Session, head: str):
-        view = state.generation
-        m, w = view.heads[head]
-        split = state.extra.get("generation_split", {}).get(head)
-        return attention_heatmap(m, w, title=html.unescape(head), generated_from=split)
+        view = state.generation.heads[head]
+        return attention_heatmap(view.matrix, view.words, title=head, generated_from=view.generated_from)
 
     gen_btn.click(
         generate,

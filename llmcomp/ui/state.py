@@ -7,7 +7,6 @@ or a log, and ``repr()`` does not show it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -41,12 +40,20 @@ class Scored:
 
 
 @dataclass
+class HeadView:
+    """One head's matrix over its words; rows from ``generated_from`` on are generated words."""
+
+    matrix: torch.Tensor
+    words: list[str]
+    generated_from: int
+
+
+@dataclass
 class GenerationView:
     """The last generation, kept so the head selector can redraw without generating again."""
 
-    words: list[str]
-    n_prompt: int
-    heads: dict[str, tuple[torch.Tensor, list[str]]]  # head label -> (T, T) matrix and its word labels
+    text: str
+    heads: dict[str, HeadView]  # label shown in the head selector -> its view
 
 
 @dataclass(repr=False)
@@ -58,7 +65,6 @@ class Session:
     scored: Scored | None = None
     owner_key_usage: Usage = field(default_factory=Usage)
     generation: GenerationView | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         corpus = self.corpus.name if self.corpus else None

@@ -267,9 +267,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         out = ctx.session_dir(state, request) / f"{folder.parent.name}-checkpoint"
         archive = shutil.make_archive(str(out), "zip", root_dir=folder)
         size = Path(archive).stat().st_size
-        return gr.update(value=archive, visible=True), note(
-            f"{Path(archive).name} ({size / 1e6:.1f} MB): weights, config, vocabulary, metrics", "ok"
-        )
+        return archive, note(f"{Path(archive).name} ({size / 1e6:.1f} MB): weights, config, vocabulary, metrics", "ok")
 
     timer.tick(
         training_status,
@@ -286,7 +284,9 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         api_name="start_training",
     ).then(training_status, [session, seen], tab.poll_outputs, api_visibility="private", show_progress="hidden")
     stop_btn.click(stop_training, session, message, api_name="stop_training", concurrency_limit=None)
-    download_btn.click(download_checkpoint, [resume, session], [ckpt_file, message], api_name="download_checkpoint")
+    download_btn.click(
+        download_checkpoint, [resume, session], [ckpt_file, message], api_name="download_checkpoint"
+    ).then(lambda: gr.update(visible=True), None, ckpt_file, api_visibility="private", show_progress="hidden")
     refresh.click(describe_setup, session, [setup, resume], api_visibility="private")
     tab.describe_setup = describe_setup  # type: ignore[attr-defined]
     tab.training_status = training_status  # type: ignore[attr-defined]
