@@ -223,7 +223,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
                 note("no training run in this browser yet; press Start", "info"),
                 "",
                 gr.skip(),
-                {"status": "idle"},
+                {"status": "idle", "summary": "no training run in this browser yet"},
                 seen,
             )
         snap = job.snapshot()
