@@ -313,7 +313,8 @@ class OpenAISource(AttentionSource):
         self._loop_thread: threading.Thread | None = None
         self._client: Any = None
         self._probe: asyncio.Lock | None = None
-        self._writer: ThreadPoolExecutor | None = None  # one thread that writes and commits the cache
+        self._worker: ThreadPoolExecutor | None = None  # builds matrices, writes and commits the cache
+        self._worker_error: Exception | None = None
         self._pending: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
     # --- identity ------------------------------------------------------------------------------
@@ -470,10 +471,10 @@ class OpenAISource(AttentionSource):
         """Close the HTTP client and stop the loop thread (the cache is closed by its owner)."""
         with self._lock:
             loop, thread, self._loop, self._loop_thread = self._loop, self._loop_thread, None, None
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.submit(self._drain).result()
-            writer.shutdown(wait=True)
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.submit(self._drain).result()
+            worker.shutdown(wait=True)
         if loop is None:
             return
         if self._client is not None:
@@ -506,8 +507,7 @@ class OpenAISource(AttentionSource):
                 job = self._sentence_job if self.config.mode == "sentence" else self._prefix_job
                 await self._pool([lambda k=k, w=w: job(run, k, w) for k, w in items])
         finally:  # also on an abort: everything scored is committed before the caller hears of it
-            if self._writer is not None:
-                await asyncio.wrap_future(self._writer.submit(self._drain))
+            await self._settle()
         return [run.results[self.cache_key(words)] for words in sentences]
 
     async def _pool(self, jobs: list[Callable[[], Awaitable[None]]]) -> None:
@@ -531,54 +531,76 @@ class OpenAISource(AttentionSource):
             if not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
 
-    def _finish(self, run: _Run, key: str, words: list[str], result: torch.Tensor | str) -> None:
-        """Record one sentence: a valid matrix is cached and committed at once; a failure never is."""
-        if isinstance(result, torch.Tensor):
-            try:
-                result = validate_attention(result, len(words), self.n_heads)
-            except ValueError as e:
-                result = str(e)
-        run.results[key] = result
-        if isinstance(result, str):
+    def _finish(self, run: _Run, key: str, words: list[str], scores: torch.Tensor | str) -> None:
+        """Record one sentence: its integer scores (heads, T, T), or why it failed (never cached)."""
+        if isinstance(scores, str):
+            run.results[key] = scores
             run.stats.failed += 1
-            log.info("sentence failed: %s", result)
+            log.info("sentence failed: %s", scores)
         else:
             run.stats.scored += 1
-            self._store(key, result)
+            self._submit(("matrix", run, key, words, scores))
         if run.progress:
             try:
                 run.progress(run.stats)
             except BaseException as e:  # noqa: BLE001 - a KeyboardInterrupt here would kill the loop thread
                 raise _CallbackRaised(e) from None
 
-    # cache writes: off the event loop, in order, committed as soon as they are written
-    def _store(self, key: str, value: torch.Tensor | dict[str, Any]) -> None:
-        """Queue one validated entry. A writer thread puts and commits it at once (several at a time
-        when they arrive faster), so the loop never waits on SQLite and kill -9 loses only work in
-        flight. Nothing but validated matrices, rows, pairs and format records comes here."""
-        if self.cache is None:
-            return
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcomp-cache")
-        self._pending.put((key, value))
-        self._writer.submit(self._drain)
+    # --- the worker thread: scores -> attention, and every cache write ---------------------------
+    # Off the event loop: torch's small triangular ops can wake an OpenMP thread team, which on a
+    # busy machine takes milliseconds, and SQLite writes wait on sqlitedict's own thread. The
+    # worker handles items in order and commits after each batch, so a sentence is committed as
+    # soon as it is done and kill -9 loses only the work in flight.
+    def _store(self, key: str, value: dict[str, Any]) -> None:
+        """Queue one validated JSON record (a prefix row, a pair's scores, a format)."""
+        if self.cache is not None:
+            self._submit(("json", key, value))
+
+    def _submit(self, item: tuple[Any, ...]) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcomp-openai-worker")
+        self._pending.put(item)
+        self._worker.submit(self._drain)
 
     def _drain(self) -> None:
-        """Writer thread: put everything queued so far, then commit once."""
-        assert self.cache is not None
-        n = 0
-        while True:
-            try:
-                key, value = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(value, torch.Tensor):
-                self.cache.put(key, value)
-            else:
-                self.cache.put_json(key, value)
-            n += 1
-        if n:
-            self.cache.commit()
+        """Worker thread: build and validate the queued matrices, write everything, commit once."""
+        written = 0
+        try:
+            while True:
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item[0] == "json":
+                    self.cache.put_json(item[1], item[2])  # type: ignore[union-attr]
+                    written += 1
+                    continue
+                _, run, key, words, scores = item
+                try:
+                    m = prompts.scores_to_attention(scores, self.config.floor)
+                    m = validate_attention(m, len(words), self.n_heads)
+                except ValueError as e:
+                    run.results[key] = str(e)
+                    run.stats.scored -= 1
+                    run.stats.failed += 1
+                    continue
+                run.results[key] = m
+                if self.cache is not None:
+                    self.cache.put(key, m)
+                    written += 1
+            if written:
+                self.cache.commit()  # type: ignore[union-attr]
+        except Exception as e:
+            self._worker_error = e
+            raise
+
+    async def _settle(self) -> None:
+        """Wait until everything queued is built and committed; raise what the worker hit."""
+        if self._worker is not None:
+            await asyncio.wrap_future(self._worker.submit(self._drain))
+        error, self._worker_error = self._worker_error, None
+        if error is not None:
+            raise error
 
     # sentence mode
     async def _sentence_job(self, run: _Run, key: str, words: list[str]) -> None:
@@ -591,7 +613,7 @@ class OpenAISource(AttentionSource):
         except _UnitFailed as e:
             self._finish(run, key, words, str(e))
             return
-        self._finish(run, key, words, prompts.scores_to_attention(scores, c.floor))
+        self._finish(run, key, words, scores)
 
     # prefix mode
     async def _prefix_job(self, run: _Run, key: str, words: list[str]) -> None:
@@ -608,7 +630,7 @@ class OpenAISource(AttentionSource):
         scores = torch.zeros(self.n_heads, t, t)
         for i, row in enumerate(rows):
             scores[:, i, : i + 1] = torch.tensor(row, dtype=torch.float32)
-        self._finish(run, key, words, prompts.scores_to_attention(scores, self.config.floor))
+        self._finish(run, key, words, scores)
 
     def _row_task(self, run: _Run, prefix: list[str]) -> asyncio.Task:
         """The scores of the prefix's last word: from the cache, a request already in flight, or a new one."""
@@ -680,7 +702,7 @@ class OpenAISource(AttentionSource):
             for i, q in enumerate(words):
                 for j, k in enumerate(words[: i + 1]):
                     scores[:, i, j] = torch.tensor(known[(q, k)], dtype=torch.float32)
-            self._finish(run, key, words, prompts.scores_to_attention(scores, c.floor))
+            self._finish(run, key, words, scores)
 
         for s in range(len(items)):
             if missing[s] == 0:
@@ -908,11 +930,7 @@ class OpenAISource(AttentionSource):
 
 
 def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """The private loop thread. Its tensors are tiny: with OpenMP (where the setting is per thread)
-    one intra-op thread avoids waking a thread team for every 10x10 matrix, which on a busy
-    machine costs milliseconds and stalls the event loop."""
-    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        torch.set_num_threads(1)
+    """The private loop thread: network and parsing only (matrices are built on the worker)."""
     asyncio.set_event_loop(loop)
     loop.run_forever()
 
