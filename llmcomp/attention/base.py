@@ -32,6 +32,13 @@ class AttentionError(LLMCompError, ValueError):
     """A matrix that breaks the contract, or a source that cannot produce one."""
 
 
+def _causal_mask(t: int) -> torch.Tensor:
+    """(t, t) bool, True on and below the diagonal. Built by comparison, not ``tril``/``triu``: those
+    wake an OpenMP thread team even for a 5x5 matrix, which costs milliseconds on a busy machine."""
+    pos = torch.arange(t)
+    return pos[:, None] >= pos[None, :]
+
+
 def validate_attention(m: torch.Tensor, n_words: int, n_heads: int | None = None, atol: float = 1e-4) -> torch.Tensor:
     """Check the contract and return the matrix as float32; raise AttentionError naming the fault."""
     if not isinstance(m, torch.Tensor):
@@ -45,7 +52,7 @@ def validate_attention(m: torch.Tensor, n_words: int, n_heads: int | None = None
         raise AttentionError("attention has NaN or infinite values")
     if (m < 0).any():
         raise AttentionError("attention has negative weights")
-    if m.numel() and torch.triu(m, diagonal=1).abs().max() > 0:
+    if m.numel() and torch.where(_causal_mask(n_words), 0.0, m).abs().max() > 0:
         raise AttentionError("attention gives weight to later words (non-zero above the diagonal)")
     if m.numel():
         sums = m.sum(-1)
@@ -64,7 +71,7 @@ def normalize_scores(scores: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     no score) falls back to attending to itself.
     """
     t = scores.shape[-1]
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    causal = _causal_mask(t)
     w = torch.where(causal, scores.clamp_min(0).to(torch.float32) + floor, torch.zeros((), dtype=torch.float32))
     sums = w.sum(-1, keepdim=True)
     eye = torch.eye(t, dtype=torch.float32).expand_as(w)
