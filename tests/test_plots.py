@@ -214,3 +214,12 @@ def test_describe_spec_names_sources_without_secrets():
     spec = {"kind": "openai", "model": "m", "mode": "prefix", "heads": ["meaning", "syntax"], "n_heads": 2}
     assert describe_spec(spec) == "openai m (prefix mode; meaning, syntax)"
     assert describe_spec({"kind": "gaussian", "n_heads": 2, "sigma": 1.0}) == "gaussian (2 heads, sigma 1.0)"
+
+
+def test_runs_of_a_comparison_folder_are_found_one_level_down(two_runs, tmp_path):
+    import shutil
+
+    shutil.copytree(two_runs / "a-uniform", tmp_path / "cmp1" / "uniform-seed0")
+    shutil.copytree(two_runs / "a-uniform", tmp_path / "solo")
+    names = [r.name for r in list_runs(tmp_path)]
+    assert sorted(names) == ["cmp1/uniform-seed0", "solo"]

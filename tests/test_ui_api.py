@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -306,12 +307,27 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
     _, partly, *_ = a.predict(checkpoint=run, prompt="my zebra", api_name="/generate")
     assert "unknown word(s) read as &lt;unk&gt;: zebra" in partly
 
-    msg, curves, table = a.predict(api_name="/compare_runs")
+    msg, curves, table, by_source = a.predict(api_name="/compare_runs")
     rows = {r[0]: r for r in table["data"]}
     assert run in rows and rows[run][2] == f"{target}/{target}"
+    assert rows[run][1] == "uniform (1 head)" and rows[run][3] == pytest.approx(
+        done["metrics"][-1]["val_loss"], abs=1e-4
+    )
     assert any(t["name"].startswith(run) for t in plot(curves)["data"])
-    _, _, table_b = b.predict(api_name="/compare_runs")
+    try:
+        import llmcomp.experiments.compare  # noqa: F401
+    except ImportError:
+        assert by_source["data"] == []
+    else:
+        assert [r[:2] for r in by_source["data"]] == [["uniform", 1]]
+    _, _, table_b, _ = b.predict(api_name="/compare_runs")
     assert run not in {r[0] for r in table_b["data"]}
+    # a comparison folder written by the CLI (runs one level down, no owner) is visible to every session
+    shared = app.paths.runs / "cmp-cli" / "uniform-seed7"
+    shutil.copytree(app.paths.runs / run, shared)
+    (shared / "job.json").unlink()
+    _, _, table_b, _ = b.predict(api_name="/compare_runs")
+    assert "cmp-cli/uniform-seed7" in {r[0] for r in table_b["data"]}
 
 
 def test_learned_source_shows_the_models_own_heads(app):

@@ -70,7 +70,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_run(folder: str | Path) -> RunSummary | None:
+def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
     """A summary of one run folder, or None if it has no readable checkpoint."""
     folder = Path(folder)
     meta_path = folder / "checkpoint" / "checkpoint.json"
@@ -94,7 +94,7 @@ def read_run(folder: str | Path) -> RunSummary | None:
     total = int((meta.get("train_config") or {}).get("steps", meta.get("step", 0)))
     step = int(meta.get("step", 0))
     return RunSummary(
-        name=folder.name,
+        name=name or folder.name,
         path=folder,
         source=describe_spec(spec),
         kind=str(spec.get("kind", "?")),
@@ -113,14 +113,14 @@ def read_run(folder: str | Path) -> RunSummary | None:
 
 
 def list_runs(runs_dir: str | Path, visible_to: str | None = None, everyone: bool = True) -> list[RunSummary]:
-    """Runs with a checkpoint, oldest first. ``visible_to`` (an owner tag) keeps that owner's runs and,
+    """Runs with a checkpoint, oldest first, named by their path under ``runs_dir``. ``visible_to`` (an owner tag) keeps that owner's runs and,
     with ``everyone``, runs that belong to no one (made by the CLI or experiments)."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
     out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        run = read_run(folder)
+    for folder in run_folders(root):
+        run = read_run(folder, name=folder.relative_to(root).as_posix())
         if run is None:
             continue
         if visible_to is not None and run.owner is not None and run.owner != visible_to:
@@ -129,6 +129,17 @@ def list_runs(runs_dir: str | Path, visible_to: str | None = None, everyone: boo
             continue
         out.append(run)
     return sorted(out, key=lambda r: r.modified)
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Run folders directly under ``root``, and one level down (``llmcomp compare`` writes a folder of runs)."""
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (child / "checkpoint").is_dir():
+            found.append(child)
+        else:
+            found += sorted(p for p in child.iterdir() if p.is_dir() and (p / "checkpoint").is_dir())
+    return found
 
 
 def _round(x: float | None, nd: int) -> float | None:

@@ -64,7 +64,7 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
             with gr.Tab("4 · Generate", id="generate", elem_id="tab-generate") as generate_tab_box:
                 gen = generate_tab.build(ctx, session)
             with gr.Tab("5 · Compare", id="compare", elem_id="tab-compare") as compare_tab_box:
-                compare_runs = compare_tab.build(ctx, session)
+                compare_runs, compare_outputs = compare_tab.build(ctx, session)
         status_timer = gr.Timer(2.0)
 
         def on_load(stored_id: str | None, state: Session):
@@ -96,7 +96,7 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
         )
         train_tab_box.select(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
         generate_tab_box.select(gen.list_models, session, gen.checkpoint, api_visibility="private")
-        compare_tab_box.select(compare_runs, session, None, api_visibility="private")
+        compare_tab_box.select(compare_runs, session, compare_outputs, api_visibility="private")
         gr.api(app_status, api_name="app_status", concurrency_limit=None)
     demo.llmcomp_context = ctx  # type: ignore[attr-defined]  # for tests and launch()
     return demo

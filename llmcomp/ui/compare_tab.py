@@ -1,14 +1,52 @@
-"""Compare tab: validation-loss curves of finished runs overlaid, and one row per run."""
+"""Compare tab: validation-loss curves of finished runs overlaid, one row per run, and one row per
+source (mean and spread across seeds, from ``llmcomp.experiments.compare`` when it is installed)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import gradio as gr
+import pandas as pd
 
 from llmcomp.plots import val_curves_figure
-from llmcomp.plots.runs import runs_table
-from llmcomp.ui.common import AppContext, note, owner_of
+from llmcomp.plots.runs import RunSummary, runs_table
+from llmcomp.ui.common import AppContext, log, note, owner_of
 from llmcomp.ui.state import Session
 from llmcomp.ui.train_tab import visible_runs
+
+SOURCE_COLUMNS = {
+    "source": "source",
+    "seeds": "seeds",
+    "val_loss_mean": "val loss (mean)",
+    "val_loss_std": "val loss (std)",
+    "val_ppl_mean": "perplexity (mean)",
+    "tokens_per_s_mean": "tokens/s",
+    "requests": "API requests",
+    "tokens": "API tokens",
+}
+
+
+def per_source_table(runs: list[RunSummary]) -> pd.DataFrame | None:
+    """Mean and spread across seeds per source, as ``llmcomp compare`` reports it (None if unavailable)."""
+    try:
+        from llmcomp.experiments.compare import load_run, runs_frame, summary_table
+    except ImportError:
+        return None
+    records = []
+    for r in runs:
+        with contextlib.suppress(Exception):  # a run compare cannot read is still in the per-run table
+            records.append(load_run(r.path))
+    if not records:
+        return None
+    try:
+        table = summary_table(runs_frame(records))
+    except Exception:  # noqa: BLE001 - the per-run table is enough to go on
+        log.exception("summary_table failed")
+        return None
+    table = table[[c for c in SOURCE_COLUMNS if c in table.columns]].rename(columns=SOURCE_COLUMNS)
+    rounded = table.round(4).astype(object)
+    return rounded.map(lambda v: None if isinstance(v, float) and math.isnan(v) else v)
 
 
 def build(ctx: AppContext, session: gr.State):
@@ -21,18 +59,24 @@ def build(ctx: AppContext, session: gr.State):
     message = gr.HTML(elem_id="compare-message")
     plot = gr.Plot(label="Validation loss", elem_id="compare-plot")
     table = gr.Dataframe(label="Runs", interactive=False, wrap=True, elem_id="compare-table")
+    by_source = gr.Dataframe(
+        label="Per source (mean and spread across seeds)", interactive=False, wrap=True, elem_id="compare-sources"
+    )
 
     def compare_runs(state: Session, request: gr.Request):
-        """Every visible run: overlaid validation-loss curves and a table (source, final validation loss
-        and perplexity, tokens/s, API requests)."""
+        """Every visible run: overlaid validation-loss curves, a table per run (source, final validation
+        loss and perplexity, tokens/s, API requests) and a table per source across seeds."""
         runs = visible_runs(ctx, owner_of(state, request))
         curves = {f"{r.name} · {r.source}": r.metrics for r in runs}
-        msg = (
-            note(f"{len(runs)} run(s) in the runs folder", "info")
-            if runs
-            else note("no finished runs yet: train one in the Train tab", "info")
-        )
-        return msg, val_curves_figure(curves), runs_table(runs)
+        if runs:
+            msg = note(f"{len(runs)} run(s) in the runs folder", "info")
+        else:
+            msg = note("no finished runs yet: train one in the Train tab", "info")
+        sources = per_source_table(runs)
+        if sources is None:
+            sources = pd.DataFrame(columns=list(SOURCE_COLUMNS.values()))
+        return msg, val_curves_figure(curves), runs_table(runs), sources
 
-    refresh.click(compare_runs, session, [message, plot, table], api_name="compare_runs")
-    return compare_runs
+    outputs = [message, plot, table, by_source]
+    refresh.click(compare_runs, session, outputs, api_name="compare_runs")
+    return compare_runs, outputs
