@@ -399,3 +399,19 @@ def test_login_from_the_environment_is_enforced(monkeypatch, tmp_path):
         assert ok["training_in_progress"] is False
     finally:
         demo.close()
+
+
+def test_the_browser_id_key_survives_a_restart(tmp_path):
+    """Runs belong to a browser id kept (encrypted) in the browser; its key must outlive the process."""
+    paths = Paths(home=tmp_path, cache=tmp_path / "c.sqlite", runs=tmp_path / "r")
+    first = build_app(paths=paths, jobs=JobManager()).llmcomp_context.browser_secret
+    second = build_app(paths=paths, jobs=JobManager()).llmcomp_context.browser_secret
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "browser-id-secret").stat().st_mode & 0o077 == 0  # readable by the owner only
+    other = tmp_path / "elsewhere"
+    assert (
+        build_app(
+            paths=Paths(home=other, cache=other / "c", runs=other / "r"), jobs=JobManager()
+        ).llmcomp_context.browser_secret
+        != first
+    )

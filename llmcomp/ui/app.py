@@ -50,7 +50,7 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
     ctx = AppContext.create(paths, jobs)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         session = gr.State(Session(), time_to_live=24 * 3600)
-        browser_id = gr.BrowserState(None, storage_key="llmcomp-browser-id")
+        browser_id = gr.BrowserState(None, storage_key="llmcomp-browser-id", secret=ctx.browser_secret)
         with gr.Row():
             gr.Markdown(f"# {TITLE}\n{INTRO}")
             model_status = gr.HTML(elem_id="llmc-model-status")

@@ -206,6 +206,10 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
                     f"({hits:,} cached); roughly 0.1 to 1 s per sentence on a CPU; model {_model_state()}",
                     "info",
                 )
+            if state.settings.kind == "learned":
+                return note(
+                    "the learned source supplies no attention (the model learns its own): nothing to score", "info"
+                )
             return note(f"{src.describe()}: computed in milliseconds on this machine, free", "info")
         except USER_ERRORS as e:
             return error(one_line(e))
@@ -221,12 +225,17 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         sents = _subset(corpus.sentences, max_sentences)
         try:
             built = sources.build(settings, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage)
-            if built.owner_key:
-                est = built.source.estimate(sents)
-                ctx.budget.check(state.owner_key_usage, est.requests, est.prompt_tokens + est.completion_tokens)
         except USER_ERRORS as e:
             yield error(one_line(e)), gr.skip(), gr.skip(), gr.skip()
             return
+        if built.owner_key:
+            try:
+                est = built.source.estimate(sents)
+                ctx.budget.check(state.owner_key_usage, est.requests, est.prompt_tokens + est.completion_tokens)
+            except USER_ERRORS as e:
+                built.source.close()
+                yield error(one_line(e)), gr.skip(), gr.skip(), gr.skip()
+                return
         src = built.source
         live = ScoreStats(sentences=len(sents))
         lock = threading.Lock()

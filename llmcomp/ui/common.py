@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -49,12 +50,14 @@ class AppContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bundled: dict[str, Corpus] = field(default_factory=dict)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmcomp-app-")))
+    browser_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @classmethod
     def create(cls, paths: Paths | None = None, jobs: JobManager | None = None) -> AppContext:
         paths = paths or Paths.from_env()
         max_upload = _env_bytes("LLMCOMP_MAX_UPLOAD", 5_000_000)
         return cls(
+            browser_secret=_stable_secret(paths.home / "browser-id-secret"),
             paths=paths,
             corpus_config=CorpusConfig(max_bytes=max_upload),
             jobs=jobs or default_manager(),
@@ -101,6 +104,24 @@ class AppContext:
             if self._cache is not None:
                 self._cache.close()
                 self._cache = None
+
+
+def _stable_secret(path: Path) -> str:
+    """The key that encrypts the browser id in localStorage, kept across restarts so that a browser
+    keeps its id (and so its runs); a fresh random one if the file cannot be kept."""
+    try:
+        if path.is_file():
+            value = path.read_text(encoding="utf-8").strip()
+            if len(value) >= 32:
+                return value
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value)
+        return value
+    except OSError:
+        return secrets.token_urlsafe(32)
 
 
 def owner_of(session: Session, request: gr.Request | None) -> str | None:
