@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 import torch
@@ -22,6 +24,7 @@ from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
 @dataclass
 class GenerateTab:
     checkpoint: gr.Dropdown
+    list_models: Callable[..., Any]  # handler: the runs this browser may generate from
 
 
 def learned_heads(gen_model, vocab, words: list[str], external: torch.Tensor) -> torch.Tensor | None:
@@ -138,6 +141,4 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     )
     head.input(show_generation_head, [head, session], heatmap, api_visibility="private")
     refresh.click(list_models, session, checkpoint, api_name="list_models")
-    tab = GenerateTab(checkpoint)
-    tab.list_models = list_models  # type: ignore[attr-defined]
-    return tab
+    return GenerateTab(checkpoint, list_models)

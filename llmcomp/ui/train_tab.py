@@ -12,6 +12,7 @@ import html
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class TrainTab:
     job: gr.JSON
     seen: gr.State
     timer: gr.Timer
+    describe_setup: Callable[..., Any]  # handler: what a new run would train on, and the runs to resume
+    training_status: Callable[..., Any]  # handler: the poll (also run on page load to re-attach)
 
     @property
     def poll_outputs(self) -> list:
@@ -123,7 +126,6 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         job = gr.JSON(elem_id="job-json")
     seen = gr.State("")
     timer = gr.Timer(1.0)
-    tab = TrainTab(setup, resume, message, progress, status, plot, job, seen, timer)
 
     def describe_setup(state: Session, request: gr.Request):
         corpus = ctx.corpus_of(state)
@@ -269,6 +271,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         size = Path(archive).stat().st_size
         return archive, note(f"{Path(archive).name} ({size / 1e6:.1f} MB): weights, config, vocabulary, metrics", "ok")
 
+    tab = TrainTab(setup, resume, message, progress, status, plot, job, seen, timer, describe_setup, training_status)
     timer.tick(
         training_status,
         [session, seen],
@@ -288,6 +291,4 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         download_checkpoint, [resume, session], [ckpt_file, message], api_name="download_checkpoint"
     ).then(lambda: gr.update(visible=True), None, ckpt_file, api_visibility="private", show_progress="hidden")
     refresh.click(describe_setup, session, [setup, resume], api_visibility="private")
-    tab.describe_setup = describe_setup  # type: ignore[attr-defined]
-    tab.training_status = training_status  # type: ignore[attr-defined]
     return tab
