@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,10 @@ class AttentionCache:
     def __init__(self, path: str | Path, table: str = "attention"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = SqliteDict(str(self.path), tablename=table, autocommit=False, encode=_identity, decode=_identity)
+        # outer_stack=False: sqlitedict otherwise records a stack trace on every read and write.
+        self._db = SqliteDict(
+            str(self.path), tablename=table, autocommit=False, encode=_identity, decode=_identity, outer_stack=False
+        )
         self.hits = 0
         self.misses = 0
 
@@ -85,6 +88,25 @@ class AttentionCache:
 
     def put_json(self, key: str, value: Any) -> None:
         self._db[key] = b"J" + json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+
+    def get_many_json(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The JSON records of those keys that have one, in one query per 500 keys (bulk lookups)."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, Any] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            query = f'SELECT key, value FROM "{self._db.tablename}" WHERE key IN ({",".join("?" * len(chunk))})'
+            for key, blob in self._db.conn.select(query, chunk):
+                blob = bytes(blob)
+                if blob[:1] == b"J":
+                    out[key] = json.loads(blob[1:].decode())
+        self.hits += len(out)
+        self.misses += len(keys) - len(out)
+        return out
+
+    def put_many_json(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Several JSON records in one statement."""
+        self._db.update([(k, b"J" + json.dumps(v, allow_nan=False, ensure_ascii=False).encode()) for k, v in items])
 
     # --- housekeeping ----------------------------------------------------------------------
     def commit(self) -> None:
