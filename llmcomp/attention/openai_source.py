@@ -248,6 +248,7 @@ class _Run:
     sem: asyncio.Semaphore
     results: dict[str, torch.Tensor | str] = field(default_factory=dict)
     inflight: dict[str, asyncio.Task] = field(default_factory=dict)
+    rows: dict[str, Any] = field(default_factory=dict)  # prefix rows found in the cache, by key
 
 
 def _sha(obj: Any) -> str:
@@ -402,13 +403,11 @@ class OpenAISource(AttentionSource):
             for words in todo.values():
                 add("sentence", words, len(words))
         elif c.mode == "prefix":
-            seen: set[str] = set()
-            for words in todo.values():
-                for i in range(len(words)):
-                    key = self._row_key(words[: i + 1])
-                    if key not in seen and not (self.cache is not None and key in self.cache):
-                        seen.add(key)
-                        add("prefix", words[: i + 1], i + 1)
+            rows = {self._row_key(w[: i + 1]): w[: i + 1] for w in todo.values() for i in range(len(w))}
+            cached_rows = self.cache.get_many_json(rows) if self.cache is not None else {}
+            for key, prefix in rows.items():
+                if key not in cached_rows:
+                    add("prefix", prefix, len(prefix))
         else:
             needed = self._pairs_needed(list(todo.values()), {})
             for chunk in _chunks(needed, c.pair_batch):
@@ -500,6 +499,8 @@ class OpenAISource(AttentionSource):
         for words in sentences:
             unique.setdefault(self.cache_key(words), words)
         items = list(unique.items())
+        if self.config.mode == "prefix" and self.cache is not None:  # one bulk lookup, not one per row
+            run.rows = self.cache.get_many_json(self._row_key(w[: i + 1]) for _, w in items for i in range(len(w)))
         try:
             if self.config.mode == "pair":
                 await self._score_pairs(run, items)
@@ -565,6 +566,7 @@ class OpenAISource(AttentionSource):
     def _drain(self) -> None:
         """Worker thread: build and validate the queued matrices, write everything, commit once."""
         written = 0
+        records: list[tuple[str, Any]] = []
         try:
             while True:
                 try:
@@ -572,8 +574,7 @@ class OpenAISource(AttentionSource):
                 except queue.Empty:
                     break
                 if item[0] == "json":
-                    self.cache.put_json(item[1], item[2])  # type: ignore[union-attr]
-                    written += 1
+                    records.append((item[1], item[2]))
                     continue
                 _, run, key, words, scores = item
                 try:
@@ -588,7 +589,9 @@ class OpenAISource(AttentionSource):
                 if self.cache is not None:
                     self.cache.put(key, m)
                     written += 1
-            if written:
+            if records:
+                self.cache.put_many_json(records)  # type: ignore[union-attr]
+            if written or records:
                 self.cache.commit()  # type: ignore[union-attr]
         except Exception as e:
             self._worker_error = e
@@ -645,13 +648,11 @@ class OpenAISource(AttentionSource):
         def parse(obj: Any) -> list[list[int]]:
             return prompts.parse_vector_answer(obj, n, heads, c.score_max, f"one per word 0..{n - 1}")
 
-        if self.cache is not None:
-            hit = self.cache.get_json(key)
-            if hit is not None:
-                try:
-                    return parse(hit)
-                except AnswerError:
-                    pass  # a damaged entry is a miss
+        if key in run.rows:
+            try:
+                return parse(run.rows[key])
+            except AnswerError:
+                pass  # a damaged entry is a miss
         row = await self._ask(run, "prefix", prompts.build_messages("prefix", prefix, heads, c.score_max), parse)
         self._store(key, dict(zip(heads, row, strict=True)))
         return row
@@ -660,28 +661,23 @@ class OpenAISource(AttentionSource):
     def _pairs_needed(
         self, sentences: list[list[str]], known: dict[tuple[str, str], list[int]]
     ) -> list[tuple[str, str]]:
-        """Distinct (query, key) pairs the sentences need that are neither known nor cached, in order."""
-        out: dict[tuple[str, str], None] = {}
-        for words in sentences:
-            for i, q in enumerate(words):
-                for k in words[: i + 1]:
-                    p = (q, k)
-                    if p in out or p in known:
-                        continue
-                    hit = self.cache.get_json(self._pair_key(q, k)) if self.cache is not None else None
-                    if hit is not None:
-                        try:
-                            known[p] = [
-                                s[0]
-                                for s in prompts.parse_vector_answer(
-                                    hit, 1, list(self.config.heads), self.config.score_max, ""
-                                )
-                            ]
-                            continue
-                        except AnswerError:
-                            pass
-                    out[p] = None
-        return list(out)
+        """Distinct (query, key) pairs the sentences need that are neither known nor cached, in order.
+        Cached pairs are added to ``known``."""
+        wanted = list(dict.fromkeys((q, k) for words in sentences for i, q in enumerate(words) for k in words[: i + 1]))
+        wanted = [p for p in wanted if p not in known]
+        keys = [self._pair_key(*p) for p in wanted]
+        hits = self.cache.get_many_json(keys) if self.cache is not None else {}
+        out = []
+        for p, key in zip(wanted, keys, strict=True):
+            if key in hits:
+                try:
+                    got = prompts.parse_vector_answer(hits[key], 1, list(self.config.heads), self.config.score_max, "")
+                    known[p] = [h[0] for h in got]
+                    continue
+                except AnswerError:
+                    pass  # a damaged entry is a miss
+            out.append(p)
+        return out
 
     async def _score_pairs(self, run: _Run, items: list[tuple[str, list[str]]]) -> None:
         heads, c = list(self.config.heads), self.config
