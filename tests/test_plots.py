@@ -223,3 +223,12 @@ def test_runs_of_a_comparison_folder_are_found_one_level_down(two_runs, tmp_path
     shutil.copytree(two_runs / "a-uniform", tmp_path / "solo")
     names = [r.name for r in list_runs(tmp_path)]
     assert sorted(names) == ["cmp1/uniform-seed0", "solo"]
+
+
+def test_words_that_look_like_markup_stay_text_in_plots_but_raw_in_exports():
+    words = ["<b>", "x"]
+    m = matrix(2)
+    fig = attention_heatmap(m, words, title="<i>model</i>")
+    assert fig.layout.yaxis.ticktext[0] == "&lt;b&gt; (0)" and fig.data[0].customdata[0][0][0] == "&lt;b&gt; (0)"
+    assert fig.layout.title.text == "&lt;i&gt;model&lt;/i&gt;"
+    assert matrix_to_csv(m, words).splitlines()[0] == "head,query,<b> (0),x (1)"

@@ -9,6 +9,7 @@ it reads as "not allowed" rather than "zero". Row i is word i (the query), read 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -25,9 +26,18 @@ DIFF_SCALE = "RdBu"  # diverging around 0 for differences
 HOVER = "query: %{customdata[0]}<br>key: %{customdata[1]}<br>%{customdata[2]}: %{z:.4f}<extra></extra>"
 
 
+def _text(s: str | None) -> str | None:
+    """Plotly reads a subset of HTML in titles and labels; names typed by a person must stay text."""
+    return None if s is None else html.escape(s, quote=False)
+
+
 def word_labels(words: Sequence[str]) -> list[str]:
     """``word (i)`` for every position, so that repeated words stay distinct."""
     return [f"{w} ({i})" for i, w in enumerate(words)]
+
+
+def _plot_labels(words: Sequence[str]) -> list[str]:
+    return [_text(label) for label in word_labels(words)]
 
 
 def as_matrix(m: Any) -> np.ndarray:
@@ -112,7 +122,7 @@ def attention_heatmap(
     """One head's (T, T) attention over ``words``. ``generated_from``: first generated word (draws a divider)."""
     m = as_matrix(matrix)
     _check(m, words)
-    labels = word_labels(words)
+    labels = _plot_labels(words)
     rows = labels
     if generated_from is not None:  # mark the rows of generated words (hover and x axis keep plain labels)
         rows = [f"▸ {lab}" if i >= generated_from else lab for i, lab in enumerate(labels)]
@@ -142,7 +152,7 @@ def attention_heatmap(
         )
     size = _size(len(words))
     fig.update_layout(
-        title=title,
+        title=_text(title),
         plot_bgcolor=FUTURE_GREY,
         height=size,
         margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
@@ -157,9 +167,9 @@ def side_by_side(
     a, b = as_matrix(matrix_a), as_matrix(matrix_b)
     _check(a, words)
     _check(b, words)
-    labels = word_labels(words)
+    labels = _plot_labels(words)
     top = max(float(np.nanmax(a)) if a.size else 1.0, float(np.nanmax(b)) if b.size else 1.0, 1e-6)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(title_a, title_b), horizontal_spacing=0.18)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(_text(title_a), _text(title_b)), horizontal_spacing=0.18)
     for col, m in ((1, a), (2, b)):
         fig.add_trace(_trace(m, labels, "weight", coloraxis="coloraxis"), row=1, col=col)
         _axes(fig, labels, row=1, col=col)
@@ -180,7 +190,7 @@ def difference_heatmap(matrix_a: Any, matrix_b: Any, words: Sequence[str], title
         raise ValueError(f"cannot subtract matrices of shapes {a.shape} and {b.shape}")
     d = a - b
     lim = max(float(np.nanmax(np.abs(np.tril(d)))) if d.size else 0.0, 1e-6)
-    labels = word_labels(words)
+    labels = _plot_labels(words)
     fig = go.Figure(
         _trace(
             d,
@@ -196,7 +206,10 @@ def difference_heatmap(matrix_a: Any, matrix_b: Any, words: Sequence[str], title
     )
     _axes(fig, labels)
     fig.update_layout(
-        title=title, plot_bgcolor=FUTURE_GREY, height=_size(len(words)), margin={"l": 10, "r": 10, "t": 50, "b": 10}
+        title=_text(title),
+        plot_bgcolor=FUTURE_GREY,
+        height=_size(len(words)),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
 
