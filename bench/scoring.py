@@ -142,6 +142,7 @@ def run(quick: bool = False) -> list[dict]:
     subset_a = 5 if quick else 20
     subset_c1 = 60 if quick else 160
     data = corpus(n)
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     server = FakeServerProcess(LATENCY_MS)
     rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="llmcomp-bench-"))
@@ -228,6 +229,8 @@ def run(quick: bool = False) -> list[dict]:
         "c16_over_c1": conc[CONCURRENCY] / conc[1],
         "warm_sentences_per_s": min(r["sentences_per_s"] for r in rows if "warm" in r["method"]),
         "warm_requests": sum(r["req_per_sentence"] for r in rows if "warm" in r["method"]),
+        "load_before": load_before,
+        "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
     rows.append({"summary": summary})
     return rows
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = run(quick=args.quick)
     s = rows.pop()["summary"]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average before/after: {s['load_before']} / {s['load_after']}")
     print(
         f"{s['sentences']} sentences ({s['mean_words']:.1f} words on average), fake server with {s['latency_ms']:g} ms "
         f"per request in its own process, concurrency {s['concurrency']} unless stated; medians of {s['repeats']} "

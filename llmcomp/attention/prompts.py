@@ -270,7 +270,7 @@ def parse_sentence_answer(obj: Any, n_words: int, heads: list[str], score_max: i
     Row i must hold i+1 scores. A full row of T scores is accepted only if every score after word i
     is 0: any weight on a later word is rejected, never silently dropped.
     """
-    out = torch.zeros(len(heads), n_words, n_words)
+    out = [[[0] * n_words for _ in range(n_words)] for _ in heads]
     for h, (name, rows) in enumerate(zip(heads, _by_head(obj, heads), strict=True)):
         if not isinstance(rows, list) or len(rows) != n_words:
             got = len(rows) if isinstance(rows, list) else type(rows).__name__
@@ -282,8 +282,8 @@ def parse_sentence_answer(obj: Any, n_words: int, heads: list[str], score_max: i
             vals = [_score(v, score_max, f'"{name}" row {i} score {j}') for j, v in enumerate(row)]
             if any(vals[i + 1 :]):
                 raise AnswerError(f'"{name}" row {i} gives weight to a later word; score only words 0..{i}')
-            out[h, i, : i + 1] = torch.tensor(vals[: i + 1], dtype=torch.float32)
-    return out
+            out[h][i][: i + 1] = vals[: i + 1]
+    return torch.tensor(out, dtype=torch.float32).reshape(len(heads), n_words, n_words)
 
 
 def parse_vector_answer(obj: Any, length: int, heads: list[str], score_max: int, what: str) -> list[list[int]]:
