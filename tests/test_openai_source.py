@@ -657,3 +657,60 @@ def test_kill_9_mid_run_then_resume_requests_only_what_was_not_committed(fake_op
     finally:
         cache.close()
     assert KEY not in out and KEY not in err
+
+
+# --- answer parsing (pure functions) -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"meaning": [[9], [3, 9]]}',
+        'Sure! Here it is:\n```json\n{"meaning": [[9], [3, 9]]}\n```\nAnything else?',
+        'The scores are {"meaning": [[9], [3, 9]]} as requested.',
+        'noise {"broken": [1, } then {"meaning": [[9], [3, 9]]}',
+        '{"note": "a } inside a string", "meaning": [[9], [3, 9]]}',
+    ],
+)
+def test_tolerant_json_extraction(text):
+    from llmcomp.attention import prompts
+
+    scores = prompts.parse_sentence_answer(prompts.extract_json(text), 2, ["meaning"], 9)
+    assert scores[0].tolist() == [[9.0, 0.0], [3.0, 9.0]]
+
+
+@pytest.mark.parametrize(
+    ("obj", "fault"),
+    [
+        ({"meaning": [[9], [3, 9], [1, 1, 1]]}, "must have 2 rows"),
+        ({"meaning": [[9], [3]]}, "row 1 must have 2 scores"),
+        ({"meaning": [[9, 4], [3, 9]]}, "later word"),
+        ({"meaning": [[9], [3, 9.5]]}, "not an integer"),
+        ({"meaning": [[9], [3, True]]}, "not an integer"),
+        ({"meaning": [[9], [3, "7"]]}, "not an integer"),
+        ({"meaning": [[9], [-1, 9]]}, "negative"),
+        ({"meaning": [[9], [3, 10]]}, "above the maximum"),
+        ({"meaning": [[9], [3, float("inf")]]}, "not finite"),
+        ({"syntax": [[9], [3, 9]], "other": 1}, "lacks the relation"),
+        ("just text", "JSON object"),
+    ],
+)
+def test_invalid_answers_are_rejected_with_the_fault(obj, fault):
+    from llmcomp.attention import prompts
+
+    with pytest.raises(prompts.AnswerError, match=fault):
+        prompts.parse_sentence_answer(obj, 2, ["meaning"], 9)
+
+
+def test_full_square_rows_are_accepted_only_when_later_scores_are_zero():
+    from llmcomp.attention import prompts
+
+    ok = prompts.parse_sentence_answer({"meaning": [[9, 0], [3, 9]]}, 2, ["meaning"], 9)
+    assert ok[0].tolist() == [[9.0, 0.0], [3.0, 9.0]]
+
+
+def test_floor_keeps_every_row_reachable():
+    from llmcomp.attention import prompts
+
+    m = prompts.scores_to_attention(torch.zeros(1, 3, 3), floor=0.5)
+    assert torch.allclose(m[0, 2], torch.tensor([1 / 3, 1 / 3, 1 / 3]))
+    m = prompts.scores_to_attention(torch.tensor([[[9.0, 0, 0], [0, 9, 0], [9, 0, 9]]]), floor=0.5)
+    assert m[0, 1, 0] > 0 and torch.allclose(m.sum(-1), torch.ones(1, 3))
