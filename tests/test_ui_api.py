@@ -339,7 +339,7 @@ def test_learned_source_shows_the_models_own_heads(app):
     labels = [lab for lab, _ in heads["choices"]]
     assert labels == ["learned head 0 (last layer)", "learned head 1 (last layer)"]
     assert "learned its own attention" in notes
-    assert plot(fig)["layout"]["yaxis"]["ticktext"][0] == "<s> (0)"
+    assert plot(fig)["layout"]["yaxis"]["ticktext"][0] == "&lt;s&gt; (0)"  # plotly shows "<s> (0)"
     fig2, text2, _ = c.predict(sentence_no=0, head=0, api_name="/show_attention")
     assert "supplies no attention" in text2
 

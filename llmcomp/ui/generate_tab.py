@@ -11,6 +11,7 @@ import torch
 
 from llmcomp.generation import GenerateConfig, Generator
 from llmcomp.plots import attention_heatmap
+from llmcomp.text import tokenize
 from llmcomp.training import load_checkpoint
 from llmcomp.training.batching import with_bos
 from llmcomp.ui import sources
@@ -25,6 +26,20 @@ from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
 class GenerateTab:
     checkpoint: gr.Dropdown
     list_models: Callable[..., Any]  # handler: the runs this browser may generate from
+
+
+class ReportingSource:
+    """Wraps a source so that each prefix it scores (one per generated word) reports progress."""
+
+    def __init__(self, source, on_score: Callable[[int], None]):
+        self._source, self._on_score = source, on_score
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def score(self, words):
+        self._on_score(len(words))
+        return self._source.score(words)
 
 
 def learned_heads(gen_model, vocab, words: list[str], external: torch.Tensor) -> torch.Tensor | None:
@@ -64,7 +79,15 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         return gr.update(choices=choices, value=value)
 
     def generate(
-        checkpoint, prompt, temperature, top_k, max_words, seed=-1, state: Session = None, request: gr.Request = None
+        checkpoint,
+        prompt,
+        temperature,
+        top_k,
+        max_words,
+        seed=-1,
+        state: Session = None,
+        request: gr.Request = None,
+        progress=gr.Progress(),  # noqa: B008 - gradio's way of asking for a progress tracker
     ):
         """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
         attention heatmap of the first head and the list of heads."""
@@ -81,7 +104,11 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                 ck.source_spec, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage
             )
             try:
-                gen = Generator(ck.model, ck.vocab, built.source).generate(
+                n_prompt = len(tokenize(str(prompt or "")))
+                steps = ReportingSource(
+                    built.source, lambda n: progress((n - n_prompt, int(max_words)), desc="generating")
+                )
+                gen = Generator(ck.model, ck.vocab, steps).generate(  # type: ignore[arg-type]
                     str(prompt or ""),
                     GenerateConfig(
                         max_words=int(max_words),
