@@ -168,6 +168,16 @@ def test_sink_policies_are_valid_and_differ():
     assert (out["pool"] - out["drop"]).abs().max() > 1e-3
 
 
+def test_torch_threads_apply_while_scoring_only():
+    words = SENTENCES[0]
+    before = torch.get_num_threads()
+    one = LocalLLMSource(layers="first-4", torch_threads=1).score(words)
+    assert torch.get_num_threads() == before
+    two = LocalLLMSource(layers="first-4", torch_threads=2).score(words)
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
+
+
 def test_bad_options_fail_with_clear_errors(source):
     with pytest.raises(LocalLLMError, match="layer selection"):
         LocalLLMSource(layers="middle")

@@ -70,7 +70,9 @@ class LocalLLMConfig:
     n_heads: int = 1  # output heads: groups of the selected (layer, head) pairs, each averaged
     sink: SinkPolicy = "drop"
     batch_size: int = 16  # sentences per forward pass (right-padded)
-    torch_threads: int | None = None  # if set, torch.set_num_threads (process-wide) before scoring
+    # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:
+    # on a busy 2-core machine 2 threads spin-wait on each other and run ~10x slower than 1.
+    torch_threads: int | None = 1
     max_pieces: int = 1024  # longer sentences fail with a reason instead of running out of memory
 
     def __post_init__(self) -> None:
@@ -430,8 +432,22 @@ class LocalLLMSource(AttentionSource):
             raise LocalLLMError(
                 f"n_heads={self.n_heads} is more than the {pairs} (layer, head) pairs in layers {self.config.layers!r}"
             )
+        threads = torch.get_num_threads()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
+        try:
+            return self._score_aligned(model, layers, sentences, stats, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _score_aligned(
+        self,
+        model: LoadedModel,
+        layers: list[int],
+        sentences: list[list[str]],
+        stats: ScoreStats,
+        progress: ProgressFn | None,
+    ) -> list[torch.Tensor | str]:
         out: list[torch.Tensor | str | None] = [None] * len(sentences)
         aligned: dict[int, Alignment] = {}
         for i, words in enumerate(sentences):

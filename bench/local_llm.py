@@ -1,0 +1,133 @@
+"""Throughput of the local LLM attention source once loaded, against the uniform baseline.
+
+    python -m bench.local_llm            # ~200 sentences of data/example.txt, 3 repeats
+    python -m bench.local_llm --quick    # 40 sentences, 1 repeat
+
+No cache is used: every repeat scores every sentence afresh. Medians (and the best) over the repeats.
+The machine's load average is printed with each row: with other processes busy, torch's default of
+one thread per core collapses (threads spin-wait on each other), which is why the local source uses
+one thread unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import machine, print_table
+from llmcomp.attention import AttentionSource, make_source
+from llmcomp.attention.local_llm import is_loaded, load_model
+from llmcomp.text import load_corpus
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example.txt"
+
+
+def sentences(n: int) -> list[list[str]]:
+    """The first n sentences of data/example.txt, or simple generated 8-15 word sentences without it."""
+    if EXAMPLE.is_file():
+        return load_corpus(EXAMPLE).sentences[:n]
+    rng = random.Random(0)
+    subjects = ["the old man", "my sister", "a small dog", "the teacher", "our neighbours", "the children"]
+    verbs = ["walked to", "looked at", "talked about", "waited near", "cleaned", "painted"]
+    objects = ["the red house", "a quiet park", "the long river", "their new car", "the school garden"]
+    tails = ["after lunch", "every morning", "in the rain", "before the storm came", "with great care", "yesterday"]
+    return [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)} .".split()
+        for _ in range(n)
+    ]
+
+
+def time_source(source: AttentionSource, data: list[list[str]], repeats: int) -> list[float]:
+    """Seconds for each uncached pass over ``data`` (after one warm-up batch)."""
+    source.score_many(data[:8]).require_all()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        source.score_many(data).require_all()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def run(quick: bool = False) -> list[dict]:
+    """One row per configuration: median and best seconds, sentences/s and slowdown against uniform."""
+    data = sentences(40 if quick else 200)
+    repeats = 1 if quick else 3
+    words = sum(len(s) for s in data) / len(data)
+    load_s = None
+    if not is_loaded():
+        t = time.perf_counter()
+        load_model()
+        load_s = time.perf_counter() - t
+    configs: list[tuple[str, str, dict]] = [
+        ("uniform (reference)", "uniform", {}),
+        ("local, all layers, batch 16", "local", {"batch_size": 16}),
+        ("local, all layers, batch 16, 2 threads", "local", {"batch_size": 16, "torch_threads": 2}),
+    ]
+    if not quick:
+        configs += [
+            ("local, all layers, batch 1", "local", {"batch_size": 1}),
+            ("local, first-8 layers, batch 16", "local", {"layers": "first-8", "batch_size": 16}),
+        ]
+    rows = []
+    threads_before = torch.get_num_threads()
+    for label, kind, options in configs:
+        load_before = os.getloadavg()[0]
+        torch.set_num_threads(1)  # the baseline's tiny ops too; the local source sets its own while scoring
+        try:
+            times = time_source(make_source(kind, **options), data, repeats)
+        finally:
+            torch.set_num_threads(threads_before)
+        rows.append(
+            {
+                "source": label,
+                "sentences": len(data),
+                "mean_words": round(words, 1),
+                "seconds": statistics.median(times),
+                "best_seconds": min(times),
+                "load_avg": max(load_before, os.getloadavg()[0]),
+                "torch_threads": options.get("torch_threads", 1),
+            }
+        )
+    ref = rows[0]["seconds"]
+    for r in rows:
+        r["sentences_per_s"] = r["sentences"] / r["seconds"]
+        r["best_sentences_per_s"] = r["sentences"] / r["best_seconds"]
+        r["slowdown_vs_uniform"] = r["seconds"] / ref
+        r["load_s"] = load_s
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 sentences, 1 repeat")
+    args = parser.parse_args(argv)
+    rows = run(quick=args.quick)
+    if rows[0]["load_s"] is not None:
+        print(f"model load (this process): {rows[0]['load_s']:.1f} s")
+    print(
+        f"{machine()}, {os.cpu_count()} CPUs; {rows[0]['sentences']} sentences of {rows[0]['mean_words']} words on average"
+    )
+    print("uncached passes; load avg = the machine's 1-minute load average while measuring (it is shared)")
+    print_table(
+        "local LLM attention throughput",
+        rows,
+        [
+            "source",
+            "torch_threads",
+            "seconds",
+            "sentences_per_s",
+            "best_sentences_per_s",
+            "slowdown_vs_uniform",
+            "load_avg",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
