@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--eval-every", type=int)
+    g.add_argument("--dropout", type=float)
     g.add_argument("--max-sentences", type=int, help="use only the first N sentences of the corpus")
     g.add_argument("--focus", choices=["auto", "on", "off"], default="auto", help="loss on decided positions")
     g.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")

@@ -107,6 +107,10 @@ def test_table_mean_and_spread_come_from_the_per_seed_values(done):
         assert row["val_loss_std"] == pytest.approx(statistics.stdev(vals))
         assert row["val_loss_min"] == pytest.approx(min(vals)) and row["val_loss_max"] == pytest.approx(max(vals))
         assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(math.exp(v) for v in vals))
+        ref = [_last_val(out / f"uniform-seed{k}") for k in SEEDS]
+        diffs = [v - r for v, r in zip(vals, ref, strict=True)]
+        assert row["delta_vs_reference_mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-12)
+        assert row["delta_vs_reference_std"] == pytest.approx(statistics.stdev(diffs), abs=1e-12)
     md = (out / "table.md").read_text()
     for row in table.to_dict("records"):
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row['source']} |"))

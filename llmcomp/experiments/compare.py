@@ -447,6 +447,8 @@ TABLE_COLUMNS = [
     "val_loss_std",
     "val_loss_min",
     "val_loss_max",
+    "delta_vs_reference_mean",  # final val loss minus the reference's (uniform), paired by seed
+    "delta_vs_reference_std",
     "val_ppl_mean",
     "val_ppl_std",
     "val_focus_loss_mean",
@@ -462,12 +464,28 @@ TABLE_COLUMNS = [
 ]
 
 
-def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+def _paired_delta(runs: pd.DataFrame, label: str, reference: str) -> tuple[float, float]:
+    """Mean and sample std over seeds of (this source's final val loss - the reference's), same seed."""
+    ref = {s: v for s, v in zip(runs.loc[runs["source"] == reference, "seed"],
+                                runs.loc[runs["source"] == reference, "final_val_loss"], strict=True)}  # fmt: skip
+    g = runs[runs["source"] == label]
+    diffs = [
+        float(v) - float(ref[s])
+        for s, v in zip(g["seed"], g["final_val_loss"], strict=True)
+        if s in ref and not pd.isna(v) and not pd.isna(ref[s])
+    ]
+    mean, std, _, _ = _stats(diffs)
+    return mean, std
+
+
+def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None, reference: str = "uniform") -> pd.DataFrame:
     """One row per source from a runs frame (``runs_frame`` or ``summarize_runs``): mean, sample std,
-    min and max across seeds of the final validation loss, perplexity and focus loss; mean tokens/s;
-    and the attention cost summed over the runs (a comparison scores each source once, so the seeds
-    after the first add nothing)."""
+    min and max across seeds of the final validation loss, perplexity and focus loss; the difference
+    from ``reference`` paired by seed (same initialisation and batches, so it is less noisy than the
+    means); mean tokens/s; and the attention cost summed over the runs (a comparison scores each
+    source once, so the seeds after the first add nothing)."""
     labels = list(dict.fromkeys([*(order or []), *runs["source"].tolist()]))
+    has_reference = reference in set(runs["source"])
     rows = []
     for label in labels:
         g = runs[runs["source"] == label]
@@ -481,6 +499,7 @@ def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None) -> pd.
         lm, ls, lmin, lmax = _stats(col("final_val_loss"))
         pm, ps, _, _ = _stats(col("final_val_ppl"))
         fm, fs, fmin, fmax = _stats(col("final_val_focus_loss"))
+        dm, ds = _paired_delta(runs, label, reference) if has_reference else (math.nan, math.nan)
         rows.append(
             {
                 "source": label,
@@ -489,6 +508,8 @@ def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None) -> pd.
                 "val_loss_std": ls,
                 "val_loss_min": lmin,
                 "val_loss_max": lmax,
+                "delta_vs_reference_mean": dm,
+                "delta_vs_reference_std": ds,
                 "val_ppl_mean": pm,
                 "val_ppl_std": ps,
                 "val_focus_loss_mean": fm,
@@ -510,13 +531,13 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "–" if x is None or pd.isna(x) else f"{x:.{nd}f}"
 
 
-def table_markdown(table: pd.DataFrame) -> str:
+def table_markdown(table: pd.DataFrame, reference: str = "uniform") -> str:
     """The summary table as GitHub markdown: mean ± sample std across seeds, then min–max."""
     focus = table["val_focus_loss_mean"].notna().any() if len(table) else False
-    head = ["source", "seeds", "val loss (mean ± std)", "val loss min–max", "perplexity"]
+    head = ["source", "seeds", "val loss (mean ± std)", "val loss min–max", f"Δ vs {reference}, paired", "perplexity"]
     if focus:
         head += ["focus loss (mean ± std)", "focus loss min–max"]
-    head += ["tokens/s", "attention s", "requests", "tokens"]
+    head += ["tokens/s", "attention s", "requests", "tokens", "cached"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         cells = [
@@ -524,6 +545,9 @@ def table_markdown(table: pd.DataFrame) -> str:
             str(r["seeds"]),
             f"{_fmt(r['val_loss_mean'])} ± {_fmt(r['val_loss_std'])}",
             f"{_fmt(r['val_loss_min'])}–{_fmt(r['val_loss_max'])}",
+            f"{r['delta_vs_reference_mean']:+.3f} ± {_fmt(r['delta_vs_reference_std'])}"
+            if not pd.isna(r["delta_vs_reference_mean"])
+            else "–",
             f"{_fmt(r['val_ppl_mean'], 2)} ± {_fmt(r['val_ppl_std'], 2)}",
         ]
         if focus:
@@ -537,6 +561,7 @@ def table_markdown(table: pd.DataFrame) -> str:
             _fmt(r["attention_seconds"], 1),
             f"{r['requests']:,}",
             f"{r['tokens']:,}",
+            f"{r['cached']:,}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -702,7 +727,7 @@ def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) 
         "seeds": list(config.seeds),
         "steps": config.steps,
         "focus": result.focus,
-        "model": config.model.to_dict(),
+        "model": {k: v for k, v in config.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
         "train": asdict(config.train),
         "failures": result.failures,
         "notes": result.notes,
@@ -728,6 +753,7 @@ def config_from_args(args: Any) -> CompareConfig:
         base.model,
         n_layer=getattr(args, "n_layer", None) or base.model.n_layer,
         n_embd=getattr(args, "n_embd", None) or base.model.n_embd,
+        dropout=base.model.dropout if getattr(args, "dropout", None) is None else args.dropout,
     )
     train = replace(
         base.train,
