@@ -7,6 +7,8 @@ not assert, the time from process start to a usable page and the latency of a cl
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import socket
 import statistics
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -193,6 +196,21 @@ def test_the_whole_journey(browser, server, tmp_path):
         "() => document.querySelector('#attention-heatmap .js-plotly-plot')?.data?.[0]?.type === 'heatmap'"
     )
     shot(page, "02-attention-heatmap")
+    # side by side with another source, the difference, and a download
+    page.click("#compare-accordion")
+    choose(page, "other-source", "Baseline: uniform")
+    page.click("#compare-btn")
+    page.wait_for_function("() => document.querySelector('#difference .js-plotly-plot')?.data?.[0]?.type === 'heatmap'")
+    assert page.evaluate("() => document.querySelector('#side-by-side .js-plotly-plot').data.length") == 2
+    page.click("#export-btn")
+    link = page.locator("#export-file a[download='attention-previous-sentence0.csv']")
+    with page.expect_download() as dl:
+        link.click()
+    rows = list(csv.reader(io.StringIO(Path(dl.value.path()).read_text())))
+    first = parse_corpus(corpus.read_text()).sentences[0]
+    assert rows[0] == ["head", "query", *[f"{w} ({i})" for i, w in enumerate(first)]]
+    assert len(rows) == 1 + len(first)
+    shot(page, "02b-side-by-side-and-difference")
     idle = click_latencies(page, start=1)  # the same clicks again during training, for comparison
 
     # 3. train: start, watch the loss plot gain points
