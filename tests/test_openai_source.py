@@ -714,3 +714,25 @@ def test_floor_keeps_every_row_reachable():
     assert torch.allclose(m[0, 2], torch.tensor([1 / 3, 1 / 3, 1 / 3]))
     m = prompts.scores_to_attention(torch.tensor([[[9.0, 0, 0], [0, 9, 0], [9, 0, 9]]]), floor=0.5)
     assert m[0, 1, 0] > 0 and torch.allclose(m.sum(-1), torch.ones(1, 3))
+
+
+def test_temperature_none_is_not_sent_and_survives_the_spec(make, fake_openai, monkeypatch):
+    import json as _json
+
+    sent = []
+    original = fake_openai.handle_chat
+
+    def spy(path, body, auth):
+        sent.append(_json.loads(body))
+        return original(path, body, auth)
+
+    monkeypatch.setattr(fake_openai, "handle_chat", spy)
+    src = make(mode="sentence", temperature=None, cache=None)
+    assert not src.score_many(SMALL[:1]).failures
+    assert "temperature" not in sent[-1]
+    rebuilt = source_from_spec(json.loads(json.dumps(src.spec())), api_key=KEY)
+    try:
+        assert rebuilt.config.temperature is None and rebuilt.fingerprint() == src.fingerprint()
+    finally:
+        rebuilt.close()
+    assert make(mode="sentence", cache=None).config.temperature == 0.0

@@ -205,12 +205,13 @@ def _environment() -> dict[str, str]:
 
 
 def resolve_config(**options: Any) -> OpenAIConfig:
-    """An ``OpenAIConfig`` from explicit options (None = not given), then environment, then ``.env``."""
+    """An ``OpenAIConfig`` from explicit options (None = not given, except ``temperature=None``,
+    which is kept: no temperature is sent), then the environment, then ``.env``."""
     names = {f.name for f in dataclasses.fields(OpenAIConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown OpenAI source option(s): {', '.join(unknown)}")
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None or k == "temperature"}
     env = _environment()
     if "api_key" not in given and env.get("OPENAI_API_KEY"):
         given["api_key"] = Secret(env["OPENAI_API_KEY"])
@@ -280,7 +281,7 @@ class OpenAISource(AttentionSource):
         max_tokens: int | None = None,
         dry_run: bool | None = None,
         pair_batch: int | None = None,
-        temperature: float | None = None,
+        temperature: float | None = 0.0,  # None: not sent (some reasoning models refuse it)
         backoff_base: float | None = None,
         backoff_max: float | None = None,
         max_retry_after: float | None = None,
@@ -288,8 +289,9 @@ class OpenAISource(AttentionSource):
         fallback: AttentionSource | None = None,
     ):
         """Options are the ``OpenAIConfig`` fields; None means "not given" (then the environment, then
-        ``.env``, then the default). ``n_heads`` (as in ``spec()``) picks that many default heads
-        when ``heads`` is not given. Or pass a ready ``config``."""
+        ``.env``, then the default), except for ``temperature``, where None means "do not send one".
+        ``n_heads`` (as in ``spec()``) picks that many default heads when ``heads`` is not given.
+        Or pass a ready ``config``."""
         options = {
             k: v
             for k, v in locals().items()
@@ -299,7 +301,7 @@ class OpenAISource(AttentionSource):
             if heads is None and n_heads is not None:
                 options["heads"] = prompts.DEFAULT_HEADS[:n_heads]
             config = resolve_config(**options)
-        elif any(v is not None for v in options.values()):
+        elif any(v is not None for k, v in options.items() if k != "temperature") or temperature != 0.0:
             raise TypeError("pass either config= or options, not both")
         if n_heads is not None and n_heads != len(config.heads):
             raise OpenAIConfigError(f"n_heads={n_heads} does not match heads {list(config.heads)}")
