@@ -8,7 +8,8 @@ local LLM on sentences of data/example.txt, the oracle on sentences of data/bind
     python -m bench.generation            # 60 words per pass, 3 passes per source
     python -m bench.generation --quick    # 20 words, 1 pass
 
-Medians over the passes.
+Medians over the passes. One torch thread, as the trainer and the local source use by default: with
+two on this shared 2-core machine a pass once ran 150 times slower (threads spin-waiting on each other).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+
+import torch
 
 from bench.common import machine, print_table
 from llmcomp.attention import make_source
@@ -54,12 +57,19 @@ def words_per_second(gen: Generator, prompt: str, words: int, seed: int) -> floa
 def run(quick: bool = False) -> list[dict]:
     words, repeats = (20, 1) if quick else (60, 3)
     rows = []
-    for kind in SOURCES:
-        gen = tiny_generator(kind)
-        prompt = BINDING_PROMPT if kind == "oracle" else EXAMPLE_PROMPT
-        words_per_second(gen, prompt, 3, seed=0)  # warm-up (and the local model's load)
-        speeds = [words_per_second(gen, prompt, words, seed=k) for k in range(repeats)]
-        rows.append({"source": kind, "words/s (median)": statistics.median(speeds), "words": words, "runs": repeats})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for kind in SOURCES:
+            gen = tiny_generator(kind)
+            prompt = BINDING_PROMPT if kind == "oracle" else EXAMPLE_PROMPT
+            words_per_second(gen, prompt, 3, seed=0)  # warm-up (and the local model's load)
+            speeds = [words_per_second(gen, prompt, words, seed=k) for k in range(repeats)]
+            rows.append(
+                {"source": kind, "words/s (median)": statistics.median(speeds), "words": words, "runs": repeats}
+            )
+    finally:
+        torch.set_num_threads(threads)
     learned = next(r["words/s (median)"] for r in rows if r["source"] == "learned")
     for r in rows:
         r["x learned"] = r["words/s (median)"] / learned
