@@ -20,12 +20,12 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from gradio_client import Client, handle_file  # noqa: E402
 
+from llmcomp.attention.budget import BudgetLimits  # noqa: E402
 from llmcomp.settings import Paths  # noqa: E402
 from llmcomp.text import load_corpus  # noqa: E402
 from llmcomp.text.binding import generate_binding_corpus  # noqa: E402
 from llmcomp.training.jobs import JobManager  # noqa: E402
 from llmcomp.ui.app import build_app, launch_options  # noqa: E402
-from llmcomp.ui.budget import BudgetLimits  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ENDPOINTS = {

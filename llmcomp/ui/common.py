@@ -15,10 +15,10 @@ from pathlib import Path
 import gradio as gr
 
 from llmcomp.attention import AttentionCache
+from llmcomp.attention.budget import BudgetLimits, OwnerKeyBudget
 from llmcomp.settings import DATA_DIR, Paths
 from llmcomp.text import Corpus, CorpusConfig, load_corpus
 from llmcomp.training.jobs import JobManager, default_manager, owner_tag
-from llmcomp.ui.budget import BudgetLimits, OwnerKeyBudget
 from llmcomp.ui.state import Session
 
 log = logging.getLogger("llmcomp.ui")

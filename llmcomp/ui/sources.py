@@ -1,24 +1,21 @@
-"""Turn the Attention tab's form (or a checkpoint's spec) into an attention source, safely.
+"""Turn the Attention tab's form (or a checkpoint's spec) into an attention source.
 
-Two rules about the server owner's key (``OPENAI_API_KEY``):
-
-* it is only ever sent to the owner's own endpoint (``OPENAI_BASE_URL`` or OpenAI). A visitor who
-  points the app at another base URL must bring their own key; otherwise a visitor could collect
-  the owner's key on a server of their own;
-* when it is used, the source gets hard request and token caps from the owner's budget.
+Which key may go where, and the owner's spending caps, are library rules
+(``llmcomp.attention.owner_key`` and ``llmcomp.attention.budget``); this module only maps form
+fields onto them.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from llmcomp.attention import BASELINES, AttentionCache, AttentionSource, make_source, source_from_spec
+from llmcomp.attention.budget import OwnerKeyBudget, Usage
 from llmcomp.attention.local_llm import LocalLLMError
+from llmcomp.attention.owner_key import owner_caps, owner_endpoint, resolve_key
 from llmcomp.errors import LLMCompError
-from llmcomp.ui.budget import BudgetError, OwnerKeyBudget, Usage
 from llmcomp.ui.state import SourceSettings
 
 KIND_CHOICES: list[tuple[str, str]] = [
@@ -35,7 +32,6 @@ KIND_NAMES = dict((v, k) for k, v in KIND_CHOICES)
 OTHER_CHOICES = [(k, v) for k, v in KIND_CHOICES if v not in ("openai", "learned")]
 MODES = ("sentence", "prefix", "pair")
 RELATIONS = ("meaning", "syntax", "coreference", "relatedness")
-OPENAI_HOST = "api.openai.com"
 
 
 class SourceFormError(LLMCompError, ValueError):
@@ -62,57 +58,10 @@ def one_line(e: BaseException) -> str:
     return text[:400]
 
 
-def owner_endpoint() -> tuple[str, str]:
-    """The server owner's base URL and model (environment, else OpenAI's defaults)."""
-    from llmcomp.attention.openai_source import DEFAULT_BASE_URL, DEFAULT_MODEL
-
-    return (
-        os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
-        os.environ.get("LLMCOMP_OPENAI_MODEL") or DEFAULT_MODEL,
-    )
-
-
-def owner_key_present() -> bool:
-    return bool(os.environ.get("OPENAI_API_KEY"))
-
-
-def _same_endpoint(a: str, b: str) -> bool:
-    sa, sb = urlsplit(a.strip()), urlsplit(b.strip())
-    return (sa.scheme, sa.hostname, sa.port, sa.path.rstrip("/")) == (
-        sb.scheme,
-        sb.hostname,
-        sb.port,
-        sb.path.rstrip("/"),
-    )
-
-
 @dataclass
 class Built:
     source: AttentionSource
     owner_key: bool  # True: spending the server's key, so the budget applies
-
-
-def _openai_key(base_url: str, typed_key: str) -> tuple[str, bool]:
-    """The key to send to ``base_url`` and whether it is the owner's."""
-    from llmcomp.attention.openai_source import NO_KEY
-
-    if typed_key.strip():
-        return typed_key.strip(), False
-    own_base, _ = owner_endpoint()
-    if owner_key_present() and _same_endpoint(base_url, own_base):
-        return os.environ["OPENAI_API_KEY"], True
-    if urlsplit(base_url).hostname == OPENAI_HOST:
-        raise SourceFormError("enter your OpenAI API key: this server has no key of its own for api.openai.com")
-    return NO_KEY, False
-
-
-def _caps(owner: bool, budget: OwnerKeyBudget, usage: Usage) -> dict[str, Any]:
-    if not owner:
-        return {}
-    req, tok = budget.remaining(usage)
-    if req == 0 or tok == 0:
-        raise BudgetError("the server's key has reached its spending cap for you today; enter your own API key")
-    return {"max_requests": req, "max_tokens": tok}
 
 
 def build(
@@ -135,7 +84,7 @@ def build(
         base = settings.base_url.strip() or own_base
         if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname:
             raise SourceFormError(f"the base URL must look like https://host/v1 (got {base[:80]!r})")
-        key, owner = _openai_key(base, api_key)
+        key, owner = resolve_key(base, api_key)
         if not settings.relations:
             raise SourceFormError("choose at least one relation head for the OpenAI-compatible source")
         src = OpenAISource(
@@ -145,7 +94,7 @@ def build(
             mode=settings.mode,
             heads=list(settings.relations),
             cache=cache,
-            **_caps(owner, budget, usage),
+            **owner_caps(owner, budget, usage),
         )
         return Built(src, owner)
     if kind == "learned":
@@ -162,8 +111,8 @@ def build_from_spec(
     kind = spec.get("kind")
     if kind == "openai":
         base = str(spec.get("base_url") or owner_endpoint()[0])
-        key, owner = _openai_key(base, api_key)
-        extra = {"api_key": key, "cache": cache, **_caps(owner, budget, usage)}
+        key, owner = resolve_key(base, api_key)
+        extra = {"api_key": key, "cache": cache, **owner_caps(owner, budget, usage)}
         return Built(source_from_spec(spec, **extra), owner)
     if kind == "local":
         return Built(source_from_spec(spec, cache=cache), False)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from llmcomp.attention.base import ScoreStats
+from llmcomp.attention.budget import Usage
 from llmcomp.text import Corpus
-from llmcomp.ui.budget import Usage
 
 
 @dataclass
