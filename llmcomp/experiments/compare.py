@@ -287,7 +287,9 @@ def _write_run_json(path: Path, label: str, seed: int, attention: dict[str, int]
     (path / "run.json").write_text(json.dumps(record, indent=2, allow_nan=False), encoding="utf-8")
 
 
-def compare(corpus: Corpus | str | Path, config: CompareConfig | None = None, progress: ProgressFn | None = None):
+def compare(
+    corpus: Corpus | str | Path, config: CompareConfig | None = None, progress: ProgressFn | None = None
+) -> CompareResult:
     """Train the same model with each source and seed on one split; return (and write) the table.
 
     ``progress`` gets dicts: ``{"event": "source", "label", "index", "total"}`` before a source is
