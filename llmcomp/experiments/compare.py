@@ -31,7 +31,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
+from llmcomp.threads import torch_threads
 from llmcomp.training.trainer import TrainConfig, Trainer
 
 BASELINE_SOURCES = ("uniform", "previous", "gaussian", "random", "learned")
@@ -212,18 +213,6 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", label.lower().replace(":", "-").replace("=", "")).strip("-")
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(before)
-
-
 def _record(trainer: Trainer, label: str, seed: int, attention: dict[str, int], attention_s: float | None) -> RunRecord:
     path = trainer.run_dir or Path(".")
     return _summarise(
@@ -316,7 +305,7 @@ def compare(
     emit = progress or (lambda _event: None)
     runs: list[RunRecord] = []
     failures: dict[str, str] = {}
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         for index, label in enumerate(labels):
             emit({"event": "source", "label": label, "index": index, "total": len(labels)})
             try:
@@ -352,7 +341,7 @@ def _compare_source(
             if first is None:
                 before = dict(vars(trainer))
                 t0 = time.perf_counter()
-                with _torch_threads(1 if isinstance(source, PerSentenceSource) else None):
+                with torch_threads(1 if isinstance(source, PerSentenceSource) else None):
                     trainer.prepare(
                         progress=lambda s, label=label: emit({"event": "scoring", "label": label, "stats": s})
                     )

@@ -18,6 +18,7 @@ from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPT
 from llmcomp.text.tokenizer import SENTENCE_END, detokenize, tokenize
 from llmcomp.text.vocab import Vocab
+from llmcomp.threads import torch_threads
 from llmcomp.training.batching import with_bos
 from llmcomp.training.checkpoint import load_checkpoint
 
@@ -33,6 +34,7 @@ class GenerateConfig:
     top_k: int = 20  # 0 = no top-k filter
     seed: int | None = None
     stop_at_sentence_end: bool = True  # stop after . ! ? or </s>
+    threads: int = 1  # torch threads for the small model (see llmcomp.threads); 0 = leave as is
 
 
 @dataclass
@@ -85,6 +87,10 @@ class Generator:
 
     def generate(self, prompt: str | list[str], config: GenerateConfig | None = None) -> Generation:
         cfg = config or GenerateConfig()
+        with torch_threads(cfg.threads):
+            return self._generate(prompt, cfg)
+
+    def _generate(self, prompt: str | list[str], cfg: GenerateConfig) -> Generation:
         if cfg.temperature < 0:
             raise GenerationError("temperature must be >= 0 (0 means always take the most likely word)")
         words = tokenize(prompt) if isinstance(prompt, str) else list(prompt)

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
+from llmcomp.attention.base import AttentionSource, PerSentenceSource, ProgressFn, ScoreStats
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.corpus import Corpus
+from llmcomp.threads import torch_threads
 from llmcomp.training.batching import Example, collate, encode_example
 from llmcomp.training.checkpoint import (
     Checkpoint,
@@ -195,7 +196,9 @@ class Trainer:
 
     def prepare(self, progress: ProgressFn | None = None) -> None:
         """Score the whole corpus in one bulk call (cached sources make this near-free the second time)."""
-        result = self.source.score_many(self.corpus.sentences, progress=progress)
+        # Per-sentence sources run many tiny ops: one thread; heavy sources choose their own.
+        with torch_threads(self.config.threads if isinstance(self.source, PerSentenceSource) else None):
+            result = self.source.score_many(self.corpus.sentences, progress=progress)
         self.attention_stats = result.stats
         self.failed_sentences = {i: r for i, r in result.failures.items() if result.matrices[i] is None}
         self.train_examples = build_examples(
@@ -245,13 +248,8 @@ class Trainer:
         """Train until ``config.steps`` (or ``stop_at``, or ``stop()``); save a checkpoint; return the result."""
         if not self.train_examples:
             self.prepare(on_scoring)
-        threads_before = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        try:
+        with torch_threads(self.config.threads):
             return self._loop(on_metric, stop_at)
-        finally:
-            torch.set_num_threads(threads_before)
 
     def _loop(self, on_metric: MetricFn | None, stop_at: int | None) -> TrainResult:
         cfg, model = self.config, self.model
