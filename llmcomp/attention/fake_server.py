@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import threading
 import time
 import zlib
@@ -430,6 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     for f in args.fault:
         server.faults.append(_parse_fault(f))
+    # Ctrl-C and SIGTERM stop the server even when the parent started it with SIGINT ignored
+    # (an ignored signal is inherited across exec, as from a shell's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"fake OpenAI-compatible server on {server.url} (latency {args.latency_ms:g} ms); Ctrl-C to stop", flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.1)
