@@ -40,7 +40,7 @@ from llmcomp.attention.openai_source import (
 from llmcomp.text import tokenize
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = "sk-LEAKCHECK-7f3a9c1e5b2d4a6f8e0c"  # distinctive: searched for everywhere it must not be
+KEY = "planted-LEAKCHECK-7f3a9c1e5b2d4a6f8e0c"  # distinctive: searched for everywhere it must not be
 CORPUS = [
     tokenize(t)
     for t in [

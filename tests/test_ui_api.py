@@ -186,7 +186,7 @@ def test_uploads_good_and_bad_each_get_a_clear_message(app, tmp_path):
 
 
 def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, tmp_path):
-    key = "sk-visitor-secret-0123456789"
+    key = "planted-visitor-secret-0123456789"
     c = client(app)
     lines = generate_binding_corpus(20, seed=2)
     c.predict(handle_file(write(tmp_path, "twenty.txt", "\n".join(lines))), api_name="/upload_corpus")
@@ -222,7 +222,7 @@ def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, 
 
 
 def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fake_openai, monkeypatch, tmp_path):
-    owner_key = "sk-owner-secret-abcdef987654"
+    owner_key = "planted-owner-secret-abcdef987654"
     monkeypatch.setenv("OPENAI_API_KEY", owner_key)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the owner's endpoint is api.openai.com
     c = client(app)

@@ -322,7 +322,7 @@ def test_bad_uploads_get_clear_messages_and_the_app_stays_up(browser, server, tm
 
 
 def test_two_sessions_never_see_each_others_corpus_key_or_results(browser, server, tmp_path):
-    secret_key = "sk-browser-session-a-secret-777"
+    secret_key = "planted-browser-session-a-secret-777"
     private = tmp_path / "private.txt"
     private.write_text("\n".join(f"zanzibar sentence number {i} is private." for i in range(12)))
     ctx_a, a = new_page(browser, server)
