@@ -43,6 +43,7 @@ from llmcomp.attention import CACHED, ScoreStats, build_source
 from llmcomp.attention.base import PerSentenceSource
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
+from llmcomp.plots.runs import read_jsonl
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 from llmcomp.threads import torch_threads
@@ -567,16 +568,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
 def load_run(run_dir: str | Path) -> RunRecord:
     """Read one run folder (``checkpoint/checkpoint.json`` and ``checkpoint/metrics.jsonl``, plus
     ``run.json`` from ``compare`` or ``job.json`` from the app for the attention cost).
@@ -592,7 +583,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not metrics_path.is_file():
         metrics_path = run_dir / "metrics.jsonl"
     try:
-        metrics = _read_jsonl(metrics_path) if metrics_path.is_file() else []
+        metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
     except (OSError, ValueError) as e:
         raise CompareError(f"{run_dir}: metrics.jsonl is damaged ({e})") from None
     spec = meta.get("source_spec") or {}

@@ -60,7 +60,8 @@ def describe_spec(spec: dict[str, Any]) -> str:
     return f"{kind} ({heads} head{plural})"
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (a metrics stream), blank lines skipped."""
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -78,7 +79,7 @@ def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         spec = meta.get("source_spec") or {}
         mpath = folder / "checkpoint" / "metrics.jsonl"
-        metrics = _read_jsonl(mpath) if mpath.is_file() else []
+        metrics = read_jsonl(mpath) if mpath.is_file() else []
     except (OSError, ValueError, AttributeError):
         return None
     job: dict[str, Any] = {}
