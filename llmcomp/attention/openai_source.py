@@ -802,6 +802,7 @@ class OpenAISource(AttentionSource):
         self, run: _Run, task: str, messages: list[dict[str, str]], fmt: str
     ) -> tuple[str, str | None]:
         import openai
+        from openai.types.chat import ChatCompletion
 
         c = self.config
         kwargs: dict[str, Any] = {"model": c.model, "messages": messages}
@@ -817,7 +818,10 @@ class OpenAISource(AttentionSource):
             async with run.sem:
                 self._reserve(run)
                 try:
-                    resp = await client.chat.completions.create(**kwargs)
+                    # The SDK's documented raw route: same auth, timeouts and typed errors and a typed
+                    # ChatCompletion back, without re-walking our plain-dict params through its TypedDict
+                    # transform (about 1 ms of CPU per request, which caps throughput at high concurrency).
+                    resp = await client.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
                 except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
                     reason, fatal = f"{e.status_code}: {_server_message(e, self._key())}", False
                     raise _BadFormat(reason) from None
