@@ -2,18 +2,20 @@
 
 ``build_app()`` only lays out components and wires handlers: it loads no model and starts no
 thread, so the page is usable within seconds. ``launch()`` binds 127.0.0.1 by default, applies the
-upload limit, optional login and a restrictive file policy, then starts loading the local LLM in
-the background; the header shows "loading local model…" until it is ready.
+upload limit, optional login and a restrictive file policy; the local LLM loads in the background
+once the first page is on screen (``Preloader``), and the header shows "loading local model…" until
+it is ready.
 
 Environment: ``LLMCOMP_HOST``, ``LLMCOMP_PORT``, ``LLMCOMP_AUTH`` ("user:password", several
 separated by commas), ``LLMCOMP_MAX_UPLOAD`` (e.g. "5mb"), ``LLMCOMP_PRELOAD`` ("0" to skip the
-background load), the budget caps in ``llmcomp.ui.budget`` and the paths in ``llmcomp.settings``.
+background load), the budget caps in ``llmcomp.attention.budget`` and the paths in ``llmcomp.settings``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
             model_status = gr.HTML(elem_id="llmc-model-status")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("1 · Corpus", id="corpus", elem_id="tab-corpus"):
-                corpus = corpus_tab.build(ctx, session)
+                corpus_tab.build(ctx, session)
             with gr.Tab("2 · Attention", id="attention", elem_id="tab-attention"):
                 attention_tab.build(ctx, session)
             with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_tab_box:
@@ -69,7 +71,10 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
 
         def on_load(stored_id: str | None, state: Session):
             state.owner = stored_id or secrets.token_urlsafe(16)
-            return state.owner, model_status_html(), *corpus_tab.initial_view(ctx, state)
+            preloader = getattr(demo, "llmcomp_preloader", None)
+            if preloader is not None:
+                preloader.start()  # the page is on screen now, so loading the model no longer delays it
+            return state.owner, model_status_html()
 
         def refresh_model_status():
             html_ = model_status_html()
@@ -85,9 +90,7 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
             active = ctx.jobs.active()
             return {"local_model": load_state(), "training_in_progress": active is not None}
 
-        load = demo.load(
-            on_load, [browser_id, session], [browser_id, model_status, *corpus.view_outputs], api_visibility="private"
-        )
+        load = demo.load(on_load, [browser_id, session], [browser_id, model_status], api_visibility="private")
         load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
         load.then(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
         load.then(gen.list_models, session, gen.checkpoint, api_visibility="private")
@@ -139,20 +142,47 @@ def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = 
     }
 
 
-def launch(host: str | None = None, port: int | None = None, share: bool = False, block: bool = True) -> gr.Blocks:
-    """Build, launch, then start loading the local LLM in the background (unless LLMCOMP_PRELOAD=0)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app()
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))
-    if os.environ.get("LLMCOMP_PRELOAD", "1") != "0":
+class Preloader:
+    """Loads the local LLM in the background, once: when the first page has rendered, or ``delay_s``
+    after launch if nobody has opened it by then (so API clients find the model ready).
+
+    Loading holds the CPU and the GIL for seconds; started at launch it would slow the first page
+    down by about as much, on a 2-core machine."""
+
+    def __init__(self, delay_s: float = 20.0):
+        self._lock = threading.Lock()
+        self._started = False
+        self._timer = threading.Timer(delay_s, self.start)
+        self._timer.daemon = True
+
+    def arm(self) -> Preloader:
+        self._timer.start()
+        return self
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._timer.cancel()
         from llmcomp.attention.local_llm import preload_in_background
 
         preload_in_background()
+
+
+def launch(host: str | None = None, port: int | None = None, share: bool = False, block: bool = True) -> gr.Blocks:
+    """Build and launch; the local LLM then loads in the background (see ``Preloader``; LLMCOMP_PRELOAD=0
+    leaves it to load on first use)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_app()
+    if os.environ.get("LLMCOMP_PRELOAD", "1") != "0":
+        demo.llmcomp_preloader = Preloader().arm()  # type: ignore[attr-defined]
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))
     print(f"llmcomp app ready at {demo.local_url}", flush=True)
     if block:
         demo.block_thread()
     return demo
 
 
-__all__ = ["build_app", "launch", "launch_options", "owner_of"]
+__all__ = ["Preloader", "build_app", "launch", "launch_options", "owner_of"]

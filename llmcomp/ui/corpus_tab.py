@@ -100,14 +100,19 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
             # no file_types filter: gradio would reject other files with a pop-up before our handler
             # runs; the handler checks the extension itself and answers inline, like every other fault
             upload = gr.File(label="…or upload a .txt corpus", type="filepath", elem_id="corpus-upload")
-    message = gr.HTML(elem_id="corpus-message")
+    # Every new session starts on the default corpus, so its view is part of the page itself: the
+    # page is usable as soon as it renders, without waiting for a round trip.
+    first = initial_view(ctx, Session())
+    message = gr.HTML(first[0], elem_id="corpus-message")
     with gr.Row():
         with gr.Column(scale=3):
-            summary = gr.HTML(elem_id="corpus-summary")
-            split = gr.HTML(elem_id="corpus-split")
+            summary = gr.HTML(first[1], elem_id="corpus-summary")
+            split = gr.HTML(first[4], elem_id="corpus-split")
         with gr.Column(scale=2):
-            histogram = gr.Plot(label="Sentence lengths", elem_id="corpus-histogram")
-    preview = gr.Dataframe(label="Preview (first sentences)", interactive=False, wrap=True, elem_id="corpus-preview")
+            histogram = gr.Plot(first[2], label="Sentence lengths", elem_id="corpus-histogram")
+    preview = gr.Dataframe(
+        first[3], label="Preview (first sentences)", interactive=False, wrap=True, elem_id="corpus-preview"
+    )
     tab = CorpusTab(bundled, upload, message, summary, histogram, preview, split)
 
     def use_bundled_corpus(name: str, state: Session):
