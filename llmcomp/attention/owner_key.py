@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmcomp.attention.budget import BudgetError, OwnerKeyBudget, Usage
+from llmcomp.attention.openai_config import DEFAULT_BASE_URL, DEFAULT_MODEL, NO_KEY
 from llmcomp.errors import LLMCompError
 
 OPENAI_HOST = "api.openai.com"
@@ -25,8 +26,6 @@ class KeyPolicyError(LLMCompError, ValueError):
 
 def owner_endpoint() -> tuple[str, str]:
     """The server owner's base URL and model (environment, else OpenAI's defaults)."""
-    from llmcomp.attention.openai_source import DEFAULT_BASE_URL, DEFAULT_MODEL
-
     return (
         os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
         os.environ.get("LLMCOMP_OPENAI_MODEL") or DEFAULT_MODEL,
@@ -49,8 +48,6 @@ def same_endpoint(a: str, b: str) -> bool:
 
 def resolve_key(base_url: str, typed_key: str) -> tuple[str, bool]:
     """The key to send to ``base_url`` and whether it is the owner's."""
-    from llmcomp.attention.openai_source import NO_KEY
-
     if typed_key.strip():
         return typed_key.strip(), False
     own_base, _ = owner_endpoint()

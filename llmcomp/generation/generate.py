@@ -85,6 +85,16 @@ class Generator:
         a = with_bos(att)[None] if self.source.n_heads else None
         return self.model(x, a)[0, -1], att
 
+    def learned_attention(self, gen: Generation) -> torch.Tensor | None:
+        """The model's own heads in its last layer over <s> + the generation's words, (L, T+1, T+1),
+        with the supplied rows it generated with; None if the model has no learned heads."""
+        if not self.model.config.n_learned_heads:
+            return None
+        x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(gen.all_words)]])
+        a = with_bos(gen.attention)[None] if gen.attention.shape[0] else None
+        weights = self.model.learned_attention(x, a)
+        return None if weights is None else weights[0]
+
     def generate(self, prompt: str | list[str], config: GenerateConfig | None = None) -> Generation:
         cfg = config or GenerateConfig()
         with torch_threads(cfg.threads):

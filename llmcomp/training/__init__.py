@@ -1,16 +1,9 @@
-"""Training: batching, the trainer loop, checkpoints."""
+"""Training: batching, the trainer loop, checkpoints, background jobs.
 
-from llmcomp.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from llmcomp.training.trainer import TrainConfig, Trainer, TrainResult, evaluate, train
+Names are imported on first use (lazy_loader; the list is in ``__init__.pyi``), so the web app can
+import ``llmcomp.training.jobs`` without importing torch.
+"""
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "evaluate",
-    "load_checkpoint",
-    "save_checkpoint",
-    "train",
-]
+import lazy_loader as lazy
+
+__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)

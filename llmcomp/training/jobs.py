@@ -23,11 +23,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from llmcomp.attention.base import ScoreStats
 from llmcomp.errors import LLMCompError
-from llmcomp.training.trainer import Trainer
+
+if TYPE_CHECKING:  # the web app imports this module before torch has loaded
+    from llmcomp.attention.base import ScoreStats
+    from llmcomp.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

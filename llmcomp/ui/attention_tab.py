@@ -7,18 +7,21 @@ import html
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-import torch
 
-from llmcomp.attention.base import ScoreStats
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui import sources
 from llmcomp.ui.common import AppContext, error, log, note, progress_bar
 from llmcomp.ui.sources import KIND_CHOICES, MODES, OTHER_CHOICES, RELATIONS, USER_ERRORS, one_line
 from llmcomp.ui.state import Scored, Session, SourceSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from llmcomp.attention.base import ScoreStats
 
 POLL_S = 0.3
 
@@ -236,6 +239,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
                 built.source.close()
                 yield error(one_line(e)), gr.skip(), gr.skip(), gr.skip()
                 return
+        from llmcomp.attention.base import ScoreStats
+
         src = built.source
         live = ScoreStats(sentences=len(sents))
         lock = threading.Lock()

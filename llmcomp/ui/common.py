@@ -11,15 +11,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from llmcomp.attention import AttentionCache
 from llmcomp.attention.budget import BudgetLimits, OwnerKeyBudget
 from llmcomp.settings import DATA_DIR, Paths
 from llmcomp.text import Corpus, CorpusConfig, load_corpus
 from llmcomp.training.jobs import JobManager, default_manager, owner_tag
 from llmcomp.ui.state import Session
+
+if TYPE_CHECKING:
+    from llmcomp.attention import AttentionCache
 
 log = logging.getLogger("llmcomp.ui")
 
@@ -69,6 +72,8 @@ class AppContext:
         """The one attention cache of this process (opened on first use, shared by every session)."""
         with self._lock:
             if self._cache is None:
+                from llmcomp.attention import AttentionCache
+
                 self._cache = AttentionCache(self.paths.cache)
             return self._cache
 

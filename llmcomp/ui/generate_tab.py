@@ -7,13 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-import torch
 
-from llmcomp.generation import GenerateConfig, Generator
 from llmcomp.plots import attention_heatmap
 from llmcomp.text import tokenize
-from llmcomp.training import load_checkpoint
-from llmcomp.training.batching import with_bos
 from llmcomp.ui import sources
 from llmcomp.ui.attention_tab import charge_owner_key
 from llmcomp.ui.common import AppContext, error, note, owner_of
@@ -40,16 +36,6 @@ class ReportingSource:
     def score(self, words):
         self._on_score(len(words))
         return self._source.score(words)
-
-
-def learned_heads(gen_model, vocab, words: list[str], external: torch.Tensor) -> torch.Tensor | None:
-    """(L, T+1, T+1) weights of the model's own heads in its last layer over <s> + words, or None."""
-    if not gen_model.config.n_learned_heads:
-        return None
-    idx = torch.tensor([[vocab.bos_id, *vocab.encode(words)]])
-    att = with_bos(external)[None] if external.shape[0] else None
-    weights = gen_model.learned_attention(idx, att)
-    return None if weights is None else weights[0]
 
 
 def build(ctx: AppContext, session: gr.State) -> GenerateTab:
@@ -91,6 +77,9 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     ):
         """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
         attention heatmap of the first head and the list of heads."""
+        from llmcomp.generation import GenerateConfig, Generator
+        from llmcomp.training import load_checkpoint
+
         owner = owner_of(state, request)
         try:
             if not checkpoint:
@@ -108,7 +97,8 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                 steps = ReportingSource(
                     built.source, lambda n: progress((n - n_prompt, int(max_words)), desc="generating")
                 )
-                gen = Generator(ck.model, ck.vocab, steps).generate(  # type: ignore[arg-type]
+                generator = Generator(ck.model, ck.vocab, steps)  # type: ignore[arg-type]
+                gen = generator.generate(
                     str(prompt or ""),
                     GenerateConfig(
                         max_words=int(max_words),
@@ -120,7 +110,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
             finally:
                 charge_owner_key(ctx, built, built.source, state)
                 built.source.close()
-            learned = learned_heads(ck.model, ck.vocab, gen.all_words, gen.attention)
+            learned = generator.learned_attention(gen)
         except USER_ERRORS as e:
             return gr.skip(), error(one_line(e)), gr.skip(), gr.skip()
         words, n_prompt = gen.all_words, len(gen.prompt_words)

@@ -8,15 +8,17 @@ fields onto them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from llmcomp.attention import BASELINES, AttentionCache, AttentionSource, make_source, source_from_spec
 from llmcomp.attention.budget import OwnerKeyBudget, Usage
-from llmcomp.attention.local_llm import LocalLLMError
 from llmcomp.attention.owner_key import owner_caps, owner_endpoint, resolve_key
+from llmcomp.attention.registry import BASELINES, make_source, source_from_spec
 from llmcomp.errors import LLMCompError
 from llmcomp.ui.state import SourceSettings
+
+if TYPE_CHECKING:
+    from llmcomp.attention import AttentionCache, AttentionSource
 
 KIND_CHOICES: list[tuple[str, str]] = [
     ("Local LLM: SmolLM2-135M, offline (default)", "local"),
@@ -38,19 +40,9 @@ class SourceFormError(LLMCompError, ValueError):
     """The Attention tab's settings cannot make a source, with a one-line reason."""
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [LLMCompError, LocalLLMError, ValueError, TypeError]
-    try:
-        from llmcomp.attention.openai_source import ScoringAborted
-
-        errors.append(ScoringAborted)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-#: exceptions whose message is fit to show a person as it is (one line, no secrets)
-USER_ERRORS = _user_errors()
+#: exceptions whose message is fit to show a person as it is (one line, no secrets); the library's
+#: own errors (a local model that cannot load, an aborted scoring run, ...) are all LLMCompErrors
+USER_ERRORS: tuple[type[BaseException], ...] = (LLMCompError, ValueError, TypeError)
 
 
 def one_line(e: BaseException) -> str:

@@ -7,12 +7,15 @@ or a log, and ``repr()`` does not show it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from llmcomp.attention.base import ScoreStats
 from llmcomp.attention.budget import Usage
 from llmcomp.text import Corpus
+
+if TYPE_CHECKING:
+    import torch
+
+    from llmcomp.attention.base import ScoreStats
 
 
 @dataclass

@@ -19,10 +19,8 @@ from typing import Any
 
 import gradio as gr
 
-from llmcomp.model import GPTConfig
 from llmcomp.plots import loss_figure
 from llmcomp.plots.runs import RunSummary, list_runs
-from llmcomp.training import TrainConfig, Trainer
 from llmcomp.training.jobs import JobSnapshot, TrainingJob, format_seconds, owner_tag
 from llmcomp.ui import sources
 from llmcomp.ui.attention_tab import charge_owner_key
@@ -143,6 +141,9 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         state: Session, request: gr.Request,
     ):  # fmt: skip
         """Start training in the background (one run at a time per server); poll training_status."""
+        from llmcomp.model import GPTConfig
+        from llmcomp.training import TrainConfig, Trainer, load_checkpoint
+
         owner = owner_of(state, request)
         try:
             ctx.jobs.check_free(owner)
@@ -167,8 +168,6 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
                     raise sources.SourceFormError(
                         f"run {run.name} is already at step {run.steps}; set Steps above {run.steps} to continue it"
                     )
-                from llmcomp.training import load_checkpoint
-
                 spec = load_checkpoint(run.checkpoint).source_spec
                 built = sources.build_from_spec(spec, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage)
                 run_dir, resume_from = run.path, run.checkpoint

@@ -1,0 +1,142 @@
+"""How the OpenAI-compatible source is configured: endpoint, model, key, mode and limits, from
+arguments, then the environment, then ``.env`` (python-dotenv).
+
+Kept apart from ``openai_source`` so that the web app can read the defaults (and the key policy in
+``owner_key`` can use them) without importing torch or the SDK.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from llmcomp.errors import LLMCompError
+
+Mode = Literal["sentence", "prefix", "pair"]
+MODES: tuple[str, ...] = ("sentence", "prefix", "pair")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+#: Sent to servers that need no key (the SDK refuses to start without one).
+NO_KEY = "sk-no-key-required"
+
+
+class OpenAIConfigError(LLMCompError, ValueError):
+    """A configuration that cannot work (no key for OpenAI, unknown mode, bad head name...)."""
+
+
+class Secret:
+    """A string that never shows itself in repr(), str() or a pickle."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass
+class OpenAIConfig:
+    """Everything that configures the OpenAI-compatible source. See the module docstring."""
+
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    api_key: Secret | None = field(default=None, repr=False, compare=False)
+    mode: Mode = "sentence"
+    heads: tuple[str, ...] = ("meaning",)
+    score_max: int = 9  # answers are integers 0..score_max
+    floor: float = 0.5  # added (in score units) to every allowed cell before rows are normalised
+    max_concurrency: int = 8  # requests in flight
+    timeout: float = 60.0  # seconds per request
+    max_retries: int = 5  # per request: 429 (not insufficient_quota), 408, 409, 5xx, timeouts, connection errors
+    max_corrective_retries: int = 2  # an invalid answer is sent back with its fault this many times
+    max_requests: int | None = None  # budget over the source's lifetime (every HTTP attempt counts)
+    max_tokens: int | None = None  # budget of prompt + completion tokens over the source's lifetime
+    dry_run: bool = False  # estimate only; no request is ever sent
+    pair_batch: int = 100  # pairs per request in pair mode
+    temperature: float | None = 0.0  # None: not sent (some reasoning models refuse it)
+    backoff_base: float = 0.5  # seconds; doubled per retry, with jitter, unless the server sends Retry-After
+    backoff_max: float = 8.0
+    max_retry_after: float = 120.0  # a longer Retry-After fails the request instead of waiting
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            self.api_key = Secret(self.api_key)
+        if self.mode not in MODES:
+            raise OpenAIConfigError(f"unknown scoring mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        from llmcomp.attention.prompts import check_heads  # imports torch; this module must not
+
+        try:
+            self.heads = tuple(check_heads(list(self.heads)))
+        except ValueError as e:
+            raise OpenAIConfigError(str(e)) from None
+        if not 1 <= self.score_max <= 100:
+            raise OpenAIConfigError(f"score_max must be 1..100, got {self.score_max}")
+        if self.floor < 0 or not math.isfinite(self.floor):
+            raise OpenAIConfigError(f"floor must be a non-negative number, got {self.floor}")
+        if self.max_concurrency < 1 or self.pair_batch < 1:
+            raise OpenAIConfigError("max_concurrency and pair_batch must be at least 1")
+        if self.max_retries < 0 or self.max_corrective_retries < 0:
+            raise OpenAIConfigError("max_retries and max_corrective_retries cannot be negative")
+        split = urlsplit(self.base_url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise OpenAIConfigError(f"base URL must look like https://host/v1, got {safe_url(self.base_url)!r}")
+
+    @property
+    def host(self) -> str:
+        """Server identity for cache keys: host[:port], never the path, the query or credentials."""
+        split = urlsplit(self.base_url)
+        return f"{split.hostname}:{split.port}" if split.port else str(split.hostname)
+
+
+def safe_url(url: str) -> str:
+    """The URL without user:password@, query or fragment (a key may hide in any of them)."""
+    s = urlsplit(url)
+    netloc = s.hostname or ""
+    if s.port:
+        netloc += f":{s.port}"
+    return urlunsplit((s.scheme, netloc, s.path, "", ""))
+
+
+def environment() -> dict[str, str]:
+    """Environment variables over the values of the nearest ``.env`` file (which is never exported)."""
+    from dotenv import dotenv_values, find_dotenv
+
+    path = find_dotenv(usecwd=True)
+    values = {k: v for k, v in (dotenv_values(path) if path else {}).items() if v}
+    values.update(os.environ)
+    return values
+
+
+def resolve_config(**options: Any) -> OpenAIConfig:
+    """An ``OpenAIConfig`` from explicit options (None = not given, except ``temperature=None``,
+    which is kept: no temperature is sent), then the environment, then ``.env``."""
+    names = {f.name for f in dataclasses.fields(OpenAIConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown OpenAI source option(s): {', '.join(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None or k == "temperature"}
+    env = environment()
+    if "api_key" not in given and env.get("OPENAI_API_KEY"):
+        given["api_key"] = Secret(env["OPENAI_API_KEY"])
+    given.setdefault("base_url", env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    given.setdefault("model", env.get("LLMCOMP_OPENAI_MODEL") or DEFAULT_MODEL)
+    if "heads" in given:
+        given["heads"] = tuple(given["heads"])
+    return OpenAIConfig(**given)
