@@ -68,7 +68,7 @@ def _generation(rows: list[dict]) -> list[Row]:
 
 def _startup(rows: list[dict]) -> list[Row]:
     return [
-        {"case": r["start"], "median": r["seconds (median)"], "unit": "s to GET / 200", "ratio": r["x bare gradio"],
+        {"case": r["start"], "median": r["seconds (median)"], "unit": f"s to {r['measure']}", "ratio": r["x bare gradio"],
          "ratio of": "bare gradio app", "note": f"min {r['min']:.1f}, max {r['max']:.1f}, {r['runs']} starts"}
         for r in rows
     ]  # fmt: skip

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from llmcomp.model import GPTConfig
 from llmcomp.plots import (
     attention_heatmap,
     difference_heatmap,
+    histogram_svg,
     loss_figure,
     matrix_to_csv,
     matrix_to_json,
@@ -232,3 +234,32 @@ def test_words_that_look_like_markup_stay_text_in_plots_but_raw_in_exports():
     assert fig.layout.yaxis.ticktext[0] == "&lt;b&gt; (0)" and fig.data[0].customdata[0][0][0] == "&lt;b&gt; (0)"
     assert fig.layout.title.text == "&lt;i&gt;model&lt;/i&gt;"
     assert matrix_to_csv(m, words).splitlines()[0] == "head,query,<b> (0),x (1)"
+
+
+def _bars(svg: str) -> list[tuple[float, str]]:
+    """(height, tooltip) of every bar in a histogram_svg chart, parsed as XML."""
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(svg)
+    return [(float(r.get("height")), r.find("s:title", ns).text) for r in root.iter("{http://www.w3.org/2000/svg}rect")]
+
+
+def test_histogram_svg_has_a_bar_per_length_with_gaps_as_zero_and_exact_tooltips():
+    svg = histogram_svg({3: 10, 5: 40, 6: 20}, "Sentence length", "words per sentence", "sentences", unit="words")
+    bars = _bars(svg)
+    assert [tip for _, tip in bars] == [
+        "3 words: 10 sentences",
+        "4 words: 0 sentences",
+        "5 words: 40 sentences",
+        "6 words: 20 sentences",
+    ]
+    heights = [h for h, _ in bars]
+    assert (
+        heights[1] == 0 and heights[2] == pytest.approx(4 * heights[0]) and heights[2] == pytest.approx(2 * heights[3])
+    )
+    assert "Sentence length" in svg and "words per sentence" in svg
+
+
+def test_histogram_svg_escapes_labels_and_survives_no_data():
+    svg = histogram_svg({}, "<b>t</b>", "x & y", "n")
+    ET.fromstring(svg)  # well-formed: the labels were escaped
+    assert "<b>" not in svg and "&lt;b&gt;" in svg and "x &amp; y" in svg

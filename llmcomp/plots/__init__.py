@@ -1,5 +1,7 @@
-"""Figures for the web app and reports: attention heatmaps of words, loss curves, matrix export."""
+"""Figures for the web app and reports: attention heatmaps of words, loss curves, a light SVG bar
+chart, matrix export."""
 
+from llmcomp.plots.bars import histogram_svg
 from llmcomp.plots.curves import loss_figure, metrics_frame, val_curves_figure
 from llmcomp.plots.heatmap import (
     attention_heatmap,
@@ -13,6 +15,7 @@ from llmcomp.plots.heatmap import (
 __all__ = [
     "attention_heatmap",
     "difference_heatmap",
+    "histogram_svg",
     "loss_figure",
     "matrix_to_csv",
     "matrix_to_json",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-import plotly.graph_objects as go
 
+from llmcomp.plots import histogram_svg
 from llmcomp.text import Corpus, CorpusError, parse_corpus
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui.common import DEFAULT_CORPUS, AppContext, error, note
@@ -24,7 +24,7 @@ class CorpusTab:
     upload: gr.File
     message: gr.HTML
     summary: gr.HTML
-    histogram: gr.Plot
+    histogram: gr.HTML
     preview: gr.Dataframe
     split: gr.HTML
 
@@ -33,18 +33,10 @@ class CorpusTab:
         return [self.message, self.summary, self.histogram, self.preview, self.split]
 
 
-def histogram_figure(corpus: Corpus) -> go.Figure:
-    hist = corpus.stats().length_histogram
-    fig = go.Figure(go.Bar(x=list(hist), y=list(hist.values()), marker_color="#2563eb"))
-    fig.update_layout(
-        title="Sentence length",
-        xaxis_title="words per sentence",
-        yaxis_title="sentences",
-        height=280,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        template="plotly_white",
+def histogram_html(corpus: Corpus) -> str:
+    return histogram_svg(
+        corpus.stats().length_histogram, "Sentence length", "words per sentence", "sentences", unit="words"
     )
-    return fig
 
 
 def summary_html(corpus: Corpus) -> str:
@@ -80,7 +72,7 @@ def preview_frame(corpus: Corpus) -> pd.DataFrame:
 
 
 def view(corpus: Corpus, message: str) -> tuple:
-    return message, summary_html(corpus), histogram_figure(corpus), preview_frame(corpus), split_html(corpus)
+    return message, summary_html(corpus), histogram_html(corpus), preview_frame(corpus), split_html(corpus)
 
 
 def build(ctx: AppContext, session: gr.State) -> CorpusTab:
@@ -109,7 +101,7 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
             summary = gr.HTML(first[1], elem_id="corpus-summary")
             split = gr.HTML(first[4], elem_id="corpus-split")
         with gr.Column(scale=2):
-            histogram = gr.Plot(first[2], label="Sentence lengths", elem_id="corpus-histogram")
+            histogram = gr.HTML(first[2], label="Sentence lengths", elem_id="corpus-histogram")
     preview = gr.Dataframe(
         first[3], label="Preview (first sentences)", interactive=False, wrap=True, elem_id="corpus-preview"
     )
