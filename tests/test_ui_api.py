@@ -415,3 +415,20 @@ def test_the_browser_id_key_survives_a_restart(tmp_path):
         ).llmcomp_context.browser_secret
         != first
     )
+
+
+def test_preloader_loads_the_local_model_once_after_its_delay(tmp_path):
+    """With no visitor, the armed preloader starts by itself; a second start is a no-op. Until the
+    local LLM module is imported, the header's state comes without importing it (or torch)."""
+    from llmcomp.ui.app import Preloader, local_model_state
+
+    idle = Preloader(delay_s=3600)
+    assert not idle.started and local_model_state(None) in ("not loaded", "loaded")
+    p = Preloader(delay_s=0.2).arm()
+    deadline = time.time() + 240
+    while not p.started or local_model_state(p) != "loaded":
+        assert time.time() < deadline, f"the preloader did not load the model: {local_model_state(p)}"
+        assert not local_model_state(p).startswith("failed"), local_model_state(p)
+        time.sleep(0.2)
+    p.start()  # already started: nothing happens
+    assert local_model_state(p) == "loaded"

@@ -292,7 +292,9 @@ def test_the_whole_journey(browser, server, tmp_path):
     page.wait_for_selector("#corpus-summary h3")
     tab(page, "3 · Train")
     wait_text(page, "#train-status", "stopped")
-    assert plot_points(page, "loss-plot") >= 2
+    page.wait_for_function(  # the re-attached job's curve (drawn just after the status)
+        "() => (document.querySelector('#loss-plot .js-plotly-plot')?.data?.[0]?.x || []).length >= 2"
+    )
     shot(page, "09-reattached-after-refresh")
     ctx.close()
 

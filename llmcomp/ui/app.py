@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,21 @@ INTRO = (
 )
 
 
-def model_status_html() -> str:
-    from llmcomp.attention.local_llm import load_state
+def local_model_state(preloader: Preloader | None) -> str:
+    """'loaded', 'loading', 'not loaded' or 'failed: <reason>', without importing torch to find out:
+    until the local LLM's module is imported, the model is not loaded (and is loading soon, if a
+    preloader is armed)."""
+    module = sys.modules.get("llmcomp.attention.local_llm")
+    load_state = getattr(module, "load_state", None)  # None too while a thread is still importing it
+    if load_state is None:
+        if preloader is not None and preloader.error:
+            return f"failed: {preloader.error}"
+        return "loading" if preloader is not None else "not loaded"
+    return load_state()
 
-    state = load_state()
+
+def model_status_html(preloader: Preloader | None) -> str:
+    state = local_model_state(preloader)
     if state == "loaded":
         return note("local model ready", "ok")
     if state == "loading":
@@ -47,15 +59,58 @@ def model_status_html() -> str:
     return note(f"local model unavailable: {state.removeprefix('failed: ')}; use a baseline or an API", "error")
 
 
-def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.Blocks:
-    """The Blocks app (no model loading, no threads). ``paths``/``jobs`` default to the environment's."""
+class Preloader:
+    """Loads the local LLM in the background, once: when the first page has rendered, or ``delay_s``
+    after launch if nobody has opened it by then (so API clients find the model ready).
+
+    Loading holds the CPU and the GIL for seconds; started at launch it would slow the first page
+    down by about as much, on a 2-core machine."""
+
+    def __init__(self, delay_s: float = 20.0):
+        self._lock = threading.Lock()
+        self._started = False
+        self.error: str | None = None
+        self._timer = threading.Timer(delay_s, self.start)
+        self._timer.daemon = True
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def arm(self) -> Preloader:
+        self._timer.start()
+        return self
+
+    def start(self) -> None:
+        """Start loading in a background thread (importing torch and transformers happens there too)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._timer.cancel()
+        threading.Thread(target=self._preload, name="llmcomp-preload", daemon=True).start()
+
+    def _preload(self) -> None:
+        try:
+            from llmcomp.attention.local_llm import preload_in_background
+        except ImportError as e:  # a broken install: say so in the header rather than "loading" forever
+            self.error = f"cannot import the local LLM source ({e})"
+            return
+        preload_in_background()
+
+
+def build_app(
+    paths: Paths | None = None, jobs: JobManager | None = None, preloader: Preloader | None = None
+) -> gr.Blocks:
+    """The Blocks app (no model loading, no threads). ``paths``/``jobs`` default to the environment's;
+    a ``preloader`` is started by the first page load."""
     ctx = AppContext.create(paths, jobs)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         session = gr.State(Session(), time_to_live=24 * 3600)
         browser_id = gr.BrowserState(None, storage_key="llmcomp-browser-id", secret=ctx.browser_secret)
         with gr.Row():
             gr.Markdown(f"# {TITLE}\n{INTRO}")
-            model_status = gr.HTML(elem_id="llmc-model-status")
+            model_status = gr.HTML(model_status_html(preloader), elem_id="llmc-model-status")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("1 · Corpus", id="corpus", elem_id="tab-corpus"):
                 corpus_tab.build(ctx, session)
@@ -71,24 +126,18 @@ def build_app(paths: Paths | None = None, jobs: JobManager | None = None) -> gr.
 
         def on_load(stored_id: str | None, state: Session):
             state.owner = stored_id or secrets.token_urlsafe(16)
-            preloader = getattr(demo, "llmcomp_preloader", None)
             if preloader is not None:
                 preloader.start()  # the page is on screen now, so loading the model no longer delays it
-            return state.owner, model_status_html()
+            return state.owner, model_status_html(preloader)
 
         def refresh_model_status():
-            html_ = model_status_html()
-            from llmcomp.attention.local_llm import load_state
-
-            done = load_state() == "loaded" or load_state().startswith("failed")
-            return html_, gr.Timer(active=not done)
+            state = local_model_state(preloader)
+            done = state == "loaded" or state.startswith("failed")
+            return model_status_html(preloader), gr.Timer(active=not done)
 
         def app_status(request: gr.Request) -> dict[str, Any]:
             """Server status: the local model's load state and whether a training run is in progress."""
-            from llmcomp.attention.local_llm import load_state
-
-            active = ctx.jobs.active()
-            return {"local_model": load_state(), "training_in_progress": active is not None}
+            return {"local_model": local_model_state(preloader), "training_in_progress": ctx.jobs.active() is not None}
 
         load = demo.load(on_load, [browser_id, session], [browser_id, model_status], api_visibility="private")
         load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
@@ -142,41 +191,12 @@ def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = 
     }
 
 
-class Preloader:
-    """Loads the local LLM in the background, once: when the first page has rendered, or ``delay_s``
-    after launch if nobody has opened it by then (so API clients find the model ready).
-
-    Loading holds the CPU and the GIL for seconds; started at launch it would slow the first page
-    down by about as much, on a 2-core machine."""
-
-    def __init__(self, delay_s: float = 20.0):
-        self._lock = threading.Lock()
-        self._started = False
-        self._timer = threading.Timer(delay_s, self.start)
-        self._timer.daemon = True
-
-    def arm(self) -> Preloader:
-        self._timer.start()
-        return self
-
-    def start(self) -> None:
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        self._timer.cancel()
-        from llmcomp.attention.local_llm import preload_in_background
-
-        preload_in_background()
-
-
 def launch(host: str | None = None, port: int | None = None, share: bool = False, block: bool = True) -> gr.Blocks:
     """Build and launch; the local LLM then loads in the background (see ``Preloader``; LLMCOMP_PRELOAD=0
     leaves it to load on first use)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app()
-    if os.environ.get("LLMCOMP_PRELOAD", "1") != "0":
-        demo.llmcomp_preloader = Preloader().arm()  # type: ignore[attr-defined]
+    preloader = Preloader().arm() if os.environ.get("LLMCOMP_PRELOAD", "1") != "0" else None
+    demo = build_app(preloader=preloader)
     demo.queue(default_concurrency_limit=2)
     demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))
     print(f"llmcomp app ready at {demo.local_url}", flush=True)
