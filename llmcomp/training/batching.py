@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from llmcomp.text.vocab import Vocab
 
@@ -57,14 +59,11 @@ class Batch:
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    """Right-pad to the longest example, a few whole-batch ops rather than several per example
+    (this runs every training step, and small torch ops cost microseconds each)."""
     t = max(len(e.x) for e in examples)
-    b, h = len(examples), examples[0].att.shape[0]
-    x = torch.full((b, t), pad_id, dtype=torch.long)
-    y = torch.full((b, t), -100, dtype=torch.long)
-    att = torch.zeros(b, h, t, t)
-    focus = torch.zeros(b, t, dtype=torch.bool)
-    for i, e in enumerate(examples):
-        n = len(e.x)
-        x[i, :n], y[i, :n], focus[i, :n] = e.x, e.y, e.focus
-        att[i, :, :n, :n] = e.att
+    x = pad_sequence([e.x for e in examples], batch_first=True, padding_value=pad_id)
+    y = pad_sequence([e.y for e in examples], batch_first=True, padding_value=-100)
+    focus = pad_sequence([e.focus for e in examples], batch_first=True, padding_value=False)
+    att = torch.stack([F.pad(e.att, (0, t - e.att.shape[-1], 0, t - e.att.shape[-1])) for e in examples])
     return Batch(x, y, att, focus)
