@@ -99,6 +99,12 @@ def server(browser, tmp_path_factory):
         print(f"\n[timing] process start -> server answers: {t_listening:.1f} s; -> page usable: {t_usable:.1f} s")
         status = page.inner_text("#llmc-model-status")
         assert "local model" in status  # "loading local model…" (or ready): the app did not wait for it
+        # the model starts loading because the page opened (long before the 20 s fallback)
+        log_file = home / "server.log"
+        deadline = time.perf_counter() + 10
+        while "(the first page is open)" not in log_file.read_text():
+            assert time.perf_counter() < deadline, f"the preload did not start on the first page: {log_file}"
+            time.sleep(0.1)
         shot(page, "00-startup")
         page.close()
         yield {"url": url, "home": home, "proc": proc}

@@ -70,7 +70,7 @@ class Preloader:
         self._lock = threading.Lock()
         self._started = False
         self.error: str | None = None
-        self._timer = threading.Timer(delay_s, self.start)
+        self._timer = threading.Timer(delay_s, self.start, kwargs={"reason": f"no page opened within {delay_s:g} s"})
         self._timer.daemon = True
 
     @property
@@ -81,13 +81,14 @@ class Preloader:
         self._timer.start()
         return self
 
-    def start(self) -> None:
+    def start(self, reason: str = "the first page is open") -> None:
         """Start loading in a background thread (importing torch and transformers happens there too)."""
         with self._lock:
             if self._started:
                 return
             self._started = True
         self._timer.cancel()
+        print(f"llmcomp: loading the local LLM in the background ({reason})", flush=True)
         threading.Thread(target=self._preload, name="llmcomp-preload", daemon=True).start()
 
     def _preload(self) -> None:
