@@ -136,6 +136,9 @@ def test_summarize_runs_reads_the_folders_back(done):
     )
     one = load_run(out / "previous-seed1")
     assert one.label == "previous" and one.seed == 1 and one.kind == "previous"
+    assert one.attention == {} and one.api_requests == 0  # seed 1 reused seed 0's scoring pass
+    assert load_run(out / "previous-seed0").attention["scored"] > 0
+    assert one.source == "previous (1 head)" and one.status == "finished"  # what the app's lists show
     assert len(summarize_runs([out / "uniform-seed0", out / "learned-seed1"])) == 2
 
 

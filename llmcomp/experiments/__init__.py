@@ -4,10 +4,9 @@ from llmcomp.experiments.compare import (
     CompareConfig,
     CompareError,
     CompareResult,
-    RunRecord,
     compare,
     load_run,
     summarize_runs,
 )
 
-__all__ = ["CompareConfig", "CompareError", "CompareResult", "RunRecord", "compare", "load_run", "summarize_runs"]
+__all__ = ["CompareConfig", "CompareError", "CompareResult", "compare", "load_run", "summarize_runs"]

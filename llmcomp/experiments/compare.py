@@ -43,7 +43,7 @@ from llmcomp.attention import CACHED, ScoreStats, build_source
 from llmcomp.attention.base import PerSentenceSource
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
-from llmcomp.plots.runs import read_jsonl
+from llmcomp.plots.runs import RunSummary, describe_spec, read_run, summarise
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 from llmcomp.threads import torch_threads
@@ -85,29 +85,8 @@ class CompareConfig:
 
 
 @dataclass
-class RunRecord:
-    """One trained run: where it is and what it ended on."""
-
-    run: str
-    path: Path
-    label: str  # source label, e.g. "oracle:shift=1"
-    kind: str
-    seed: int | None
-    steps: int
-    final_val_loss: float | None
-    final_val_ppl: float | None
-    final_val_focus_loss: float | None
-    best_val_loss: float | None
-    tokens_per_s: float | None  # mean over the logged training windows
-    train_seconds: float | None
-    attention: dict[str, int] = field(default_factory=dict)  # ScoreStats of the pass this run made (empty: reused)
-    attention_seconds: float | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-
-@dataclass
 class CompareResult:
-    runs: list[RunRecord]
+    runs: list[RunSummary]
     table: pd.DataFrame  # one row per source (``summary_table``)
     out: Path | None
     focus: bool
@@ -214,55 +193,24 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", label.lower().replace(":", "-").replace("=", "")).strip("-")
 
 
-def _record(trainer: Trainer, label: str, seed: int, attention: dict[str, int], attention_s: float | None) -> RunRecord:
+def _record(
+    trainer: Trainer, label: str, seed: int, attention: dict[str, int], attention_s: float | None
+) -> RunSummary:
     path = trainer.run_dir or Path(".")
-    return _summarise(
-        run=path.name,
+    return summarise(
+        list(trainer.metrics),
+        name=path.name,
         path=path,
-        label=label,
         kind=trainer.source.kind,
+        label=label,
+        source=describe_spec(trainer.source.spec()),
         seed=seed,
         steps=trainer.step,
-        metrics=list(trainer.metrics),
-        attention=attention,
-        attention_s=attention_s,
-    )
-
-
-def _summarise(
-    run: str,
-    path: Path,
-    label: str,
-    kind: str,
-    seed: int | None,
-    steps: int,
-    metrics: list[dict[str, Any]],
-    attention: dict[str, int],
-    attention_s: float | None,
-) -> RunRecord:
-    def last(key: str) -> float | None:
-        vals = [m[key] for m in metrics if isinstance(m.get(key), int | float)]
-        return float(vals[-1]) if vals else None
-
-    vals = [float(m["val_loss"]) for m in metrics if isinstance(m.get("val_loss"), int | float)]
-    speeds = [float(m["tokens_per_s"]) for m in metrics if isinstance(m.get("tokens_per_s"), int | float)]
-    final = last("val_loss")
-    return RunRecord(
-        run=run,
-        path=path,
-        label=label,
-        kind=kind,
-        seed=seed,
-        steps=steps,
-        final_val_loss=final,
-        final_val_ppl=math.exp(min(final, 50)) if final is not None else None,
-        final_val_focus_loss=last("val_focus_loss"),
-        best_val_loss=min(vals) if vals else None,
-        tokens_per_s=sum(speeds) / len(speeds) if speeds else None,
-        train_seconds=last("elapsed"),
+        total_steps=trainer.config.steps,
         attention=attention,
         attention_seconds=attention_s,
-        metrics=metrics,
+        status="finished" if trainer.step >= trainer.config.steps else "stopped",
+        modified=time.time(),
     )
 
 
@@ -284,7 +232,7 @@ def compare(
 
     ``progress`` gets dicts: ``{"event": "source", "label", "index", "total"}`` before a source is
     scored, ``{"event": "scoring", "label", "stats": ScoreStats}`` while it is, ``{"event": "metric",
-    "label", "seed", "record"}`` for every logged training step, ``{"event": "run", "record": RunRecord}``
+    "label", "seed", "record"}`` for every logged training step, ``{"event": "run", "record": RunSummary}``
     after each run and ``{"event": "failed", "label", "reason"}`` when a source cannot be used (the
     others still run; the reason is in ``CompareResult.failures``).
     """
@@ -304,7 +252,7 @@ def compare(
     focus = binding if config.focus is None else config.focus
     labels, notes = resolve_sources(config.sources, corpus)
     emit = progress or (lambda _event: None)
-    runs: list[RunRecord] = []
+    runs: list[RunSummary] = []
     failures: dict[str, str] = {}
     with torch_threads(config.threads):
         for index, label in enumerate(labels):
@@ -324,10 +272,10 @@ def compare(
 
 def _compare_source(
     corpus: Corpus, label: str, config: CompareConfig, focus: bool, out: Path | None, emit: ProgressFn
-) -> list[RunRecord]:
+) -> list[RunSummary]:
     kind, options = parse_source(label)
     source = build_source(kind, options, cache_path=config.cache if kind in CACHED else None)
-    records: list[RunRecord] = []
+    records: list[RunSummary] = []
     first: Trainer | None = None
     prepared: dict[str, Any] = {}
     try:
@@ -394,14 +342,14 @@ RUN_COLUMNS = [
 ]
 
 
-def runs_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
+def runs_frame(runs: Iterable[RunSummary]) -> pd.DataFrame:
     """One row per run with the columns of ``RUN_COLUMNS`` (what ``runs.csv`` holds)."""
     rows = []
     for r in runs:
         a = r.attention or {}
         rows.append(
             {
-                "run": r.run,
+                "run": r.name,
                 "source": r.label,
                 "kind": r.kind,
                 "seed": r.seed,
@@ -560,48 +508,14 @@ def table_markdown(table: pd.DataFrame, reference: str = "uniform") -> str:
 
 
 # --- reading run folders back ---------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def load_run(run_dir: str | Path) -> RunRecord:
-    """Read one run folder (``checkpoint/checkpoint.json`` and ``checkpoint/metrics.jsonl``, plus
-    ``run.json`` from ``compare`` or ``job.json`` from the app for the attention cost).
-
-    JSON only, nothing is executed. Raises CompareError when the folder has no readable checkpoint.
-    """
-    run_dir = Path(run_dir)
-    meta_path = run_dir / "checkpoint" / "checkpoint.json"
-    meta = _read_json(meta_path)
-    if not meta:
-        raise CompareError(f"{run_dir} is not a finished run (no readable checkpoint/checkpoint.json)")
-    metrics_path = run_dir / "checkpoint" / "metrics.jsonl"
-    if not metrics_path.is_file():
-        metrics_path = run_dir / "metrics.jsonl"
-    try:
-        metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
-    except (OSError, ValueError) as e:
-        raise CompareError(f"{run_dir}: metrics.jsonl is damaged ({e})") from None
-    spec = meta.get("source_spec") or {}
-    info = _read_json(run_dir / "run.json")
-    job = _read_json(run_dir / "job.json")
-    attention = info.get("attention") if info else job.get("attention")
-    seed = info.get("seed", (meta.get("train_config") or {}).get("seed"))
-    return _summarise(
-        run=run_dir.name,
-        path=run_dir,
-        label=str(info.get("label") or spec.get("kind", "?")),
-        kind=str(spec.get("kind", "?")),
-        seed=None if seed is None else int(seed),
-        steps=int(meta.get("step", 0)),
-        metrics=metrics,
-        attention={k: int(v) for k, v in (attention or {}).items() if isinstance(v, int | float)},
-        attention_s=info.get("attention_seconds"),
-    )
+def load_run(run_dir: str | Path) -> RunSummary:
+    """``read_run``, with a one-line CompareError for a folder that is not a readable finished run."""
+    run = read_run(run_dir)
+    if run is None:
+        raise CompareError(
+            f"{run_dir} is not a finished run (no readable checkpoint/checkpoint.json and metrics.jsonl)"
+        )
+    return run
 
 
 def _run_folders(folder: Path) -> list[Path]:
@@ -634,7 +548,7 @@ def summarize_runs(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#f0e442", "#999999")
 
 
-def curves_figure(runs: Sequence[RunRecord], title: str | None = None):
+def curves_figure(runs: Sequence[RunSummary], title: str | None = None):
     """Validation loss against step, one line per run, one colour per source (and focus loss, if any)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

@@ -20,25 +20,65 @@ import pandas as pd
 
 @dataclass
 class RunSummary:
+    """One training run, summarised: what the app lists, what its Compare tab and ``llmcomp compare``
+    tabulate. ``read_run`` builds it from a run folder, ``summarise`` from a live run's metrics."""
+
     name: str
     path: Path
-    source: str  # human description of the attention source
-    kind: str
+    kind: str  # the attention source's kind
+    label: str  # the source as a comparison names it (e.g. "oracle:shift=1"); else the kind
+    source: str  # the source, described for people
+    seed: int | None
     steps: int
     total_steps: int
     final_val_loss: float | None
     final_val_ppl: float | None
-    tokens_per_s: float | None
-    api_requests: int | None  # None: not recorded (runs made outside the app)
-    api_tokens: int | None
-    owner: str | None  # owner tag from job.json (hashed), None for runs made outside the app
-    status: str
-    modified: float
+    final_val_focus_loss: float | None
+    best_val_loss: float | None
+    tokens_per_s: float | None  # mean over the logged training windows
+    train_seconds: float | None
+    # counts of the scoring pass this run made (requests, tokens, cached, failed...); {} when it reused
+    # another run's pass; None when not recorded (a run made with ``llmcomp train``)
+    attention: dict[str, int] | None
+    attention_seconds: float | None = None
+    owner: str | None = None  # owner tag from job.json (hashed), None for runs made outside the app
+    status: str = "finished"
+    modified: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint"
+
+    @property
+    def api_requests(self) -> int | None:
+        return None if self.attention is None else self.attention.get("requests", 0)
+
+    @property
+    def api_tokens(self) -> int | None:
+        a = self.attention
+        return None if a is None else a.get("prompt_tokens", 0) + a.get("completion_tokens", 0)
+
+
+def summarise(metrics: list[dict[str, Any]], **fields: Any) -> RunSummary:
+    """A RunSummary whose losses, perplexity, speed and time come from ``metrics`` (a metrics stream);
+    ``fields`` give the rest."""
+
+    def numbers(key: str) -> list[float]:
+        return [float(m[key]) for m in metrics if isinstance(m.get(key), int | float)]
+
+    vals, focus, speeds, elapsed = (numbers(k) for k in ("val_loss", "val_focus_loss", "tokens_per_s", "elapsed"))
+    final = vals[-1] if vals else None
+    return RunSummary(
+        final_val_loss=final,
+        final_val_ppl=math.exp(min(final, 50)) if final is not None else None,
+        final_val_focus_loss=focus[-1] if focus else None,
+        best_val_loss=min(vals) if vals else None,
+        tokens_per_s=sum(speeds) / len(speeds) if speeds else None,
+        train_seconds=elapsed[-1] if elapsed else None,
+        metrics=metrics,
+        **fields,
+    )
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
@@ -71,46 +111,62 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; {} if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _counts(value: Any) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    return {k: int(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
-    """A summary of one run folder, or None if it has no readable checkpoint."""
+    """A summary of one run folder, or None if it has no readable checkpoint or metrics.
+
+    Reads ``checkpoint/checkpoint.json`` and ``checkpoint/metrics.jsonl``, plus ``run.json`` (written
+    by ``llmcomp compare``: label, seed, attention cost) or ``job.json`` (written by the app: attention
+    cost, owner, status) when present."""
     folder = Path(folder)
     meta_path = folder / "checkpoint" / "checkpoint.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        spec = meta.get("source_spec") or {}
-        mpath = folder / "checkpoint" / "metrics.jsonl"
-        metrics = read_jsonl(mpath) if mpath.is_file() else []
-    except (OSError, ValueError, AttributeError):
+    meta = _read_json(meta_path)
+    if not meta:
         return None
-    job: dict[str, Any] = {}
-    if (folder / "job.json").is_file():
-        try:
-            job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            job = {}
-    vals = [m["val_loss"] for m in metrics if isinstance(m.get("val_loss"), int | float)]
-    speeds = [m["tokens_per_s"] for m in metrics if isinstance(m.get("tokens_per_s"), int | float)]
-    final = vals[-1] if vals else None
-    attention = job.get("attention") or {}
-    total = int((meta.get("train_config") or {}).get("steps", meta.get("step", 0)))
-    step = int(meta.get("step", 0))
-    return RunSummary(
-        name=name or folder.name,
-        path=folder,
-        source=describe_spec(spec),
-        kind=str(spec.get("kind", "?")),
-        steps=step,
-        total_steps=total,
-        final_val_loss=final,
-        final_val_ppl=math.exp(min(final, 50)) if final is not None else None,
-        tokens_per_s=sum(speeds) / len(speeds) if speeds else None,
-        api_requests=attention.get("requests") if job else None,
-        api_tokens=(attention.get("prompt_tokens", 0) + attention.get("completion_tokens", 0)) if job else None,
-        owner=job.get("owner"),
-        status=str(job.get("status") or ("finished" if step >= total else "stopped")),
-        modified=meta_path.stat().st_mtime,
-        metrics=metrics,
-    )
+    metrics_path = folder / "checkpoint" / "metrics.jsonl"
+    if not metrics_path.is_file():
+        metrics_path = folder / "metrics.jsonl"
+    info, job = _read_json(folder / "run.json"), _read_json(folder / "job.json")
+    try:
+        metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
+        spec = meta.get("source_spec") or {}
+        train_config = meta.get("train_config") or {}
+        step = int(meta.get("step", 0))
+        total = int(train_config.get("steps", step))
+        seed = info.get("seed", train_config.get("seed"))
+        kind = str(spec.get("kind", "?"))
+        return summarise(
+            metrics,
+            name=name or folder.name,
+            path=folder,
+            kind=kind,
+            label=str(info.get("label") or kind),
+            source=describe_spec(spec),
+            seed=None if seed is None else int(seed),
+            steps=step,
+            total_steps=total,
+            attention=_counts(info.get("attention") if info else job.get("attention")),
+            attention_seconds=info.get("attention_seconds"),
+            owner=job.get("owner"),
+            status=str(job.get("status") or ("finished" if step >= total else "stopped")),
+            modified=meta_path.stat().st_mtime,
+        )
+    except (OSError, ValueError, TypeError, AttributeError):  # a damaged run is skipped, never fatal
+        return None
 
 
 def list_runs(runs_dir: str | Path, visible_to: str | None = None, everyone: bool = True) -> list[RunSummary]:

@@ -1,9 +1,8 @@
 """Compare tab: validation-loss curves of finished runs overlaid, one row per run, and one row per
-source (mean and spread across seeds, from ``llmcomp.experiments.compare`` when it is installed)."""
+source (mean and spread across seeds, computed as ``llmcomp compare`` computes them)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import gradio as gr
@@ -28,19 +27,13 @@ SOURCE_COLUMNS = {
 
 
 def per_source_table(runs: list[RunSummary]) -> pd.DataFrame | None:
-    """Mean and spread across seeds per source, as ``llmcomp compare`` reports it (None if unavailable)."""
-    try:
-        from llmcomp.experiments.compare import load_run, runs_frame, summary_table
-    except ImportError:
-        return None
-    records = []
-    for r in runs:
-        with contextlib.suppress(Exception):  # a run compare cannot read is still in the per-run table
-            records.append(load_run(r.path))
-    if not records:
+    """Mean and spread across seeds per source, as ``llmcomp compare`` reports it (None if no runs)."""
+    from llmcomp.experiments.compare import runs_frame, summary_table
+
+    if not runs:
         return None
     try:
-        table = summary_table(runs_frame(records))
+        table = summary_table(runs_frame(runs))
     except Exception:  # noqa: BLE001 - the per-run table is enough to go on
         log.exception("summary_table failed")
         return None
