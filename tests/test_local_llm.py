@@ -124,6 +124,31 @@ def test_later_words_never_change_earlier_rows():
     assert (ms[3][:, k, : k + 1] - ms[2][:, k, : k + 1]).abs().max() > 1e-3
 
 
+def test_a_growing_sentence_runs_only_its_new_pieces_and_matches_a_full_pass(monkeypatch):
+    """Generation scores a sentence one word longer each time: the source keeps the model's keys and
+    values for the prefix, runs only the new word's pieces, and gives what a full pass gives."""
+    from llmcomp.attention import local_llm
+
+    words = tokenize("The old man who lives next door walked his unbelievably photosynthetic dog .")
+    run: list[int] = []  # pieces sent through the model, per pass
+    real = local_llm.extend_piece_attention
+
+    def counting(model, new_ids, layers, past):
+        run.append(len(new_ids))
+        return real(model, new_ids, layers, past)
+
+    monkeypatch.setattr(local_llm, "extend_piece_attention", counting)
+    growing = LocalLLMSource(layers="all", n_heads=2)
+    rows = [growing.score(words[:n]) for n in range(1, len(words) + 1)]
+    al = local_llm.align_words(growing.model(), words)
+    pieces_per_word = [al.word_of_piece.count(j) for j in range(len(words))]
+    assert run == [1 + pieces_per_word[0], *pieces_per_word[1:]]  # <s> and the first word, then one word each
+    assert growing.score(words) is not None and len(run) == len(words)  # the same sentence again: no pass
+    full = LocalLLMSource(layers="all", n_heads=2).score_many([words, words[:3]]).require_all()[0]  # padded batch
+    for n, m in enumerate(rows, start=1):
+        torch.testing.assert_close(m, full[:, :n, :n], atol=1e-5, rtol=0)
+
+
 def test_batched_equals_one_by_one():
     batched = LocalLLMSource(batch_size=8).score_many(SENTENCES).require_all()
     single = LocalLLMSource(batch_size=1).score_many(SENTENCES).require_all()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import inspect
 import os
 import re
 import threading
@@ -354,6 +355,27 @@ def piece_attention(model: LoadedModel, batch: list[list[int]], layers: list[int
     for b, ids in enumerate(batch):
         input_ids[b, : len(ids)] = torch.tensor(ids)
         mask[b, : len(ids)] = 1
+    return _run_layers(model, layers, input_ids=input_ids, attention_mask=mask, use_cache=False)
+
+
+def extend_piece_attention(
+    model: LoadedModel, new_ids: list[int], layers: list[int], past: Any | None
+) -> tuple[torch.Tensor, Any]:
+    """Run only ``new_ids`` after a prefix whose keys and values are in ``past`` (None: no prefix).
+    Returns (len(layers) * heads, len(new_ids), P) attention of the new pieces over the whole
+    sequence, and the cache extended by them. Causal attention makes this equal to the matching rows
+    of a full pass, at the cost of the new pieces only."""
+    from transformers import DynamicCache
+
+    past = past if past is not None else DynamicCache()
+    # transformers renamed ``past_key_values`` to ``cache`` (5.x warns about the old name)
+    name = "cache" if "cache" in inspect.signature(model.decoder.forward).parameters else "past_key_values"
+    att = _run_layers(model, layers, input_ids=torch.tensor([new_ids]), use_cache=True, **{name: past})
+    return att[0], past
+
+
+def _run_layers(model: LoadedModel, layers: list[int], **inputs: Any) -> torch.Tensor:
+    """One forward pass up to the deepest selected layer; (B, len(layers) * heads, Q, K) attention."""
     captured: dict[int, torch.Tensor] = {}
     deepest = max(layers)
 
@@ -373,14 +395,26 @@ def piece_attention(model: LoadedModel, batch: list[list[int]], layers: list[int
         handles = [blocks[i].self_attn.register_forward_hook(hook_for(i)) for i in layers]
         try:
             with torch.inference_mode():
-                model.decoder(input_ids=input_ids, attention_mask=mask, output_attentions=True, use_cache=False)
+                model.decoder(**inputs, output_attentions=True)
         except _Stop:
             pass
         finally:
             for h in handles:
                 h.remove()
-    att = torch.stack([captured[i] for i in layers], dim=1)  # (B, L, H, P, P)
+    att = torch.stack([captured[i] for i in layers], dim=1)  # (B, L, H, Q, K)
     return att.flatten(1, 2).float()
+
+
+@dataclass
+class _Prefix:
+    """The last sentence this source scored on its own: its pieces, the model's keys and values for
+    them, and their attention. Generation scores a sentence that grows by one word at a time; each
+    new word then runs only its own pieces through the model."""
+
+    ids: list[int]
+    layers: list[int]
+    past: Any  # a transformers cache, filled up to the deepest selected layer
+    att: torch.Tensor  # (pairs, P, P)
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -400,6 +434,8 @@ class LocalLLMSource(AttentionSource):
         super().__init__(n_heads=self.config.n_heads, cache=cache, fallback=fallback)
         self.path = resolve_gguf_path(self.config.gguf_path)
         self._identity: dict[str, Any] | None = None
+        self._prefix: _Prefix | None = None
+        self._prefix_lock = threading.Lock()
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self.config)}
@@ -442,6 +478,24 @@ class LocalLLMSource(AttentionSource):
         finally:
             torch.set_num_threads(threads)
 
+    def _extend(self, model: LoadedModel, layers: list[int], ids: list[int]) -> torch.Tensor:
+        """(pairs, P, P) piece attention of one sentence, running only the pieces after the longest
+        prefix this source saw last (all of them if it saw none)."""
+        with self._prefix_lock:
+            last = self._prefix
+            if last is not None and last.layers == layers and last.ids == ids:
+                return last.att
+            if last is not None and last.layers == layers and ids[: len(last.ids)] == last.ids:
+                new, past = extend_piece_attention(model, ids[len(last.ids) :], layers, last.past)
+                n, old = len(ids), len(last.ids)
+                att = torch.zeros(new.shape[0], n, n)
+                att[:, :old, :old] = last.att
+                att[:, old:, :] = new
+            else:
+                att, past = extend_piece_attention(model, ids, layers, None)
+            self._prefix = _Prefix(list(ids), list(layers), past, att)
+            return att
+
     def _batches(self, order: list[int], aligned: dict[int, Alignment], pairs: int) -> list[list[int]]:
         """Up to batch_size sentences per pass, fewer where the captured attention would pass ATTENTION_BUDGET."""
         batches: list[list[int]] = []
@@ -481,7 +535,10 @@ class LocalLLMSource(AttentionSource):
             aligned[i] = al
         order = sorted(aligned, key=lambda i: len(aligned[i].ids))  # similar lengths together: less padding
         for chunk in self._batches(order, aligned, len(layers) * model.n_model_heads):
-            att = piece_attention(model, [aligned[i].ids for i in chunk], layers)
+            if len(chunk) == 1:  # one sentence: reuse the last one's pass if it is a prefix of this one
+                att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
+            else:
+                att = piece_attention(model, [aligned[i].ids for i in chunk], layers)
             for b, i in enumerate(chunk):
                 out[i] = aggregate(att[b], aligned[i], self.n_heads, self.config.sink)
             stats.requests += 1
