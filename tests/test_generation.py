@@ -69,3 +69,12 @@ def test_greedy_and_stop_at_sentence_end(generator):
         assert out.words[-1] in {".", "!", "?"} or len(out.words) < 50
     with pytest.raises(GenerationError, match="temperature"):
         generator.generate("the", GenerateConfig(temperature=-1))
+
+
+def test_progress_is_reported_before_each_word(generator):
+    seen = []
+    out = generator.generate(
+        "the cat", GenerateConfig(max_words=6, seed=3, stop_at_sentence_end=False), progress=lambda *a: seen.append(a)
+    )
+    assert seen[: len(out.words)] == [(k, 6) for k in range(len(out.words))]
+    assert len(seen) in (len(out.words), len(out.words) + 1)  # one more if it stopped at </s>

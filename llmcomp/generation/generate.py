@@ -7,6 +7,7 @@ word is kept, so the heatmap shows the attention that produced the text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +96,21 @@ class Generator:
         weights = self.model.learned_attention(x, a)
         return None if weights is None else weights[0]
 
-    def generate(self, prompt: str | list[str], config: GenerateConfig | None = None) -> Generation:
+    def generate(
+        self,
+        prompt: str | list[str],
+        config: GenerateConfig | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Generation:
+        """Sample up to ``config.max_words`` words after ``prompt``. ``progress(done, max_words)`` is
+        called before each word (scoring its attention is the slow part with an LLM source)."""
         cfg = config or GenerateConfig()
         with torch_threads(cfg.threads):
-            return self._generate(prompt, cfg)
+            return self._generate(prompt, cfg, progress)
 
-    def _generate(self, prompt: str | list[str], cfg: GenerateConfig) -> Generation:
+    def _generate(
+        self, prompt: str | list[str], cfg: GenerateConfig, progress: Callable[[int, int], None] | None
+    ) -> Generation:
         if cfg.temperature < 0:
             raise GenerationError("temperature must be >= 0 (0 means always take the most likely word)")
         words = tokenize(prompt) if isinstance(prompt, str) else list(prompt)
@@ -122,6 +132,8 @@ class Generator:
             rows.extend(att[:, i, : i + 1] for i in range(len(words)))
         stopped_by = "length"
         for _ in range(cfg.max_words):
+            if progress is not None:
+                progress(len(out), cfg.max_words)
             if len(words) >= limit:
                 stopped_by = "block size"
                 break

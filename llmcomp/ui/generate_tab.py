@@ -9,7 +9,6 @@ from typing import Any
 import gradio as gr
 
 from llmcomp.plots import attention_heatmap
-from llmcomp.text import tokenize
 from llmcomp.ui import sources
 from llmcomp.ui.attention_tab import charge_owner_key
 from llmcomp.ui.common import AppContext, error, note, owner_of
@@ -22,20 +21,6 @@ from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
 class GenerateTab:
     checkpoint: gr.Dropdown
     list_models: Callable[..., Any]  # handler: the runs this browser may generate from
-
-
-class ReportingSource:
-    """Wraps a source so that each prefix it scores (one per generated word) reports progress."""
-
-    def __init__(self, source, on_score: Callable[[int], None]):
-        self._source, self._on_score = source, on_score
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def score(self, words):
-        self._on_score(len(words))
-        return self._source.score(words)
 
 
 def build(ctx: AppContext, session: gr.State) -> GenerateTab:
@@ -93,11 +78,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                 ck.source_spec, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage
             )
             try:
-                n_prompt = len(tokenize(str(prompt or "")))
-                steps = ReportingSource(
-                    built.source, lambda n: progress((n - n_prompt, int(max_words)), desc="generating")
-                )
-                generator = Generator(ck.model, ck.vocab, steps)  # type: ignore[arg-type]
+                generator = Generator(ck.model, ck.vocab, built.source)
                 gen = generator.generate(
                     str(prompt or ""),
                     GenerateConfig(
@@ -106,6 +87,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                         top_k=int(top_k),
                         seed=None if seed is None or int(seed) < 0 else int(seed),
                     ),
+                    progress=lambda done, total: progress((done, total), desc="generating"),
                 )
             finally:
                 charge_owner_key(ctx, built, built.source, state)
