@@ -23,10 +23,11 @@ from llmcomp.plots import (
     matrix_to_json,
     metrics_frame,
     side_by_side,
+    source_curves_figure,
     val_curves_figure,
     word_labels,
 )
-from llmcomp.plots.runs import describe_spec, list_runs, read_run, runs_table
+from llmcomp.plots.runs import describe_spec, list_runs, read_run, runs_table, summarise
 from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 from llmcomp.training import TrainConfig, Trainer
@@ -161,6 +162,23 @@ def test_val_curves_overlay_one_trace_per_run_and_frame_is_long():
     df = metrics_frame(METRICS)
     assert list(df.columns) == ["step", "loss", "split"]
     assert (df["split"] == "val").sum() == 2 and (df["split"] == "train").sum() == 4
+
+
+def test_source_curves_colour_by_source_with_one_legend_entry_and_a_focus_panel():
+    def run(label: str, seed: int, metrics: list[dict]) -> object:
+        return summarise(metrics, name=f"{label}-{seed}", path=None, kind=label, label=label, source=label,
+                         seed=seed, steps=40, total_steps=40, attention=None)  # fmt: skip
+
+    focus = [{**m, "val_focus_loss": m["val_loss"] / 2} for m in METRICS if "val_loss" in m]
+    runs = [run("uniform", 0, METRICS), run("uniform", 1, METRICS), run("oracle", 0, focus)]
+    fig = source_curves_figure(runs)
+    per_panel = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.name for t in per_panel] == ["uniform", "uniform", "oracle"]
+    assert per_panel[0].line.color == per_panel[1].line.color != per_panel[2].line.color
+    assert [t.showlegend for t in per_panel] == [True, False, True]
+    assert list(per_panel[0].y) == [3.6, 2.9]
+    assert [list(t.y) for t in fig.data if t.xaxis == "x2" and t.name == "oracle"] == [[1.8, 1.45]]
+    assert len(source_curves_figure(runs[:2]).data) == 2  # no focus loss measured: one panel
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ from llmcomp.attention import CACHED, ScoreStats, build_source
 from llmcomp.attention.base import PerSentenceSource
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
+from llmcomp.plots.curves import source_curves_figure
 from llmcomp.plots.runs import RunSummary, describe_spec, read_run, summarise
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
@@ -544,47 +545,6 @@ def summarize_runs(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 # --- files -----------------------------------------------------------------------------------------
-#: one colour per source, colour-blind friendly (Okabe and Ito), repeated when there are more sources
-COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#f0e442", "#999999")
-
-
-def curves_figure(runs: Sequence[RunSummary], title: str | None = None):
-    """Validation loss against step, one line per run, one colour per source (and focus loss, if any)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    focus = any(r.final_val_focus_loss is not None for r in runs)
-    fig = make_subplots(
-        rows=1,
-        cols=2 if focus else 1,
-        subplot_titles=["validation loss", "validation loss on decided positions"] if focus else None,
-    )
-    labels = list(dict.fromkeys(r.label for r in runs))
-    for r in runs:
-        colour = COLOURS[labels.index(r.label) % len(COLOURS)]
-        keys = ["val_loss", "val_focus_loss"] if focus else ["val_loss"]
-        for col, key in enumerate(keys, start=1):
-            pts = [(m["step"], m[key]) for m in r.metrics if key in m]
-            fig.add_trace(
-                go.Scatter(
-                    x=[p[0] for p in pts],
-                    y=[p[1] for p in pts],
-                    mode="lines",
-                    name=r.label,
-                    legendgroup=r.label,
-                    showlegend=col == 1 and r.seed == min(x.seed or 0 for x in runs if x.label == r.label),
-                    line={"color": colour, "width": 1.5},
-                    hovertemplate=f"{r.label}, seed {r.seed}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="cross-entropy (nats per word)")
-    fig.update_layout(title=title, template="plotly_white", height=460, legend={"title": "attention"})
-    return fig
-
-
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
@@ -604,7 +564,7 @@ def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) 
         + ".\n\n"
     )
     files["table.md"].write_text(header + result.markdown + "\n", encoding="utf-8")
-    fig = curves_figure(result.runs, title=f"{corpus.name}: validation loss by attention source")
+    fig = source_curves_figure(result.runs, title=f"{corpus.name}: validation loss by attention source")
     fig.write_html(files["curves.html"], include_plotlyjs=True)
     try:  # a PNG only when kaleido is already installed; it is not a dependency
         import kaleido  # noqa: F401

@@ -2,7 +2,7 @@
 chart, matrix export."""
 
 from llmcomp.plots.bars import histogram_svg
-from llmcomp.plots.curves import loss_figure, metrics_frame, val_curves_figure
+from llmcomp.plots.curves import loss_figure, metrics_frame, source_curves_figure, val_curves_figure
 from llmcomp.plots.heatmap import (
     attention_heatmap,
     difference_heatmap,
@@ -21,6 +21,7 @@ __all__ = [
     "matrix_to_json",
     "metrics_frame",
     "side_by_side",
+    "source_curves_figure",
     "val_curves_figure",
     "word_labels",
 ]

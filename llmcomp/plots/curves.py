@@ -1,12 +1,17 @@
-"""Loss curves: one run's train and validation loss, and several runs' validation loss overlaid."""
+"""Loss curves: one run's train and validation loss, and several runs' validation loss overlaid
+(one colour per run, or one per source for a comparison)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from llmcomp.plots.runs import RunSummary
 
 TRAIN_COLOUR = "#60a5fa"
 VAL_COLOUR = "#b91c1c"
@@ -66,6 +71,43 @@ def val_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: st
     )
     if not runs:
         fig.add_annotation(text="no finished runs yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def source_curves_figure(runs: Sequence[RunSummary], title: str | None = None) -> go.Figure:
+    """Validation loss against step, one line per run and one colour per source, so that the seeds
+    of a source read as one band (``llmcomp compare``'s figure); a second panel shows the loss on
+    decided positions when the runs measured it."""
+    focus = any(r.final_val_focus_loss is not None for r in runs)
+    keys = ["val_loss", "val_focus_loss"] if focus else ["val_loss"]
+    fig = make_subplots(
+        rows=1,
+        cols=len(keys),
+        subplot_titles=["validation loss", "validation loss on decided positions"] if focus else None,
+    )
+    labels = list(dict.fromkeys(r.label for r in runs))
+    for r in runs:
+        colour = RUN_COLOURS[labels.index(r.label) % len(RUN_COLOURS)]
+        first_seed = r.seed == min(x.seed or 0 for x in runs if x.label == r.label)
+        for col, key in enumerate(keys, start=1):
+            x, y = _points(r.metrics, key)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=r.label,
+                    legendgroup=r.label,
+                    showlegend=col == 1 and first_seed,
+                    line={"color": colour, "width": 1.5},
+                    hovertemplate=f"{r.label}, seed {r.seed}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="cross-entropy (nats per word)")
+    fig.update_layout(title=title, template="plotly_white", height=460, legend={"title": "attention"})
     return fig
 
 
