@@ -22,7 +22,6 @@ A comparison folder holds:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -44,7 +43,7 @@ from llmcomp.attention.base import PerSentenceSource
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.plots.curves import source_curves_figure
-from llmcomp.plots.runs import RunSummary, describe_spec, read_run, summarise
+from llmcomp.plots.runs import RunSummary, describe_spec, read_run, run_folders, summarise
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 from llmcomp.threads import torch_threads
@@ -519,14 +518,6 @@ def load_run(run_dir: str | Path) -> RunSummary:
     return run
 
 
-def _run_folders(folder: Path) -> list[Path]:
-    if (folder / "checkpoint" / "checkpoint.json").is_file():
-        return [folder]
-    if folder.is_dir():
-        return sorted(p for p in folder.iterdir() if (p / "checkpoint" / "checkpoint.json").is_file())
-    return []
-
-
 def summarize_runs(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One row per run (columns ``RUN_COLUMNS``) for run folders, or for comparison folders (their runs).
 
@@ -536,12 +527,11 @@ def summarize_runs(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """
     if isinstance(run_dirs, str | Path):
         run_dirs = [run_dirs]
-    records = []
-    for d in run_dirs:
-        for folder in _run_folders(Path(d)):
-            with contextlib.suppress(CompareError):
-                records.append(load_run(folder))
-    return runs_frame(records)
+    runs: list[RunSummary] = []
+    for d in map(Path, run_dirs):
+        folders = [d] if (d / "checkpoint").is_dir() else run_folders(d) if d.is_dir() else []
+        runs += [r for r in map(read_run, folders) if r is not None]
+    return runs_frame(runs)
 
 
 # --- files -----------------------------------------------------------------------------------------
