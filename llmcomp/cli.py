@@ -251,7 +251,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from llmcomp.experiments.compare import run_cli
+    from llmcomp.experiments.compare_cli import run_cli
 
     return run_cli(args)
 
