@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import machine, print_table
 from llmcomp.attention import AttentionSource, make_source
-from llmcomp.attention.local_llm import is_loaded, load_model
+from llmcomp.attention.local_model import is_loaded, load_model
 from llmcomp.text import load_corpus
 from llmcomp.threads import torch_threads
 

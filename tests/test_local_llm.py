@@ -16,14 +16,9 @@ import pytest
 import torch
 
 from llmcomp.attention import AttentionCache, make_source, source_from_spec, validate_attention
-from llmcomp.attention.local_llm import (
-    LocalLLMError,
-    LocalLLMSource,
-    align_words,
-    load_model,
-    resolve_layers,
-    word_texts,
-)
+from llmcomp.attention.local_align import align_words, word_texts
+from llmcomp.attention.local_llm import LocalLLMError, LocalLLMSource, resolve_layers
+from llmcomp.attention.local_model import load_model
 from llmcomp.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +122,7 @@ def test_later_words_never_change_earlier_rows():
 def test_a_growing_sentence_runs_only_its_new_pieces_and_matches_a_full_pass(monkeypatch):
     """Generation scores a sentence one word longer each time: the source keeps the model's keys and
     values for the prefix, runs only the new word's pieces, and gives what a full pass gives."""
-    from llmcomp.attention import local_llm
+    from llmcomp.attention import local_llm  # the source looks extend_piece_attention up here
 
     words = tokenize("The old man who lives next door walked his unbelievably photosynthetic dog .")
     run: list[int] = []  # pieces sent through the model, per pass
@@ -140,7 +135,7 @@ def test_a_growing_sentence_runs_only_its_new_pieces_and_matches_a_full_pass(mon
     monkeypatch.setattr(local_llm, "extend_piece_attention", counting)
     growing = LocalLLMSource(layers="all", n_heads=2)
     rows = [growing.score(words[:n]) for n in range(1, len(words) + 1)]
-    al = local_llm.align_words(growing.model(), words)
+    al = align_words(growing.model(), words)
     pieces_per_word = [al.word_of_piece.count(j) for j in range(len(words))]
     assert run == [1 + pieces_per_word[0], *pieces_per_word[1:]]  # <s> and the first word, then one word each
     assert growing.score(words) is not None and len(run) == len(words)  # the same sentence again: no pass
@@ -300,16 +295,16 @@ OFFLINE_SCRIPT = textwrap.dedent(
     socket.create_connection = refuse("create_connection")
     socket.getaddrinfo = refuse("getaddrinfo")
 
-    from llmcomp.attention import local_llm
-    before = local_llm.is_loaded()
+    from llmcomp.attention import local_llm, local_model
+    before = local_model.is_loaded()
     t = time.perf_counter()
-    thread = local_llm.preload_in_background()
+    thread = local_model.preload_in_background()
     returned_after = time.perf_counter() - t
-    state = local_llm.load_state()
+    state = local_model.load_state()
     thread.join(300)
     m = local_llm.LocalLLMSource().score(["the", "cat", "sat", "."])
     print(json.dumps({"before": before, "returned_after": returned_after, "state": state,
-                      "after": local_llm.is_loaded(), "final_state": local_llm.load_state(),
+                      "after": local_model.is_loaded(), "final_state": local_model.load_state(),
                       "shape": list(m.shape), "attempts": attempts}))
     """
 )
