@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from llmcomp.attention import make_source
+from llmcomp.attention.registry import describe_spec
 from llmcomp.model import GPTConfig
 from llmcomp.plots import (
     attention_heatmap,
@@ -27,11 +28,11 @@ from llmcomp.plots import (
     val_curves_figure,
     word_labels,
 )
-from llmcomp.plots.runs import describe_spec, list_runs, read_run, runs_table, summarise
 from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 from llmcomp.training import TrainConfig, Trainer
 from llmcomp.training.jobs import owner_tag
+from llmcomp.training.run_summary import list_runs, read_run, runs_table, summarise
 
 WORDS = ["the", "cat", "saw", "the", "dog", "."]
 

@@ -72,3 +72,23 @@ def source_from_spec(spec: dict[str, Any], **overrides: Any) -> AttentionSource:
     options = {k: v for k, v in spec.items() if k != "kind"}
     options.update(overrides)
     return make_source(spec["kind"], **options)
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    """One line naming a source from its spec (specs never hold secrets): the one way runs, tables and
+    the app describe a source they only know from a checkpoint or run record."""
+    kind = str(spec.get("kind", "?"))
+    heads = spec.get("n_heads")
+    plural = "" if heads == 1 else "s"
+    if kind == "openai":
+        rel = ", ".join(spec.get("heads", []))
+        return f"openai {spec.get('model', '?')} ({spec.get('mode', '?')} mode; {rel})"
+    if kind == "local":
+        return f"local LLM (layers {spec.get('layers', 'all')}, {heads} head{plural})"
+    if kind == "learned":
+        return f"learned ({spec.get('learned_heads', '?')} heads)"
+    if kind == "gaussian":
+        return f"gaussian ({heads} head{plural}, sigma {spec.get('sigma', '?')})"
+    if kind == "oracle" and spec.get("shift"):
+        return f"oracle ({heads} head{plural}, shift {spec['shift']})"
+    return f"{kind} ({heads} head{plural})"

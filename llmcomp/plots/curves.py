@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from llmcomp.plots.runs import RunSummary
+    from llmcomp.training.run_summary import RunSummary
 
 TRAIN_COLOUR = "#60a5fa"
 VAL_COLOUR = "#b91c1c"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +59,13 @@ class Corpus:
         n_val = max(1, round(len(order) * self.config.val_fraction))
         self.val_idx: list[int] = sorted(order[:n_val])
         self.train_idx: list[int] = sorted(order[n_val:])
+
+    @cached_property
+    def sha256(self) -> str:
+        """Content hash of the sentences (not the name or split): two runs are comparable only when
+        they trained on the same sentences, whatever the files were called."""
+        blob = json.dumps(self.sentences, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     @property
     def train(self) -> list[list[str]]:

@@ -9,7 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from llmcomp.plots import val_curves_figure
-from llmcomp.plots.runs import RunSummary, runs_table
+from llmcomp.training.run_summary import RunSummary, runs_table
 from llmcomp.ui.common import AppContext, log, note, owner_of
 from llmcomp.ui.state import Session
 from llmcomp.ui.train_tab import visible_runs

@@ -20,8 +20,8 @@ from typing import Any
 import gradio as gr
 
 from llmcomp.plots import loss_figure
-from llmcomp.plots.runs import RunSummary, list_runs
 from llmcomp.training.jobs import JobSnapshot, TrainingJob, format_seconds, owner_tag
+from llmcomp.training.run_summary import RunSummary, list_runs
 from llmcomp.ui import sources
 from llmcomp.ui.attention_tab import charge_owner_key
 from llmcomp.ui.common import AppContext, error, note, owner_of, progress_bar

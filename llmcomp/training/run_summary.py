@@ -1,0 +1,209 @@
+"""Reading run folders back: one ``RunSummary`` per run, listed, filtered by owner, grouped by corpus.
+
+The write side (layout, naming, record, metrics) is ``llmcomp.training.run_folder``; this is what the
+app's run lists, its Compare tab and ``llmcomp compare`` read. No torch: the app lists runs before
+torch has loaded. A damaged run is skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmcomp.attention.registry import describe_spec
+from llmcomp.training.run_folder import CHECKPOINT, CorpusInfo, RunRecord, read_metrics, read_record, read_small
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class RunSummary:
+    """One training run, summarised: what the app lists, what its Compare tab and ``llmcomp compare``
+    tabulate. ``read_run`` builds it from a run folder, ``summarise`` from a live run's metrics."""
+
+    name: str
+    path: Path
+    kind: str  # the attention source's kind
+    label: str  # the source as a comparison names it (e.g. "oracle:shift=1"); else the kind
+    source: str  # the source, described for people
+    seed: int | None
+    steps: int
+    total_steps: int
+    final_val_loss: float | None
+    final_val_ppl: float | None
+    final_val_focus_loss: float | None
+    best_val_loss: float | None
+    tokens_per_s: float | None  # mean over the logged training windows
+    train_seconds: float | None
+    # counts of the scoring pass this run made (requests, tokens, cached, failed...); {} when it reused
+    # another run's pass; None when not recorded (a run made with an older ``llmcomp train``)
+    attention: dict[str, int] | None
+    attention_seconds: float | None = None
+    owner: str | None = None  # owner tag from the run record (hashed), None for runs made outside the app
+    status: str = "finished"
+    modified: float = 0.0
+    corpus: CorpusInfo | None = None  # which sentences and split; None when not recorded
+    metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def corpus_key(self) -> str | None:
+        """Runs with the same key trained on the same sentences and split; None: unknown, compare with care."""
+        return self.corpus.key if self.corpus else None
+
+    @property
+    def api_requests(self) -> int | None:
+        return None if self.attention is None else self.attention.get("requests", 0)
+
+    @property
+    def api_tokens(self) -> int | None:
+        a = self.attention
+        return None if a is None else a.get("prompt_tokens", 0) + a.get("completion_tokens", 0)
+
+
+def summarise(metrics: list[dict[str, Any]], **fields: Any) -> RunSummary:
+    """A RunSummary whose losses, perplexity, speed and time come from ``metrics`` (a metrics stream);
+    ``fields`` give the rest."""
+
+    def numbers(key: str) -> list[float]:
+        return [float(m[key]) for m in metrics if isinstance(m.get(key), int | float)]
+
+    vals, focus, speeds, elapsed = (numbers(k) for k in ("val_loss", "val_focus_loss", "tokens_per_s", "elapsed"))
+    final = vals[-1] if vals else None
+    return RunSummary(
+        final_val_loss=final,
+        final_val_ppl=math.exp(min(final, 50)) if final is not None else None,
+        final_val_focus_loss=focus[-1] if focus else None,
+        best_val_loss=min(vals) if vals else None,
+        tokens_per_s=sum(speeds) / len(speeds) if speeds else None,
+        train_seconds=elapsed[-1] if elapsed else None,
+        metrics=metrics,
+        **fields,
+    )
+
+
+def _corpus_from_checkpoint(train_config: dict[str, Any]) -> CorpusInfo | None:
+    """What a checkpoint's train config says of its corpus (no content hash: not comparable by key)."""
+    name = train_config.get("corpus")
+    if not isinstance(name, str):
+        return None
+    return CorpusInfo(name, None, int(train_config.get("corpus_sentences", 0)), train_config.get("split_seed"),
+                      train_config.get("val_fraction"))  # fmt: skip
+
+
+def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
+    """A summary of one run folder, or None if it has no readable checkpoint or its files are damaged.
+
+    Reads ``checkpoint/checkpoint.json``, the metrics, and the run record (``run.json``, or the older
+    ``job.json`` / compare ``run.json``) when present."""
+    folder = Path(folder)
+    meta_path = folder / CHECKPOINT / "checkpoint.json"
+    try:
+        meta = json.loads(read_small(meta_path))
+        if not isinstance(meta, dict):
+            return None
+        record = read_record(folder) or RunRecord()
+        metrics = read_metrics(folder)
+        spec = meta.get("source_spec") or record.source.get("spec") or {}
+        train_config = meta.get("train_config") or {}
+        step = int(meta.get("step", 0))
+        total = int(train_config.get("steps", step))
+        seed = record.seed if record.seed is not None else train_config.get("seed")
+        kind = str(spec.get("kind", "?"))
+        status = record.status if record.status not in ("created", "scoring", "training") else None
+        corpus = record.corpus if record.corpus and record.corpus.sha256 else None
+        return summarise(
+            metrics,
+            name=name or folder.name,
+            path=folder,
+            kind=kind,
+            label=record.label or kind,
+            source=describe_spec(spec),
+            seed=None if seed is None else int(seed),
+            steps=step,
+            total_steps=total,
+            attention=record.attention,
+            attention_seconds=record.attention_seconds,
+            owner=record.owner,
+            status=status or ("finished" if step >= total else "stopped"),
+            modified=meta_path.stat().st_mtime,
+            corpus=corpus or _corpus_from_checkpoint(train_config),
+        )
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):  # a damaged run is skipped, never fatal
+        return None
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """Run folders directly under ``root``, and one level down (``llmcomp compare`` writes a folder of runs)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (child / CHECKPOINT).is_dir():
+            found.append(child)
+        else:
+            found += sorted(p for p in child.iterdir() if p.is_dir() and (p / CHECKPOINT).is_dir())
+    return found
+
+
+def list_runs(runs_dir: str | Path, visible_to: str | None = None, everyone: bool = True) -> list[RunSummary]:
+    """Runs with a readable checkpoint, oldest first, named by their path under ``runs_dir``.
+
+    ``visible_to`` (an owner tag) keeps that owner's runs and, with ``everyone``, runs that belong to
+    no one (made by the CLI or experiments); None keeps every run."""
+    root = Path(runs_dir)
+    out = []
+    for folder in run_folders(root):
+        run = read_run(folder, name=folder.relative_to(root).as_posix())
+        if run is None:
+            continue
+        if visible_to is not None and (run.owner != visible_to if run.owner is not None else not everyone):
+            continue
+        out.append(run)
+    return sorted(out, key=lambda r: r.modified)
+
+
+def group_by_corpus(runs: Iterable[RunSummary]) -> dict[str | None, list[RunSummary]]:
+    """Runs grouped by ``corpus_key`` (same sentences and split), in first-seen order; None holds the
+    runs whose corpus is not known. Rank runs only within one group."""
+    groups: dict[str | None, list[RunSummary]] = {}
+    for r in runs:
+        groups.setdefault(r.corpus_key, []).append(r)
+    return groups
+
+
+def _round(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+RUNS_TABLE_COLUMNS = ["run", "source", "steps", "final val loss", "val perplexity", "tokens/s",
+                      "API requests", "status"]  # fmt: skip
+
+
+def runs_table(runs: Iterable[RunSummary]) -> pd.DataFrame:
+    """One row per run: source, steps, final validation loss and perplexity, tokens/s, API requests."""
+    import pandas as pd
+
+    rows = [
+        {
+            "run": r.name,
+            "source": r.source,
+            "steps": f"{r.steps}/{r.total_steps}",
+            "final val loss": _round(r.final_val_loss, 4),
+            "val perplexity": _round(r.final_val_ppl, 2),
+            "tokens/s": None if r.tokens_per_s is None else int(round(r.tokens_per_s)),
+            "API requests": r.api_requests,
+            "status": r.status,
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(rows, columns=RUNS_TABLE_COLUMNS)
