@@ -76,12 +76,27 @@ def test_hover_names_both_words_both_indices_and_value():
 
 
 def test_colour_scale_is_sequential_not_rainbow():
+    """Weights read as one ordered quantity: the lightness of the scale must change one way only from 0
+    to the top (a rainbow such as Jet or a diverging scale such as RdBu goes up and down), over a wide
+    range, and 0 must sit at the scale's end. Same for the shared scale of the side-by-side view."""
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    def luminance(colour: str) -> float:
+        """WCAG relative luminance of an 'rgb(r,g,b)' or '#rrggbb' colour, 0 (black) to 1 (white)."""
+        rgb = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+        lin = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
     fig = attention_heatmap(matrix(), WORDS)
-    colours = [c for _, c in fig.data[0].colorscale]
-    assert colours[0] != colours[-1]
-    rainbow = {"Jet", "Rainbow", "Hsv", "Turbo"}
-    assert not any(name.lower() in str(fig.data[0].colorscale).lower() for name in rainbow)
-    assert fig.data[0].zmin == 0.0
+    pair = side_by_side(matrix(kind="previous"), matrix(kind="uniform"), WORDS, "A", "B")
+    assert fig.data[0].zmin == 0.0 and pair.layout.coloraxis.cmin == 0.0
+    for scale in (fig.data[0].colorscale, pair.layout.coloraxis.colorscale):
+        stops = [float(at) for at, _ in scale]
+        assert stops == sorted(stops) and stops[0] == 0.0 and stops[-1] == 1.0
+        lum = np.array([luminance(c) for _, c in scale])
+        steps = np.diff(lum)
+        assert (steps < 0).all() or (steps > 0).all(), f"lightness goes both ways along the scale: {lum.round(3)}"
+        assert abs(lum[-1] - lum[0]) > 0.5  # Blues: about 0.96 -> 0.03; a faint scale would hide the weights
 
 
 def test_generated_words_are_marked_and_divided():

@@ -389,14 +389,24 @@ def test_launch_options_come_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_login_from_the_environment_is_enforced(monkeypatch, tmp_path):
+    """LLMCOMP_AUTH locks the app: without the login (or with a wrong one) the API answers 401 "Not
+    authenticated", not a connection error; with it the same endpoint answers."""
+    import httpx
+    from gradio_client.exceptions import AuthenticationError
+
     monkeypatch.setenv("LLMCOMP_AUTH", "ann:secret-pw")
     demo = build_app(paths=Paths(home=tmp_path, cache=tmp_path / "c.sqlite", runs=tmp_path / "r"), jobs=JobManager())
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
     try:
-        with pytest.raises(Exception):  # noqa: B017 - any refusal will do; the app must not answer
-            Client(demo.local_url, verbose=False).predict(api_name="/app_status")
         ok = Client(demo.local_url, auth=("ann", "secret-pw"), verbose=False).predict(api_name="/app_status")
-        assert ok["training_in_progress"] is False
+        assert ok["training_in_progress"] is False  # the server is up and answers a logged-in client
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
+            Client(demo.local_url, verbose=False).predict(api_name="/app_status")
+        with pytest.raises(ValueError, match="Could not login"):  # gradio_client's answer to a refused login
+            Client(demo.local_url, auth=("ann", "wrong-pw"), verbose=False)
+        for method, path in (("GET", "config"), ("GET", "gradio_api/info"), ("POST", "gradio_api/call/app_status")):
+            r = httpx.request(method, demo.local_url + path, json={"data": []} if method == "POST" else None)
+            assert r.status_code == 401 and r.json()["detail"]["error"] == "Not authenticated", (path, r.text)
     finally:
         demo.close()
 
