@@ -58,7 +58,7 @@ def trainer_loop(corpus, kind: str, steps: int) -> float:
     cfg = TrainConfig(steps=steps, eval_every=10**9, log_every=10**9)  # the trainer's defaults otherwise
     trainer = Trainer(corpus, make_source(kind), MODEL, cfg)
     trainer.prepare()
-    tokens = sum(trainer._batch(s).n_tokens for s in range(steps))
+    tokens = sum(trainer.batch(s).n_tokens for s in range(steps))
     t0 = time.perf_counter()
     trainer.run()
     return tokens / (time.perf_counter() - t0)

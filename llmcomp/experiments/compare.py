@@ -38,7 +38,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from llmcomp.attention import CACHED, build_source
+from llmcomp.app.sources import build_source
+from llmcomp.attention import CACHED
 from llmcomp.attention.base import PerSentenceSource
 from llmcomp.attention.registry import describe_spec
 from llmcomp.errors import LLMCompError
@@ -47,6 +48,7 @@ from llmcomp.plots.curves import source_curves_figure
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 from llmcomp.threads import torch_threads
+from llmcomp.training.data import PreparedData
 from llmcomp.training.run_summary import RunSummary, read_run, run_folders, summarise
 from llmcomp.training.trainer import TrainConfig, Trainer
 
@@ -275,34 +277,31 @@ def _compare_source(
     corpus: Corpus, label: str, config: CompareConfig, focus: bool, out: Path | None, emit: ProgressFn
 ) -> list[RunSummary]:
     kind, options = parse_source(label)
-    source = build_source(kind, options, cache_path=config.cache if kind in CACHED else None)
+    source = build_source({"kind": kind, **options}, cache=config.cache if kind in CACHED else None)
     records: list[RunSummary] = []
-    first: Trainer | None = None
-    prepared: dict[str, Any] = {}
+    prepared: PreparedData | None = None  # the first seed's examples: the seeds share one scoring pass
+    first_run: str | None = None
     try:
         for seed in config.seeds:
             train_cfg = replace(config.train, steps=config.steps, seed=seed)
             if config.threads:
                 train_cfg = replace(train_cfg, threads=config.threads)
             run_dir = out / f"{_slug(label)}-seed{seed}" if out is not None else None
+            focus_fn = binding_focus if focus else None
             trainer = Trainer(
-                corpus, source, config.model, train_cfg, run_dir=run_dir, focus=binding_focus if focus else None
+                corpus, source, config.model, train_cfg, run_dir=run_dir, focus=focus_fn, prepared=prepared
             )
-            if first is None:
-                before = dict(vars(trainer))
+            if prepared is None:
                 t0 = time.perf_counter()
                 with torch_threads(1 if isinstance(source, PerSentenceSource) else None):
-                    trainer.prepare(
+                    prepared = trainer.prepare(
                         progress=lambda s, label=label: emit({"event": "scoring", "label": label, "stats": s})
                     )
                 attention_s = time.perf_counter() - t0
-                # what prepare() derived from the corpus and the attention (examples, stats, indexes)
-                prepared = {k: v for k, v in vars(trainer).items() if k not in before or before[k] is not v}
-                attention = asdict(trainer.attention_stats)
-                first, reused_from = trainer, None
+                attention = asdict(prepared.stats)
+                first_run, reused_from = (run_dir.name if run_dir else None), None
             else:  # the same attention, scored once: only the model and the batches change with the seed
-                vars(trainer).update(prepared)
-                attention, attention_s, reused_from = {}, None, first.run_dir.name if first.run_dir else None
+                attention, attention_s, reused_from = {}, None, first_run
 
             def on_metric(m: dict[str, Any], label: str = label, seed: int = seed) -> None:
                 emit({"event": "metric", "label": label, "seed": seed, "record": m})

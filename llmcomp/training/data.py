@@ -1,0 +1,129 @@
+"""Training data: examples from a corpus and its attention, the batches drawn from them, held-out loss.
+
+``prepare_data`` scores the corpus once and encodes the train and validation splits; the result,
+``PreparedData``, depends on the corpus, the source and the focus positions but not on the seed, so
+several trainers (one per seed, as ``llmcomp compare`` runs them) can share one scoring pass through
+``Trainer(..., prepared=...)`` or ``Trainer.use``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llmcomp.attention.base import AttentionSource, PerSentenceSource, ProgressFn, ScoreStats
+from llmcomp.model.gpt import GPT
+from llmcomp.text.corpus import Corpus
+from llmcomp.text.vocab import Vocab
+from llmcomp.threads import torch_threads
+from llmcomp.training.batching import Batch, Example, collate, encode_example
+
+#: words -> indices i whose next word is measured separately (e.g. the binding task's recalls)
+FocusFn = Callable[[list[str]], Iterable[int]]
+
+
+def build_examples(
+    corpus: Corpus, matrices: list[torch.Tensor | None], indices: list[int], vocab: Vocab, focus: FocusFn | None
+) -> list[Example]:
+    """The encoded sentences ``indices`` of ``corpus``; sentences without a matrix are left out."""
+    out = []
+    for i in indices:
+        if matrices[i] is None:
+            continue
+        words = corpus.sentences[i]
+        out.append(encode_example(words, matrices[i], vocab, list(focus(words)) if focus else ()))
+    return out
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A corpus's train and validation examples under one attention source: score once, train many seeds.
+
+    ``key`` records what the examples were built from (corpus content and split, source fingerprint),
+    so a trainer refuses examples prepared for another corpus or source instead of training on them.
+    """
+
+    train_examples: list[Example]
+    val_examples: list[Example]
+    stats: ScoreStats = field(default_factory=ScoreStats)
+    failures: dict[int, str] = field(default_factory=dict)  # sentence index -> reason, for sentences left out
+    by_length: list[int] = field(default_factory=list)  # train example indices, shortest first (batch windows)
+    key: dict[str, Any] = field(default_factory=dict)
+    focus: FocusFn | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Both splits have at least one example (training and validation can run)."""
+        return bool(self.train_examples and self.val_examples)
+
+    def batch(self, seed: int, batch_size: int, length_window: int, pad_id: int) -> Batch:
+        """``batch_size`` train examples drawn by a generator seeded with ``seed`` alone (so a resumed run
+        draws the batches of one that never stopped).
+
+        With ``length_window`` > 1 the batch is drawn from a window of similar-length sentences
+        (train examples sorted by length), so little compute goes to padding; every sentence
+        remains equally likely to be drawn, up to the windows' clamping at the two ends.
+        """
+        g = torch.Generator().manual_seed(seed)
+        n = len(self.train_examples)
+        window = min(n, batch_size * length_window) if length_window > 1 else n
+        start = int(torch.randint(n - window + 1, (1,), generator=g))
+        picks = (start + torch.randint(window, (batch_size,), generator=g)).tolist()
+        return collate([self.train_examples[self.by_length[i]] for i in picks], pad_id)
+
+
+def data_key(corpus: Corpus, source: AttentionSource) -> dict[str, Any]:
+    """What examples depend on besides the focus function: corpus content and split, source fingerprint."""
+    return {
+        "corpus_sha256": corpus.sha256,
+        "val_idx": list(corpus.val_idx),
+        "source": source.fingerprint(),
+    }
+
+
+def prepare_data(
+    corpus: Corpus,
+    source: AttentionSource,
+    vocab: Vocab,
+    focus: FocusFn | None = None,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> PreparedData:
+    """Score the whole corpus in one bulk call (cached sources make this near-free the second time)."""
+    # Per-sentence sources run many tiny ops: ``threads`` (one, by default); heavy sources choose their own.
+    with torch_threads(threads if isinstance(source, PerSentenceSource) else None):
+        result = source.score_many(corpus.sentences, progress=progress)
+    train = build_examples(corpus, result.matrices, corpus.train_idx, vocab, focus)
+    return PreparedData(
+        train_examples=train,
+        val_examples=build_examples(corpus, result.matrices, corpus.val_idx, vocab, focus),
+        stats=result.stats,
+        failures={i: r for i, r in result.failures.items() if result.matrices[i] is None},
+        by_length=sorted(range(len(train)), key=lambda i: len(train[i].x)),
+        key=data_key(corpus, source),
+        focus=focus,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int = 64) -> dict[str, float]:
+    """Token-weighted mean cross-entropy over the examples, and over their focus positions."""
+    was_training = model.training
+    model.eval()
+    total = count = focus_total = focus_count = 0.0
+    for start in range(0, len(examples), batch_size):
+        b = collate(examples[start : start + batch_size], pad_id)
+        losses, mask = model.token_losses(b.x, b.att if b.att.shape[1] else None, b.y)
+        total += float(losses.sum())
+        count += losses.numel()
+        focus = b.focus[mask]
+        focus_total += float(losses[focus].sum())
+        focus_count += int(focus.sum())
+    model.train(was_training)
+    out = {"loss": total / max(count, 1)}
+    if focus_count:
+        out["focus_loss"] = focus_total / focus_count
+    return out

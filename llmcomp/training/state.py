@@ -1,0 +1,57 @@
+"""The state a run trains and a checkpoint saves: a model sized for a corpus and source, or one resumed.
+
+Resuming is refused, with a one-line reason, when the checkpoint's vocabulary or attention source
+differ from the run's: its embeddings or its supplied heads would not fit the new batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from llmcomp.attention.base import AttentionSource
+from llmcomp.model.gpt import GPT, GPTConfig
+from llmcomp.text.corpus import Corpus
+from llmcomp.text.vocab import Vocab
+from llmcomp.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+
+
+def new_model(corpus: Corpus, vocab: Vocab, source: AttentionSource, config: GPTConfig | None, seed: int) -> GPT:
+    """A GPT for ``vocab``, the corpus's longest sentences and the source's heads, initialised from ``seed``."""
+    cfg = config or GPTConfig()
+    learned = cfg.n_learned_heads or getattr(source, "learned_heads", 0)
+    cfg = replace(
+        cfg,
+        vocab_size=len(vocab),
+        block_size=max(cfg.block_size, corpus.config.max_words + 2),
+        n_external_heads=source.n_heads,
+        n_learned_heads=learned,
+    )
+    torch.manual_seed(seed)
+    return GPT(cfg)
+
+
+def resumable_checkpoint(path: str | Path, vocab: Vocab, source: AttentionSource) -> Checkpoint:
+    """The checkpoint at ``path`` with its optimizer state, if it was trained on ``vocab`` with ``source``."""
+    ck = load_checkpoint(path, with_optimizer=True)
+    if ck.vocab != vocab:
+        raise CheckpointError(
+            f"checkpoint vocabulary ({len(ck.vocab)} tokens) differs from this corpus's "
+            f"({len(vocab)} tokens); resume with the corpus it was trained on"
+        )
+    if ck.source_fingerprint != source.fingerprint():
+        raise CheckpointError(
+            f"checkpoint was trained with attention {ck.source_spec.get('kind')!r}, not {source.kind!r}; "
+            "resume with the same source"
+        )
+    return ck
+
+
+def new_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norms)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
