@@ -11,27 +11,29 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmcomp.attention.base import AttentionSource, PerSentenceSource, ProgressFn, ScoreStats
+from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
 from llmcomp.errors import LLMCompError
-from llmcomp.model.gpt import GPT, GPTConfig
+from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.corpus import Corpus
 from llmcomp.threads import torch_threads
-from llmcomp.training.batching import Example, collate, encode_example
+from llmcomp.training.batching import Batch, Example
 from llmcomp.training.checkpoint import (
     Checkpoint,
-    CheckpointError,
-    load_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
     save_checkpoint,
 )
+from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data
+from llmcomp.training.state import new_model, new_optimizer, resumable_checkpoint
+
+# ``evaluate`` lives in llmcomp.training.data; validation calls it through this module's name for it.
 
 
 class TrainingError(LLMCompError, RuntimeError):
@@ -39,8 +41,6 @@ class TrainingError(LLMCompError, RuntimeError):
 
 
 MetricFn = Callable[[dict[str, Any]], None]
-#: words -> indices i whose next word is measured separately (e.g. the binding task's recalls)
-FocusFn = Callable[[list[str]], Iterable[int]]
 
 
 @dataclass
@@ -132,41 +132,12 @@ class TrainResult:
         return vals[-1] if vals else None
 
 
-def build_examples(
-    corpus: Corpus, matrices: list[torch.Tensor | None], indices: list[int], vocab, focus: FocusFn | None
-) -> list[Example]:
-    out = []
-    for i in indices:
-        if matrices[i] is None:
-            continue
-        words = corpus.sentences[i]
-        out.append(encode_example(words, matrices[i], vocab, list(focus(words)) if focus else ()))
-    return out
-
-
-@torch.no_grad()
-def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int = 64) -> dict[str, float]:
-    """Token-weighted mean cross-entropy over the examples, and over their focus positions."""
-    was_training = model.training
-    model.eval()
-    total = count = focus_total = focus_count = 0.0
-    for start in range(0, len(examples), batch_size):
-        b = collate(examples[start : start + batch_size], pad_id)
-        losses, mask = model.token_losses(b.x, b.att if b.att.shape[1] else None, b.y)
-        total += float(losses.sum())
-        count += losses.numel()
-        focus = b.focus[mask]
-        focus_total += float(losses[focus].sum())
-        focus_count += int(focus.sum())
-    model.train(was_training)
-    out = {"loss": total / max(count, 1)}
-    if focus_count:
-        out["focus_loss"] = focus_total / focus_count
-    return out
-
-
 class Trainer:
-    """Train a GPT on a corpus with attention from ``source``. Use ``run()``; ``stop()`` is thread-safe."""
+    """Train a GPT on a corpus with attention from ``source``. Use ``run()``; ``stop()`` is thread-safe.
+
+    ``prepared``: the examples another trainer prepared for the same corpus, source and focus
+    (``prepare()``'s return value), so seeds share one scoring pass; see ``use``.
+    """
 
     def __init__(
         self,
@@ -177,6 +148,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         resume_from: str | Path | None = None,
         focus: FocusFn | None = None,
+        prepared: PreparedData | None = None,
     ):
         self.corpus, self.source, self.focus = corpus, source, focus
         self.config = train_config or TrainConfig()
@@ -188,48 +160,17 @@ class Trainer:
         self._elapsed0 = 0.0
         self._resume: Checkpoint | None = None
         if resume_from is not None:
-            self._resume = ck = load_checkpoint(resume_from, with_optimizer=True)
-            if ck.vocab != self.vocab:
-                raise CheckpointError(
-                    f"checkpoint vocabulary ({len(ck.vocab)} tokens) differs from this corpus's "
-                    f"({len(self.vocab)} tokens); resume with the corpus it was trained on"
-                )
-            if ck.source_fingerprint != source.fingerprint():
-                raise CheckpointError(
-                    f"checkpoint was trained with attention {ck.source_spec.get('kind')!r}, not {source.kind!r}; "
-                    "resume with the same source"
-                )
-            self.model = ck.model
-            self.step, self.metrics = ck.step, list(ck.metrics)
+            self._resume = ck = resumable_checkpoint(resume_from, self.vocab, source)
+            self.model, self.step, self.metrics = ck.model, ck.step, list(ck.metrics)
             self._elapsed0 = self.metrics[-1]["elapsed"] if self.metrics else 0.0
         else:
-            cfg = model_config or GPTConfig()
-            learned = cfg.n_learned_heads or getattr(source, "learned_heads", 0)
-            cfg = replace(
-                cfg,
-                vocab_size=len(self.vocab),
-                block_size=max(cfg.block_size, corpus.config.max_words + 2),
-                n_external_heads=source.n_heads,
-                n_learned_heads=learned,
-            )
-            torch.manual_seed(self.config.seed)
-            self.model = GPT(cfg)
-        self.optimizer = self._make_optimizer()
+            self.model = new_model(corpus, self.vocab, source, model_config, self.config.seed)
+        self.optimizer = new_optimizer(self.model, self.config.lr, self.config.weight_decay)
         if self._resume and self._resume.optimizer_state:
             optimizer_from_tensors(self.optimizer, self._resume.optimizer_state)
-        self.train_examples: list[Example] = []
-        self.val_examples: list[Example] = []
-        self.attention_stats = ScoreStats()
-        self.failed_sentences: dict[int, str] = {}
-
-    def _make_optimizer(self) -> torch.optim.AdamW:
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
+        self.prepared: PreparedData | None = None
+        if prepared is not None:
+            self.use(prepared)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step; it saves a checkpoint first."""
@@ -239,24 +180,39 @@ class Trainer:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def prepare(self, progress: ProgressFn | None = None) -> None:
-        """Score the whole corpus in one bulk call (cached sources make this near-free the second time)."""
-        # Per-sentence sources run many tiny ops: one thread; heavy sources choose their own.
-        with torch_threads(self.config.threads if isinstance(self.source, PerSentenceSource) else None):
-            result = self.source.score_many(self.corpus.sentences, progress=progress)
-        self.attention_stats = result.stats
-        self.failed_sentences = {i: r for i, r in result.failures.items() if result.matrices[i] is None}
-        self.train_examples = build_examples(
-            self.corpus, result.matrices, self.corpus.train_idx, self.vocab, self.focus
-        )
-        self.val_examples = build_examples(self.corpus, result.matrices, self.corpus.val_idx, self.vocab, self.focus)
-        self._by_length = sorted(range(len(self.train_examples)), key=lambda i: len(self.train_examples[i].x))
-        if not self.train_examples or not self.val_examples:
-            first = next(iter(self.failed_sentences.values()), "no sentences")
+    def prepare(self, progress: ProgressFn | None = None) -> PreparedData:
+        """Score the whole corpus and encode both splits; return them for other trainers to ``use``."""
+        data = prepare_data(self.corpus, self.source, self.vocab, self.focus, self.config.threads, progress)
+        self.use(data)
+        return data
+
+    def use(self, prepared: PreparedData) -> None:
+        """Train on examples prepared for this corpus, source and focus (by this trainer or another)."""
+        if prepared.key != data_key(self.corpus, self.source) or prepared.focus is not self.focus:
+            raise TrainingError("prepared examples come from another corpus, split, source or focus; prepare anew")
+        if not prepared.usable:
+            first = next(iter(prepared.failures.values()), "no sentences")
             raise TrainingError(
-                f"attention could not be obtained for enough sentences to train ({len(self.failed_sentences)} "
+                f"attention could not be obtained for enough sentences to train ({len(prepared.failures)} "
                 f"failed; first: {first}); choose a fallback baseline or fix the source"
             )
+        self.prepared = prepared
+
+    @property
+    def train_examples(self) -> list[Example]:
+        return self.prepared.train_examples if self.prepared else []
+
+    @property
+    def val_examples(self) -> list[Example]:
+        return self.prepared.val_examples if self.prepared else []
+
+    @property
+    def attention_stats(self) -> ScoreStats:
+        return self.prepared.stats if self.prepared else ScoreStats()
+
+    @property
+    def failed_sentences(self) -> dict[int, str]:
+        return self.prepared.failures if self.prepared else {}
 
     def _emit(self, record: dict[str, Any], on_metric: MetricFn | None) -> None:
         self.metrics.append(record)
@@ -267,19 +223,11 @@ class Trainer:
         if on_metric:
             on_metric(record)
 
-    def _batch(self, step: int):
-        """The batch for ``step``: seeded by (seed, step) alone, so resumed runs see the same batches.
-
-        With ``length_window`` > 1 the batch is drawn from a window of similar-length sentences
-        (train examples sorted by length), so little compute goes to padding; every sentence
-        remains equally likely to be drawn, up to the windows' clamping at the two ends.
-        """
-        cfg, g = self.config, torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        n = len(self.train_examples)
-        window = min(n, cfg.batch_size * cfg.length_window) if cfg.length_window > 1 else n
-        start = int(torch.randint(n - window + 1, (1,), generator=g))
-        picks = (start + torch.randint(window, (cfg.batch_size,), generator=g)).tolist()
-        return collate([self.train_examples[self._by_length[i]] for i in picks], self.vocab.pad_id)
+    def batch(self, step: int) -> Batch:
+        """The batch for ``step``: seeded by (seed, step) alone, so resumed runs see the same batches."""
+        assert self.prepared is not None
+        cfg = self.config
+        return self.prepared.batch(cfg.seed * 1_000_003 + step, cfg.batch_size, cfg.length_window, self.vocab.pad_id)
 
     def validate(self) -> dict[str, float]:
         return evaluate(self.model, self.val_examples, self.vocab.pad_id, self.config.batch_size * 2)
@@ -291,7 +239,7 @@ class Trainer:
         stop_at: int | None = None,
     ) -> TrainResult:
         """Train until ``config.steps`` (or ``stop_at``, or ``stop()``); save a checkpoint; return the result."""
-        if not self.train_examples:
+        if self.prepared is None or not self.prepared.usable:
             self.prepare(on_scoring)
         with torch_threads(self.config.threads):
             return self._loop(on_metric, stop_at)
@@ -307,7 +255,7 @@ class Trainer:
             lr = cfg.lr_at(step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            batch = self._batch(step)
+            batch = self.batch(step)
             # dropout draws from the CPU generator; seeding only it (torch.manual_seed also seeds every
             # accelerator backend, which captures a stack trace each call: ~1 ms a step) keeps resume exact
             torch.default_generator.manual_seed(cfg.seed * 1_000_003 + step)
