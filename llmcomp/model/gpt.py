@@ -9,29 +9,12 @@ through a learned output projection. The model does not know where the matrices 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 0  # set from the vocabulary
-    block_size: int = 66  # longest sequence, <s> included
-    n_layer: int = 2
-    n_embd: int = 64
-    n_external_heads: int = 1  # set from the attention source
-    n_learned_heads: int = 0
-    dropout: float = 0.0
-
-    @property
-    def n_head(self) -> int:
-        return self.n_external_heads + self.n_learned_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from llmcomp.model.config import GPTConfig
 
 
 class MixedAttention(nn.Module):

@@ -10,7 +10,7 @@ from .checkpoint import (
 from .checkpoint import (
     save_checkpoint as save_checkpoint,
 )
-from .trainer import (
+from .config import (
     TrainConfig as TrainConfig,
 )
 from .trainer import (

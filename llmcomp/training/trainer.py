@@ -30,6 +30,7 @@ from llmcomp.training.checkpoint import (
     optimizer_to_tensors,
     save_checkpoint,
 )
+from llmcomp.training.config import TrainConfig, TrainConfigError  # noqa: F401 - re-exported: its old home
 from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data
 from llmcomp.training.state import new_model, new_optimizer, resumable_checkpoint
 
@@ -41,80 +42,6 @@ class TrainingError(LLMCompError, RuntimeError):
 
 
 MetricFn = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class TrainConfig:
-    """How a model trains. The CLI's and the app's defaults are read from here, and so are the rules a
-    config must meet: an invalid one raises TrainingError (one line) when it is made, and again after
-    ``dataclasses.replace``.
-
-    Left as None, ``warmup_steps`` and ``log_every`` follow the run's length: a warm-up of a tenth of
-    the run, at most 30 steps (a fixed 30 would never reach the learning rate in a short run), and a
-    log line about 20 times a run, at least every 10 steps and every validation."""
-
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int | None = None  # None: min(30, max(1, steps // 10)); read it as ``warmup``
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 50  # above ``steps`` is fine: the last step is always validated
-    log_every: int | None = None  # None: max(1, min(10, eval_interval, steps // 20 or 1)), set when made
-    checkpoint_every: int = 0  # 0: only at the end (and when stopped)
-    seed: int = 0
-    # torch threads while training. Small models run fastest on one: extra OpenMP threads mostly
-    # spin-wait, and on a shared machine that can make every step ten times slower. 0 = leave as is.
-    threads: int = 1
-    # batches come from windows of batch_size * length_window sentences of similar length (1 = off)
-    length_window: int = 4
-
-    def __post_init__(self) -> None:
-        self.validate()
-        if self.log_every is None:
-            self.log_every = max(1, min(10, self.eval_interval, self.steps // 20 or 1))
-
-    def validate(self) -> None:
-        """Raise TrainingError naming the first value that cannot train."""
-
-        def whole(name: str, minimum: int, what: str | None = None) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise TrainingError(f"{what or name} must be a whole number of at least {minimum}, got {value!r}")
-
-        whole("steps", 1)
-        whole("batch_size", 1, "the batch size")
-        whole("eval_every", 1, "eval_every (validate every N steps)")
-        for name, minimum in (("checkpoint_every", 0), ("seed", 0), ("threads", 0), ("length_window", 1)):
-            whole(name, minimum)
-        for name in ("warmup_steps", "log_every"):
-            if getattr(self, name) is not None:
-                whole(name, 0 if name == "warmup_steps" else 1)
-        if not isinstance(self.lr, int | float) or not (0 < self.lr <= 1):
-            raise TrainingError(f"the learning rate must be above 0 and at most 1 (try 0.003), got {self.lr!r}")
-        if not (0 <= self.min_lr_ratio <= 1) or not (self.weight_decay >= 0) or not (self.grad_clip >= 0):
-            raise TrainingError("min_lr_ratio must be in 0..1, weight_decay and grad_clip 0 or more")
-
-    @property
-    def warmup(self) -> int:
-        """Warm-up steps: ``warmup_steps``, or a tenth of the run capped at 30 when it is None."""
-        return min(30, max(1, self.steps // 10)) if self.warmup_steps is None else self.warmup_steps
-
-    @property
-    def eval_interval(self) -> int:
-        """Steps between validations within this run (``eval_every`` capped at ``steps``)."""
-        return min(self.eval_every, self.steps)
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to lr * min_lr_ratio at the last step."""
-        warmup = self.warmup
-        if step < warmup:
-            return self.lr * (step + 1) / warmup
-        span = max(1, self.steps - warmup)
-        progress = min(1.0, (step - warmup) / span)
-        min_lr = self.lr * self.min_lr_ratio
-        return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (self.lr - min_lr)
 
 
 @dataclass
