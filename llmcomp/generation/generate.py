@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from llmcomp.attention import source_from_spec
 from llmcomp.attention.base import AttentionSource
+from llmcomp.attention.registry import make_source
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPT
 from llmcomp.text.tokenizer import SENTENCE_END, detokenize, tokenize
@@ -70,18 +70,32 @@ class Generator:
     def from_checkpoint(cls, path: str | Path, source: AttentionSource | None = None, **source_overrides) -> Generator:
         """Load a checkpoint and rebuild the attention source it was trained with (or use ``source``)."""
         ck = load_checkpoint(path)
-        return cls(ck.model, ck.vocab, source or source_from_spec(ck.source_spec, **source_overrides))
+        return cls(ck.model, ck.vocab, source or make_source(**{**ck.source_spec, **source_overrides}))
 
-    def _rows(self, words: list[str]) -> torch.Tensor:
-        """(H, T, T) attention for the words so far, computed from those words only."""
-        if not words or self.source.n_heads == 0:
-            return torch.zeros(self.source.n_heads, len(words), len(words))
-        return self.source.score(words)
+    def _rows(self, words: list[str], known: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(H, T, T) attention for the words so far in which row i sees words 0..i only.
+
+        A causal source's matrix is that already. A source whose rows may see later words
+        (``prefix_causal`` False, e.g. OpenAI ``sentence`` mode) scores each row from its own prefix,
+        as leak-free validation does; rows in ``known`` (row i over words 0..i) are reused, so each
+        generation step costs one new prefix.
+        """
+        h, t, known = self.source.n_heads, len(words), known or []
+        if not words or h == 0:
+            return torch.zeros(h, t, t)
+        if self.source.prefix_causal and len(known) < t:
+            return self.source.score(words)
+        att = torch.zeros(h, t, t)
+        for i in range(t):
+            att[:, i, : i + 1] = known[i] if i < len(known) else self.source.score(words[: i + 1])[:, i]
+        return att
 
     @torch.no_grad()
-    def next_logits(self, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits for the word after ``words``, and the attention matrix used."""
-        att = self._rows(words)
+    def next_logits(
+        self, words: list[str], known: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for the word after ``words``, and the attention matrix used (see ``_rows``)."""
+        att = self._rows(words, known)
         x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(words)]])
         a = with_bos(att)[None] if self.source.n_heads else None
         return self.model(x, a)[0, -1], att
@@ -126,10 +140,7 @@ class Generator:
             raise GenerationError(f"the prompt has {len(words)} words; this model reads at most {limit - 1}")
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
         prompt_words, out = list(words), []
-        rows: list[torch.Tensor] = []  # row used for each word, padded later
-        if words:
-            att = self._rows(words)
-            rows.extend(att[:, i, : i + 1] for i in range(len(words)))
+        rows: list[torch.Tensor] = []  # row used for each word (over the words up to it)
         stopped_by = "length"
         for _ in range(cfg.max_words):
             if progress is not None:
@@ -137,9 +148,8 @@ class Generator:
             if len(words) >= limit:
                 stopped_by = "block size"
                 break
-            logits, att = self.next_logits(words)
-            if words:
-                rows[len(words) - 1] = att[:, -1, :]
+            logits, att = self.next_logits(words, rows)
+            rows = [att[:, i, : i + 1] for i in range(len(words))]
             logits[[self.vocab.pad_id, self.vocab.unk_id, self.vocab.bos_id]] = -float("inf")
             if cfg.temperature == 0:
                 nxt = int(logits.argmax())
@@ -155,17 +165,11 @@ class Generator:
             word = self.vocab.itos[nxt]
             words.append(word)
             out.append(word)
-            rows.append(torch.zeros(self.source.n_heads, 0))  # filled when the word is read
             if cfg.stop_at_sentence_end and word in SENTENCE_END:
                 stopped_by = "end of sentence"
                 break
-        if words and rows and rows[-1].shape[-1] == 0:
-            rows[-1] = self._rows(words)[:, -1, :]
-        t = len(words)
-        matrix = torch.zeros(self.source.n_heads, t, t)
-        for i, r in enumerate(rows):
-            matrix[:, i, : r.shape[-1]] = r
-        return Generation(prompt_words, out, unknown, matrix, stopped_by)
+        # the last word was never read by the model: score its row too, so the heatmap has every row
+        return Generation(prompt_words, out, unknown, self._rows(words, rows), stopped_by)
 
 
 def generate(
