@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import machine, print_table
-from llmcomp.attention import AttentionCache, prompts
+from llmcomp.attention import AttentionCache, answers, prompts
 from llmcomp.attention.openai_source import OpenAISource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +64,11 @@ def corpus(n: int) -> list[list[str]]:
 
 
 class FakeServerProcess:
-    """``python -m llmcomp.attention.fake_server`` on a free port, in its own process (own GIL)."""
+    """``python -m llmcomp.testing.fake_server`` on a free port, in its own process (own GIL)."""
 
     def __init__(self, latency_ms: float):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "llmcomp.attention.fake_server", "--port", "0", "--latency-ms", str(latency_ms)]
+        cmd = [sys.executable, "-m", "llmcomp.testing.fake_server", "--port", "0", "--latency-ms", str(latency_ms)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if " on http" not in line:
@@ -106,7 +106,7 @@ def original_method(url: str, sentences: list[list[str]], concurrency: int) -> d
                     response_format=prompts.response_format("json_schema", "pair", heads),
                     temperature=0,
                 )
-            prompts.parse_vector_answer(json.loads(resp.choices[0].message.content), 1, heads, 9, "one")
+            answers.parse_vector_answer(json.loads(resp.choices[0].message.content), 1, heads, 9, "one")
             tokens += resp.usage.completion_tokens
 
         jobs = [one(q, k) for s in sentences for q in s for k in s]

@@ -12,7 +12,7 @@ def fake_openai():
     Script it per test: ``fake_openai.latency = 0.05``, ``fake_openai.add_fault("rate_limit", times=2)``,
     ``fake_openai.json_schema = False``; read ``fake_openai.requests``, ``.by_format``, ``.seen_words``.
     """
-    from llmcomp.attention.fake_server import FakeOpenAIServer
+    from llmcomp.testing.fake_server import FakeOpenAIServer
 
     with FakeOpenAIServer() as server:
         yield server

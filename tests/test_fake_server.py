@@ -18,8 +18,8 @@ import urllib.request
 
 import pytest
 
-from llmcomp.attention import prompts
-from llmcomp.attention.fake_server import FAULTS, FakeOpenAIServer, Fault
+from llmcomp.attention import answers, prompts
+from llmcomp.testing.fake_server import FAULTS, FakeOpenAIServer, Fault
 
 WORDS = ["the", "cat", "saw", "the", "dog", "."]
 HEADS = ["meaning", "syntax"]
@@ -66,16 +66,16 @@ def test_default_answers_are_valid_in_every_format(fake_openai, task, fmt):
     text = content_of(resp)
     if fmt == "text":
         assert text.startswith("Here are") and "```json" in text  # prose around a fenced block
-    obj = prompts.extract_json(text)
+    obj = answers.extract_json(text)
     if task == "sentence":
-        scores = prompts.parse_sentence_answer(obj, len(words), HEADS, 9)
+        scores = answers.parse_sentence_answer(obj, len(words), HEADS, 9)
         assert scores.shape == (2, 6, 6)
         assert scores[:, 0, 0].tolist() == [9, 9]  # a word scores itself highest
     elif task == "prefix":
-        rows = prompts.parse_vector_answer(obj, len(words), HEADS, 9, "")
+        rows = answers.parse_vector_answer(obj, len(words), HEADS, 9, "")
         assert len(rows) == 2 and len(rows[0]) == 6 and rows[0][-1] == 9
     else:
-        rows = prompts.parse_vector_answer(obj, 3, HEADS, 9, "")
+        rows = answers.parse_vector_answer(obj, 3, HEADS, 9, "")
         assert rows[0][1] == 9  # ("dog", "dog")
     assert resp["usage"]["prompt_tokens"] > 0 and resp["usage"]["completion_tokens"] > 0
     assert resp["choices"][0]["finish_reason"] == "stop"
@@ -99,7 +99,7 @@ def test_sdk_client_reads_answers_and_both_paths_are_served(fake_openai):
         client = OpenAI(base_url=base, api_key="sk-x", max_retries=0)
         resp = client.chat.completions.create(**body())
         assert resp.usage.completion_tokens > 0
-        prompts.parse_sentence_answer(json.loads(resp.choices[0].message.content), len(WORDS), HEADS, 9)
+        answers.parse_sentence_answer(json.loads(resp.choices[0].message.content), len(WORDS), HEADS, 9)
         client.close()
     assert fake_openai.by_path == {"/v1/chat/completions": 1, "/chat/completions": 1}
     assert fake_openai.requests == 2
@@ -137,8 +137,8 @@ def test_non_llmcomp_request_is_a_400(fake_openai):
 
 # --- faults -------------------------------------------------------------------------------------
 def _sentence_answer_error(resp: dict) -> str:
-    with pytest.raises(prompts.AnswerError) as e:
-        prompts.parse_sentence_answer(prompts.extract_json(content_of(resp)), len(WORDS), HEADS, 9)
+    with pytest.raises(answers.AnswerError) as e:
+        answers.parse_sentence_answer(answers.extract_json(content_of(resp)), len(WORDS), HEADS, 9)
     return str(e.value)
 
 
@@ -187,7 +187,7 @@ def test_each_fault_is_served_once_then_answers_are_valid_again(fake_openai, kin
     assert fake_openai.faults_served == {kind: 1}
     status, _, resp = post(fake_openai, body())  # the fault is used up
     assert status == 200
-    prompts.parse_sentence_answer(json.loads(content_of(resp)), len(WORDS), HEADS, 9)
+    answers.parse_sentence_answer(json.loads(content_of(resp)), len(WORDS), HEADS, 9)
 
 
 def test_nan_is_sent_as_a_bare_token(fake_openai):
@@ -243,7 +243,7 @@ def test_cli_starts_a_server_on_a_free_port():
         [
             sys.executable,
             "-m",
-            "llmcomp.attention.fake_server",
+            "llmcomp.testing.fake_server",
             "--port",
             "0",
             "--latency-ms",

@@ -60,10 +60,10 @@ def holders() -> Iterator[dict[str, Any]]:
     secret = Secret(KEY)
     config = OpenAIConfig(base_url=URL, model="m", api_key=KEY)
     source = OpenAISource(base_url=URL, model="m", api_key=KEY)
-    client = source._get_client()  # what the source sends requests with
+    client = source._chat.sdk()  # what the source sends requests with (its ChatClient builds it)
     assert isinstance(config.api_key, Secret) and isinstance(source.config.api_key, Secret)  # a str key is wrapped
     assert secret.get() == KEY and config.api_key.get() == KEY and source.config.api_key.get() == KEY
-    assert client.api_key == KEY and source._client is client
+    assert client.api_key == KEY and source._chat._sdk is client
     try:
         yield {"secret": secret, "config": config, "source": source, "client": client}
     finally:
@@ -147,7 +147,7 @@ def test_dict_forms_and_identity_hide_the_key(holders):
         "vars(config)": repr(vars(config)),
         "config.__dict__": str(config.__dict__),
         "json of vars(config)": json.dumps(vars(config), default=str),
-        "vars(source)": repr(vars(source)),  # the client is built, so _client is in there too
+        "vars(source)": repr(vars(source)),  # the client is built, so _chat holds it
         "json of vars(source)": json.dumps(vars(source), default=repr),
         "spec": str(source.spec()),
         "json spec": json.dumps(source.spec()),
@@ -237,7 +237,7 @@ def test_a_failed_request_and_a_bad_config_do_not_show_the_key(caplog):
     try:
         with pytest.raises(ScoringAborted, match="cannot reach") as info:
             src.score_many([["a", "cat"]])
-        assert src._client.api_key == KEY  # the request was built with the key
+        assert src._chat._sdk.api_key == KEY  # the request was built with the key
     finally:
         src.close()
     texts = ["".join(traceback.format_exception(info.value)), caplog.text]

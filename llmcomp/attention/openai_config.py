@@ -1,19 +1,20 @@
 """How the OpenAI-compatible source is configured: endpoint, model, key, mode and limits, from
-arguments, then the environment, then ``.env`` (python-dotenv).
+arguments, then the environment, then ``./.env`` (both read by ``llmcomp.settings``).
 
 Kept apart from ``openai_source`` so that the web app can read the defaults (and the key policy in
-``owner_key`` can use them) without importing torch or the SDK.
+``llmcomp.app.keys`` can use them) without importing torch or the SDK.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from llmcomp import settings
+from llmcomp.attention.prompts import check_heads  # pure: no torch, no SDK
 from llmcomp.errors import LLMCompError
 
 Mode = Literal["sentence", "prefix", "pair"]
@@ -29,7 +30,11 @@ class OpenAIConfigError(LLMCompError, ValueError):
 
 
 class Secret:
-    """A string that never shows itself in repr(), str() or a pickle."""
+    """A string that never shows itself in repr(), str() or a pickle.
+
+    Copies (``copy.copy``, ``copy.deepcopy``, hence ``dataclasses.asdict`` of a config) are the same Secret:
+    it is immutable, so sharing it is safe and nothing of the key is ever copied into another object.
+    """
 
     __slots__ = ("_value",)
 
@@ -43,6 +48,12 @@ class Secret:
         return "Secret('********')"
 
     __str__ = __repr__
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
 
     def __reduce__(self) -> Any:
         raise TypeError("a Secret cannot be pickled")
@@ -80,8 +91,6 @@ class OpenAIConfig:
             self.api_key = Secret(self.api_key)
         if self.mode not in MODES:
             raise OpenAIConfigError(f"unknown scoring mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        from llmcomp.attention.prompts import check_heads  # imports torch; this module must not
-
         try:
             self.heads = tuple(check_heads(list(self.heads)))
         except ValueError as e:
@@ -114,29 +123,19 @@ def safe_url(url: str) -> str:
     return urlunsplit((s.scheme, netloc, s.path, "", ""))
 
 
-def environment() -> dict[str, str]:
-    """Environment variables over the values of the nearest ``.env`` file (which is never exported)."""
-    from dotenv import dotenv_values, find_dotenv
-
-    path = find_dotenv(usecwd=True)
-    values = {k: v for k, v in (dotenv_values(path) if path else {}).items() if v}
-    values.update(os.environ)
-    return values
-
-
 def resolve_config(**options: Any) -> OpenAIConfig:
     """An ``OpenAIConfig`` from explicit options (None = not given, except ``temperature=None``,
-    which is kept: no temperature is sent), then the environment, then ``.env``."""
+    which is kept: no temperature is sent), then ``llmcomp.settings`` (the environment, then ``./.env``)."""
     names = {f.name for f in dataclasses.fields(OpenAIConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown OpenAI source option(s): {', '.join(unknown)}")
     given = {k: v for k, v in options.items() if v is not None or k == "temperature"}
-    env = environment()
-    if "api_key" not in given and env.get("OPENAI_API_KEY"):
-        given["api_key"] = Secret(env["OPENAI_API_KEY"])
-    given.setdefault("base_url", env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-    given.setdefault("model", env.get("LLMCOMP_OPENAI_MODEL") or DEFAULT_MODEL)
+    env = settings.openai()  # OPENAI_API_KEY, OPENAI_BASE_URL, LLMCOMP_OPENAI_MODEL: the environment, then ./.env
+    if "api_key" not in given and env.api_key:
+        given["api_key"] = Secret(env.api_key)
+    given.setdefault("base_url", env.base_url or DEFAULT_BASE_URL)
+    given.setdefault("model", env.model or DEFAULT_MODEL)
     if "heads" in given:
         given["heads"] = tuple(given["heads"])
     return OpenAIConfig(**given)

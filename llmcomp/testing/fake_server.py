@@ -1,12 +1,9 @@
 """A fake OpenAI-compatible chat server on 127.0.0.1, for tests, the benchmark and offline demos.
 
 It is a real HTTP server (stdlib ``http.server``, one thread per connection), so the official SDK
-talks to it exactly as it talks to OpenAI, vLLM or Ollama. It reads the JSON word list that
-``llmcomp.attention.prompts`` puts in the user message and answers with *valid*, deterministic
-scores in the format the request asks for (json_schema, json_object, or prose around a fenced JSON
-block when no format is given). Scores favour the word itself and the previous word; in the
-``sentence`` task a word that appears again later also gains, so later words shape earlier rows
-there, as they can with a real LLM.
+talks to it exactly as it talks to OpenAI, vLLM or Ollama. It answers llmcomp's requests with *valid*,
+deterministic scores (``behaviours.answer_for``) in the format the request asks for (json_schema,
+json_object, or prose around a fenced JSON block when no format is given), and counts what it served.
 
 Faults are scripted per request: ``server.add_fault("rate_limit", times=2)`` or
 ``add_fault("nan", match="cat")`` (only requests whose words include "cat"). The first rule that
@@ -14,7 +11,7 @@ matches a request and still has uses left is applied. Kinds are listed in ``FAUL
 
 Run it for a demo::
 
-    python -m llmcomp.attention.fake_server --port 8000 --latency-ms 50
+    python -m llmcomp.testing.fake_server --port 8000 --latency-ms 50
     # then: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=dummy llmcomp ...
 """
 
@@ -22,125 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import threading
 import time
-import zlib
 from collections import Counter
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-#: Every scriptable fault and what it does.
-FAULTS: dict[str, str] = {
-    "rate_limit": "429 rate_limit_exceeded with Retry-After",
-    "server_error": "500 internal server error",
-    "slow": "answers correctly after `delay` seconds (longer than the client timeout => timeout)",
-    "malformed": "content that is not JSON",
-    "wrong_shape": "valid JSON with a row or score missing",
-    "nan": "a NaN score",
-    "negative": "a negative score",
-    "later": "weight on a later word (or an extra score)",
-    "out_of_range": "a score above score_max",
-    "truncated": 'content cut in half with finish_reason "length"',
-    "insufficient_quota": "429 insufficient_quota (never succeeds on retry)",
-    "unauthorized": "401 invalid_api_key, echoing the key it was sent as OpenAI does",
-    "forbidden": "403 permission denied, also echoing the key",
-    "bad_body": "HTTP 200 whose body is not JSON",
-    "empty": "an empty message content",
-    "obey": "a gullible model: replies with the text after 'reply with' in the words, not JSON",
-}
+# answer_for is looked up here at each request, so a test can monkeypatch this module's name.
+from llmcomp.testing.behaviours import (
+    CORRUPTIONS,
+    FAULTS,
+    Fault,
+    Response,
+    answer_for,
+    completion,
+    corrupt,
+    error_response,
+    http_fault,
+    parse_fault,
+    spoil_content,
+)
 
-
-@dataclass
-class Fault:
-    """One scripted fault: applied to the next ``times`` requests that match (None = forever)."""
-
-    kind: str
-    times: int | None = 1
-    match: str | None = None  # a word that must be among the request's words
-    task: str | None = None  # "sentence", "prefix" or "pair"
-    retry_after: float = 0.05  # seconds, for rate_limit
-    delay: float = 2.0  # seconds, for slow
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULTS:
-            raise ValueError(f"unknown fault {self.kind!r}; choose one of: {', '.join(FAULTS)}")
-
-    def matches(self, task: str, words: list[str]) -> bool:
-        if self.times is not None and self.times <= 0:
-            return False
-        if self.task is not None and self.task != task:
-            return False
-        return self.match is None or self.match in words
-
-
-# --- deterministic valid answers ---------------------------------------------------------------
-def _hash(*parts: str) -> int:
-    return zlib.crc32("\x1f".join(parts).encode())
-
-
-def pair_score(query: str, key: str, head: int, score_max: int) -> int:
-    """Context-free score: the same word scores highest, others a stable pseudo-random low score."""
-    if query == key:
-        return score_max
-    return _hash(query, key, str(head)) % (score_max // 2 + 1)
-
-
-def row_scores(words: list[str], i: int, head: int, score_max: int, later: list[str] | None = None) -> list[int]:
-    """Scores of word i over words 0..i. ``later`` (sentence task only) are the words after i."""
-    row = []
-    for j in range(i + 1):
-        s = pair_score(words[i], words[j], head, score_max)
-        if j == i - 1:
-            s = max(s, score_max - 3)
-        if later and words[j] in later:
-            s = min(score_max, s + 2)
-        row.append(s)
-    return row
-
-
-def answer_for(data: dict[str, Any]) -> dict[str, Any]:
-    """The valid answer to one llmcomp request (the JSON in its user message)."""
-    task, words, heads = data["task"], data["words"], data["heads"]
-    score_max = int(data.get("score_max", 9))
-    out: dict[str, Any] = {}
-    for h, name in enumerate(heads):
-        if task == "sentence":
-            out[name] = [row_scores(words, i, h, score_max, later=words[i + 1 :]) for i in range(len(words))]
-        elif task == "prefix":
-            out[name] = row_scores(words, len(words) - 1, h, score_max)
-        elif task == "pair":
-            out[name] = [pair_score(words[q], words[k], h, score_max) for q, k in data["pairs"]]
-        else:
-            raise ValueError(f"unknown task {task!r}")
-    return out
-
-
-def _corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int) -> dict[str, Any]:
-    """A copy of a valid answer with one scripted defect in the first head."""
-    head = next(iter(answer))
-    vals = json.loads(json.dumps(answer[head]))
-    first = vals[-1] if task == "sentence" else vals  # the last row has the most scores
-    if kind == "wrong_shape":
-        vals = vals[:-1] if len(vals) > 1 else [[]] if task == "sentence" else []
-    elif kind == "nan":
-        first[0] = math.nan
-    elif kind == "negative":
-        first[0] = -3
-    elif kind == "out_of_range":
-        first[0] = score_max + 33
-    elif kind == "later":
-        if task == "sentence":
-            n = len(vals)
-            vals = [row + [5] * (n - len(row)) for row in vals]
-            vals[0][-1] = 5  # row 0 scores the last word
-            if n == 1:
-                vals[0].append(5)
-        else:
-            first.append(5)
-    return {**answer, head: vals}
+__all__ = ["FAULTS", "FakeOpenAIServer", "Fault", "answer_for", "main"]
 
 
 class FakeOpenAIServer:
@@ -238,7 +139,7 @@ class FakeOpenAIServer:
                     return f
         return None
 
-    def handle_chat(self, path: str, body: bytes, auth: str) -> tuple[int, dict[str, str], bytes]:
+    def handle_chat(self, path: str, body: bytes, auth: str) -> Response:
         """Status, extra headers and body for one POST to the chat completions path."""
         with self._lock:
             self.requests += 1
@@ -252,103 +153,47 @@ class FakeOpenAIServer:
             with self._lock:
                 self.inflight -= 1
 
-    def _answer(self, body: bytes, auth: str) -> tuple[int, dict[str, str], bytes]:
+    def _answer(self, body: bytes, auth: str) -> Response:
         if self.latency:
             time.sleep(self.latency)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
-            return self._error(401, "invalid_api_key", f"Incorrect API key provided: {auth.removeprefix('Bearer ')}.")
+            return http_fault(Fault("unauthorized"), auth)  # 401, echoing the key as OpenAI does
         try:
             req = json.loads(body)
             messages = req["messages"]
         except (ValueError, KeyError, TypeError):
-            return self._error(400, "invalid_request", "request body is not a chat completions request")
+            return error_response(400, "invalid_request", "request body is not a chat completions request")
         fmt = (req.get("response_format") or {}).get("type", "text")
         with self._lock:
             self.by_format[fmt] += 1
-        if fmt == "json_schema" and not self.json_schema:
-            return self._error(
-                400, None, "response_format 'json_schema' is not supported by this server", "response_format"
-            )
-        if fmt == "json_object" and not self.json_object:
-            return self._error(
-                400, None, "response_format 'json_object' is not supported by this server", "response_format"
+        if (fmt == "json_schema" and not self.json_schema) or (fmt == "json_object" and not self.json_object):
+            return error_response(
+                400, None, f"response_format '{fmt}' is not supported by this server", "response_format"
             )
         try:
             data = json.loads(next(m["content"] for m in messages if m.get("role") == "user"))
             task, words = data["task"], [str(w) for w in data["words"]]
             answer = answer_for(data)
         except (StopIteration, ValueError, KeyError, TypeError, IndexError):
-            return self._error(400, "invalid_request", "the first user message is not llmcomp JSON data")
+            return error_response(400, "invalid_request", "the first user message is not llmcomp JSON data")
         with self._lock:
             self.by_task[task] += 1
             self.seen_words.append(words)
         score_max = int(data.get("score_max", 9))
-        finish = "stop"
         fault = self._take_fault(task, words)
         kind = fault.kind if fault else None
-        if kind == "rate_limit":
-            headers = {"retry-after": f"{fault.retry_after:g}", "retry-after-ms": f"{fault.retry_after * 1000:g}"}
-            return self._error(429, "rate_limit_exceeded", "Rate limit reached; try again later.", headers=headers)
-        if kind == "server_error":
-            return self._error(500, "server_error", "The server had an error while processing your request.")
-        if kind == "insufficient_quota":
-            return self._error(429, "insufficient_quota", "You exceeded your current quota, please check your plan.")
-        if kind == "unauthorized":
-            return self._error(401, "invalid_api_key", f"Incorrect API key provided: {auth.removeprefix('Bearer ')}.")
-        if kind == "forbidden":
-            return self._error(403, "permission_denied", f"Key {auth.removeprefix('Bearer ')} may not use this model.")
-        if kind == "bad_body":
-            return 200, {}, b'{"id": "chatcmpl-broken", "choices": [ {"message": '
+        failed = http_fault(fault, auth) if fault else None
+        if failed is not None:
+            return failed
         if kind == "slow":
             time.sleep(fault.delay)
-        if kind in ("wrong_shape", "nan", "negative", "out_of_range", "later"):
-            answer = _corrupt(kind, task, answer, score_max)
+        if kind in CORRUPTIONS:
+            answer = corrupt(kind, task, answer, score_max)
         content = json.dumps(answer)  # NaN is written as the bare token NaN, as a sloppy server would
         if fmt == "text":
             content = f"Here are the scores you asked for:\n```json\n{content}\n```\nLet me know if you need more."
-        if kind == "malformed":
-            content = "Sure! " + content[: max(1, len(content) // 2)] + " ... (and so on)"
-        elif kind == "truncated":
-            content, finish = content[: max(1, len(content) // 2)], "length"
-        elif kind == "empty":
-            content = ""
-        elif kind == "obey":
-            text = " ".join(words)
-            content = text.split("reply with", 1)[1].strip() if "reply with" in text else "OK, I will do that."
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-        usage = {
-            "prompt_tokens": max(1, math.ceil(prompt_chars / 4)),
-            "completion_tokens": max(1, math.ceil(len(content) / 3)),
-        }
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        resp = {
-            "id": f"chatcmpl-fake{self.requests}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.get("model", self.model),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            ],
-            "usage": usage,
-        }
-        return 200, {}, json.dumps(resp).encode()
-
-    @staticmethod
-    def _error(
-        status: int, code: str | None, message: str, param: str | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        err = {
-            "message": message,
-            "type": "invalid_request_error" if status < 500 else "server_error",
-            "param": param,
-            "code": code,
-        }
-        return status, headers or {}, json.dumps({"error": err}).encode()
+        content, finish = spoil_content(kind, content, words)
+        return 200, {}, completion(content, finish, messages, req.get("model", self.model), self.requests)
 
 
 class _Server(ThreadingHTTPServer):
@@ -401,17 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": {"message": "not found", "code": "not_found"}}')
 
 
-def _parse_fault(text: str) -> Fault:
-    """``kind[:times[:match]]``, times ``*`` for every request."""
-    kind, _, rest = text.partition(":")
-    times_s, _, match = rest.partition(":")
-    times = None if times_s == "*" else int(times_s or 1)
-    return Fault(kind, times=times, match=match or None)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m llmcomp.attention.fake_server", description="Fake OpenAI-compatible server for llmcomp."
+        prog="python -m llmcomp.testing.fake_server", description="Fake OpenAI-compatible server for llmcomp."
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -430,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
     )
     for f in args.fault:
-        server.faults.append(_parse_fault(f))
+        server.faults.append(parse_fault(f))
     # Ctrl-C and SIGTERM stop the server even when the parent started it with SIGINT ignored
     # (an ignored signal is inherited across exec, as from a shell's background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,211 @@
+"""What the fake OpenAI-compatible server's model says: valid deterministic answers and the faults tests script.
+
+Answers read the JSON word list that ``llmcomp.attention.prompts`` puts in the user message. Scores favour the
+word itself and the previous word; in the ``sentence`` task a word that appears again later also gains, so later
+words shape earlier rows there, as they can with a real LLM. A ``Fault`` is applied to the next requests that
+match it; ``FAULTS`` lists every kind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+#: Every scriptable fault and what it does.
+FAULTS: dict[str, str] = {
+    "rate_limit": "429 rate_limit_exceeded with Retry-After",
+    "server_error": "500 internal server error",
+    "slow": "answers correctly after `delay` seconds (longer than the client timeout => timeout)",
+    "malformed": "content that is not JSON",
+    "wrong_shape": "valid JSON with a row or score missing",
+    "nan": "a NaN score",
+    "negative": "a negative score",
+    "later": "weight on a later word (or an extra score)",
+    "out_of_range": "a score above score_max",
+    "truncated": 'content cut in half with finish_reason "length"',
+    "insufficient_quota": "429 insufficient_quota (never succeeds on retry)",
+    "unauthorized": "401 invalid_api_key, echoing the key it was sent as OpenAI does",
+    "forbidden": "403 permission denied, also echoing the key",
+    "bad_body": "HTTP 200 whose body is not JSON",
+    "empty": "an empty message content",
+    "obey": "a gullible model: replies with the text after 'reply with' in the words, not JSON",
+}
+#: Faults that spoil the scores of an otherwise valid answer.
+CORRUPTIONS = ("wrong_shape", "nan", "negative", "out_of_range", "later")
+
+#: (status, extra headers, body) of one HTTP response.
+Response = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Fault:
+    """One scripted fault: applied to the next ``times`` requests that match (None = forever)."""
+
+    kind: str
+    times: int | None = 1
+    match: str | None = None  # a word that must be among the request's words
+    task: str | None = None  # "sentence", "prefix" or "pair"
+    retry_after: float = 0.05  # seconds, for rate_limit
+    delay: float = 2.0  # seconds, for slow
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULTS:
+            raise ValueError(f"unknown fault {self.kind!r}; choose one of: {', '.join(FAULTS)}")
+
+    def matches(self, task: str, words: list[str]) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if self.task is not None and self.task != task:
+            return False
+        return self.match is None or self.match in words
+
+
+def parse_fault(text: str) -> Fault:
+    """``kind[:times[:match]]``, times ``*`` for every request (the command line's ``--fault``)."""
+    kind, _, rest = text.partition(":")
+    times_s, _, match = rest.partition(":")
+    times = None if times_s == "*" else int(times_s or 1)
+    return Fault(kind, times=times, match=match or None)
+
+
+# --- deterministic valid answers ---------------------------------------------------------------
+def _hash(*parts: str) -> int:
+    return zlib.crc32("\x1f".join(parts).encode())
+
+
+def pair_score(query: str, key: str, head: int, score_max: int) -> int:
+    """Context-free score: the same word scores highest, others a stable pseudo-random low score."""
+    if query == key:
+        return score_max
+    return _hash(query, key, str(head)) % (score_max // 2 + 1)
+
+
+def row_scores(words: list[str], i: int, head: int, score_max: int, later: list[str] | None = None) -> list[int]:
+    """Scores of word i over words 0..i. ``later`` (sentence task only) are the words after i."""
+    row = []
+    for j in range(i + 1):
+        s = pair_score(words[i], words[j], head, score_max)
+        if j == i - 1:
+            s = max(s, score_max - 3)
+        if later and words[j] in later:
+            s = min(score_max, s + 2)
+        row.append(s)
+    return row
+
+
+def answer_for(data: dict[str, Any]) -> dict[str, Any]:
+    """The valid answer to one llmcomp request (the JSON in its user message)."""
+    task, words, heads = data["task"], data["words"], data["heads"]
+    score_max = int(data.get("score_max", 9))
+    out: dict[str, Any] = {}
+    for h, name in enumerate(heads):
+        if task == "sentence":
+            out[name] = [row_scores(words, i, h, score_max, later=words[i + 1 :]) for i in range(len(words))]
+        elif task == "prefix":
+            out[name] = row_scores(words, len(words) - 1, h, score_max)
+        elif task == "pair":
+            out[name] = [pair_score(words[q], words[k], h, score_max) for q, k in data["pairs"]]
+        else:
+            raise ValueError(f"unknown task {task!r}")
+    return out
+
+
+# --- faults ---------------------------------------------------------------------------------------
+def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int) -> dict[str, Any]:
+    """A copy of a valid answer with one scripted defect (one of ``CORRUPTIONS``) in the first head."""
+    head = next(iter(answer))
+    vals = json.loads(json.dumps(answer[head]))
+    first = vals[-1] if task == "sentence" else vals  # the last row has the most scores
+    if kind == "wrong_shape":
+        vals = vals[:-1] if len(vals) > 1 else [[]] if task == "sentence" else []
+    elif kind == "nan":
+        first[0] = math.nan
+    elif kind == "negative":
+        first[0] = -3
+    elif kind == "out_of_range":
+        first[0] = score_max + 33
+    elif kind == "later":
+        if task == "sentence":
+            n = len(vals)
+            vals = [row + [5] * (n - len(row)) for row in vals]
+            vals[0][-1] = 5  # row 0 scores the last word
+            if n == 1:
+                vals[0].append(5)
+        else:
+            first.append(5)
+    return {**answer, head: vals}
+
+
+def completion(content: str, finish: str, messages: list[dict[str, Any]], model: str, n: int) -> bytes:
+    """The body of a chat completion holding ``content``, with usage at about 4 prompt / 3 completion chars a token."""
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+    usage = {
+        "prompt_tokens": max(1, math.ceil(prompt_chars / 4)),
+        "completion_tokens": max(1, math.ceil(len(content) / 3)),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": content},
+        "finish_reason": finish,
+        "logprobs": None,
+    }
+    resp = {
+        "id": f"chatcmpl-fake{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
+    return json.dumps(resp).encode()
+
+
+def error_response(
+    status: int, code: str | None, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    err = {
+        "message": message,
+        "type": "invalid_request_error" if status < 500 else "server_error",
+        "param": param,
+        "code": code,
+    }
+    return status, headers or {}, json.dumps({"error": err}).encode()
+
+
+def http_fault(fault: Fault, auth: str) -> Response | None:
+    """The response of a fault that replaces the answer at the HTTP level, or None for any other fault."""
+    key = auth.removeprefix("Bearer ")
+    if fault.kind == "rate_limit":
+        headers = {"retry-after": f"{fault.retry_after:g}", "retry-after-ms": f"{fault.retry_after * 1000:g}"}
+        return error_response(429, "rate_limit_exceeded", "Rate limit reached; try again later.", headers=headers)
+    if fault.kind == "server_error":
+        return error_response(500, "server_error", "The server had an error while processing your request.")
+    if fault.kind == "insufficient_quota":
+        return error_response(429, "insufficient_quota", "You exceeded your current quota, please check your plan.")
+    if fault.kind == "unauthorized":
+        return error_response(401, "invalid_api_key", f"Incorrect API key provided: {key}.")
+    if fault.kind == "forbidden":
+        return error_response(403, "permission_denied", f"Key {key} may not use this model.")
+    if fault.kind == "bad_body":
+        return 200, {}, b'{"id": "chatcmpl-broken", "choices": [ {"message": '
+    return None
+
+
+def spoil_content(kind: str | None, content: str, words: list[str]) -> tuple[str, str]:
+    """(content, finish_reason) after a fault that spoils the message text (malformed, truncated, empty, obey)."""
+    if kind == "malformed":
+        return "Sure! " + content[: max(1, len(content) // 2)] + " ... (and so on)", "stop"
+    if kind == "truncated":
+        return content[: max(1, len(content) // 2)], "length"
+    if kind == "empty":
+        return "", "stop"
+    if kind == "obey":
+        text = " ".join(words)
+        return (text.split("reply with", 1)[1].strip() if "reply with" in text else "OK, I will do that."), "stop"
+    return content, "stop"
