@@ -5,14 +5,9 @@ from .attention import (
     AttentionSource as AttentionSource,
 )
 from .attention import (
-    build_source as build_source,
-)
-from .attention import (
     make_source as make_source,
 )
-from .attention import (
-    source_from_spec as source_from_spec,
-)
+from .app.sources import build_source as build_source
 from .errors import LLMCompError as LLMCompError
 from .generation import (
     GenerateConfig as GenerateConfig,

@@ -6,13 +6,12 @@ import sqlite3
 import pytest
 import torch
 
+from llmcomp.app.sources import build_source
 from llmcomp.attention import (
     AttentionCache,
     AttentionError,
-    build_source,
     make_source,
     normalize_scores,
-    source_from_spec,
     validate_attention,
 )
 
@@ -82,7 +81,7 @@ def test_baselines_look_like_their_names():
 @pytest.mark.parametrize("kind", BASELINES + ["learned"])
 def test_spec_round_trip(kind):
     src = make_source(kind)
-    again = source_from_spec(json.loads(json.dumps(src.spec())))
+    again = make_source(**json.loads(json.dumps(src.spec())))
     assert again.fingerprint() == src.fingerprint()
     assert torch.equal(again.score(WORDS), src.score(WORDS))
 
@@ -91,7 +90,7 @@ def test_unknown_source_and_option_errors():
     with pytest.raises(AttentionError, match="unknown attention source 'magic'"):
         make_source("magic")
     with pytest.raises(AttentionError, match="do not apply"):
-        build_source("uniform", {"mode": "prefix"})
+        build_source({"kind": "uniform", "mode": "prefix"})
 
 
 def test_fallback_replaces_failed_sentences_and_counts_them():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmcomp.attention import make_source, source_from_spec, validate_attention
+from llmcomp.attention import make_source, validate_attention
 from llmcomp.attention.oracle import OracleSource
 from llmcomp.text import load_corpus, parse_corpus, tokenize
 from llmcomp.text.binding import (
@@ -163,7 +163,7 @@ def test_spec_round_trip(bundled):
     src = make_source("oracle", n_heads=3, shift=2, weight=0.9)
     spec = src.spec()
     assert spec == {"kind": "oracle", "n_heads": 3, "shift": 2, "weight": 0.9}
-    again = source_from_spec(spec)
+    again = make_source(**spec)
     assert isinstance(again, OracleSource) and again.spec() == spec
     words = bundled[5]
     assert torch.equal(again.score(words), src.score(words))

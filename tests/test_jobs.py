@@ -1,4 +1,4 @@
-"""Background training jobs: a real Trainer in a worker thread, snapshots, one job at a time, stop."""
+"""Background jobs: a real Trainer in a worker thread, snapshots, one job at a time, stop, the run record."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import time
 
 import pytest
 
+from llmcomp.app.jobs import JobError, JobManager, JobSnapshot, owner_tag
 from llmcomp.attention import make_source
 from llmcomp.errors import LLMCompError
 from llmcomp.model import GPTConfig
 from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 from llmcomp.training import TrainConfig, Trainer
-from llmcomp.training.jobs import JobError, JobManager, JobSnapshot, owner_tag
+from llmcomp.training.run_folder import read_record
 
 TINY = GPTConfig(n_layer=1, n_embd=16)
 
@@ -37,7 +38,7 @@ def wait_for(job, predicate, timeout: float = 60.0) -> JobSnapshot:
         if predicate(snap):
             return snap
         time.sleep(0.02)
-    raise AssertionError(f"timed out; last snapshot: {job.snapshot().summary()}")
+    raise AssertionError(f"timed out; last snapshot: {job.snapshot()}")
 
 
 def test_a_job_scores_trains_finishes_and_records_itself(corpus, tmp_path):
@@ -57,10 +58,10 @@ def test_a_job_scores_trains_finishes_and_records_itself(corpus, tmp_path):
     assert snap.scoring["sentences"] == len(corpus.sentences) == snap.scoring["done"]
     assert (tmp_path / "run-uniform-20" / "checkpoint" / "checkpoint.json").is_file()
     assert snap.checkpoint.endswith("checkpoint")
-    record = json.loads((tmp_path / "run-uniform-20" / "job.json").read_text())
-    assert record["status"] == "finished" and record["owner"] == owner_tag("alice") != "alice"
-    assert record["attention"]["sentences"] == len(corpus.sentences)
-    assert "finished: step 20/20" in snap.summary()
+    record = read_record(tmp_path / "run-uniform-20")  # run.json, through the run folder's one reader
+    assert record.status == "finished" and record.owner == owner_tag("alice") != "alice"
+    assert record.attention["sentences"] == len(corpus.sentences) and record.label == "uniform"
+    assert record.corpus.sha256 == corpus.sha256 and record.finished_at >= record.started_at
     assert jobs.job_for("alice") is job and jobs.active() is None
 
 
@@ -152,9 +153,9 @@ def test_a_failing_source_ends_the_job_as_failed_with_one_line(corpus, tmp_path,
     snap = job.snapshot()
     assert snap.status == "failed" and not snap.running
     assert "rejected the API key (401)" in snap.error and "\n" not in snap.error
-    assert "sk-wrong-key-123456" not in snap.error and "sk-wrong-key-123456" not in snap.summary()
-    record = (tmp_path / "run-fail" / "job.json").read_text()
-    assert '"status": "failed"' in record and "sk-wrong-key-123456" not in record
+    assert "sk-wrong-key-123456" not in snap.error and "sk-wrong-key-123456" not in repr(snap)
+    record = (tmp_path / "run-fail" / "run.json").read_text()
+    assert json.loads(record)["status"] == "failed" and "sk-wrong-key-123456" not in record
     src.close()
     assert jobs.active() is None  # a failed job does not block the next one
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmcomp.attention import AttentionCache, make_source, source_from_spec, validate_attention
+from llmcomp.attention import AttentionCache, make_source, validate_attention
 from llmcomp.attention.local_align import align_words, word_texts
 from llmcomp.attention.local_llm import LocalLLMError, LocalLLMSource, resolve_layers
 from llmcomp.attention.local_model import load_model
@@ -266,7 +266,7 @@ def test_spec_round_trips(source):
     src = LocalLLMSource(layers="last-8", n_heads=4, sink="pool", batch_size=8)
     spec = json.loads(json.dumps(src.spec()))
     assert spec["kind"] == "local" and spec["gguf_path"] is None  # portable: no machine-specific path
-    again = source_from_spec(spec)
+    again = make_source(**spec)
     assert isinstance(again, LocalLLMSource)
     assert again.spec() == src.spec() and again.fingerprint() == src.fingerprint()
     assert isinstance(make_source("local"), LocalLLMSource)

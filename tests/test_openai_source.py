@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmcomp.attention import AttentionCache, build_source, source_from_spec, validate_attention
+from llmcomp.app.sources import build_source
+from llmcomp.attention import AttentionCache, make_source, validate_attention
 from llmcomp.attention.baselines import UniformSource
 from llmcomp.attention.cache import decode_tensor
 from llmcomp.attention.openai_source import (
@@ -584,7 +585,7 @@ def test_spec_rebuilds_the_source_with_the_key_from_the_environment(make, fake_o
     spec = json.loads(json.dumps(src.spec()))
     assert spec["kind"] == "openai" and spec["n_heads"] == 2 and "api_key" not in json.dumps(spec)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    rebuilt = source_from_spec(spec, cache=src.cache)
+    rebuilt = make_source(**spec, cache=src.cache)
     try:
         assert rebuilt.fingerprint() == src.fingerprint() and rebuilt.config.api_key.get() == KEY
         before = fake_openai.requests
@@ -597,9 +598,15 @@ def test_spec_rebuilds_the_source_with_the_key_from_the_environment(make, fake_o
 
 def test_build_source_accepts_the_cli_options(fake_openai, tmp_path):
     src = build_source(
-        "openai",
-        {"mode": "pair", "n_heads": 2, "base_url": fake_openai.url, "model": "m", "max_concurrency": 4, "layers": None},
-        cache_path=tmp_path / "b.sqlite",
+        {
+            "kind": "openai",
+            "mode": "pair",
+            "n_heads": 2,
+            "base_url": fake_openai.url,
+            "model": "m",
+            "max_concurrency": 4,
+        },
+        cache=tmp_path / "b.sqlite",
     )
     try:
         assert src.n_heads == 2 and src.config.heads == ("meaning", "syntax") and src.cache is not None
@@ -752,7 +759,7 @@ def test_temperature_none_is_not_sent_and_survives_the_spec(make, fake_openai, m
     src = make(mode="sentence", temperature=None, cache=None)
     assert not src.score_many(SMALL[:1]).failures
     assert "temperature" not in sent[-1]
-    rebuilt = source_from_spec(json.loads(json.dumps(src.spec())), api_key=KEY)
+    rebuilt = make_source(**json.loads(json.dumps(src.spec())), api_key=KEY)
     try:
         assert rebuilt.config.temperature is None and rebuilt.fingerprint() == src.fingerprint()
     finally:

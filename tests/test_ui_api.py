@@ -20,11 +20,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from llmcomp.attention.budget import BudgetLimits  # noqa: E402
-from llmcomp.settings import Paths  # noqa: E402
+from llmcomp.app.jobs import JobManager  # noqa: E402
+from llmcomp.settings import BudgetCaps, Paths  # noqa: E402
 from llmcomp.text import load_corpus  # noqa: E402
 from llmcomp.text.binding import generate_binding_corpus  # noqa: E402
-from llmcomp.training.jobs import JobManager  # noqa: E402
 from llmcomp.ui.app import build_app, launch_options  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -238,7 +237,7 @@ def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fa
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)  # now the fake server is the owner's endpoint
     budget = app.ctx.budget
     old = budget.limits
-    budget.limits = BudgetLimits(session_requests=5, daily_requests=100)
+    budget.limits = BudgetCaps(session_requests=5, daily_requests=100)
     try:
         own = dict(foreign, relations=["relatedness"])
         refused = c.predict(**own, api_name="/estimate_cost")
@@ -325,7 +324,7 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
     # a comparison folder written by the CLI (runs one level down, no owner) is visible to every session
     shared = app.paths.runs / "cmp-cli" / "uniform-seed7"
     shutil.copytree(app.paths.runs / run, shared)
-    (shared / "job.json").unlink()
+    (shared / "run.json").unlink()  # the record names the owner; without it the run is nobody's
     _, _, table_b, _ = b.predict(api_name="/compare_runs")
     assert "cmp-cli/uniform-seed7" in {r[0] for r in table_b["data"]}
 

@@ -1,59 +1,28 @@
-"""Spending caps for the server owner's API key (``OPENAI_API_KEY``) in a public app.
+"""Spending caps for the server owner's API key (``OPENAI_API_KEY``) when others use the app.
 
-Anyone who opens a public Space spends the owner's key, so the app counts requests and tokens per
-session and per day (UTC) and refuses work that would cross a cap. Visitors who type their own key
+Anyone who opens a public app spends the owner's key, so the app counts requests and tokens per
+session and per day (UTC) and refuses work that would cross a cap. People who bring their own key
 are not counted: they spend their own money. The daily tally is kept in a small JSON file so a
-restart does not reset it (Spaces wipe the disk on restart; point ``LLMCOMP_HOME`` at persistent
-storage to keep it).
+restart does not reset it (point ``LLMCOMP_HOME`` at persistent storage to keep it).
 
-Environment: ``LLMCOMP_SESSION_MAX_REQUESTS``, ``LLMCOMP_SESSION_MAX_TOKENS``,
-``LLMCOMP_DAILY_MAX_REQUESTS``, ``LLMCOMP_DAILY_MAX_TOKENS`` (unset or empty: no cap).
+The caps come from the environment through ``llmcomp.settings.budget_caps()``
+(``LLMCOMP_SESSION_MAX_REQUESTS``, ``..._TOKENS``, ``LLMCOMP_DAILY_MAX_REQUESTS``, ``..._TOKENS``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmcomp.errors import LLMCompError
+from llmcomp.settings import BudgetCaps
 
 
 class BudgetError(LLMCompError, RuntimeError):
     """Work refused because it would spend more of the owner's key than the caps allow."""
-
-
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BudgetError(f"{name}={raw!r} is not a whole number; set it to a count or leave it empty") from None
-    if value < 0:
-        raise BudgetError(f"{name} must be 0 or more, got {value}")
-    return value
-
-
-@dataclass
-class BudgetLimits:
-    session_requests: int | None = None
-    session_tokens: int | None = None
-    daily_requests: int | None = None
-    daily_tokens: int | None = None
-
-    @classmethod
-    def from_env(cls) -> BudgetLimits:
-        return cls(
-            session_requests=_env_int("LLMCOMP_SESSION_MAX_REQUESTS"),
-            session_tokens=_env_int("LLMCOMP_SESSION_MAX_TOKENS"),
-            daily_requests=_env_int("LLMCOMP_DAILY_MAX_REQUESTS"),
-            daily_tokens=_env_int("LLMCOMP_DAILY_MAX_TOKENS"),
-        )
 
 
 @dataclass
@@ -79,8 +48,8 @@ def _min(a: int | None, b: int | None) -> int | None:
 class OwnerKeyBudget:
     """Per-session and per-day caps on the owner's key; thread-safe; the day's tally persists in ``path``."""
 
-    def __init__(self, limits: BudgetLimits | None = None, path: str | Path | None = None):
-        self.limits = limits or BudgetLimits()
+    def __init__(self, limits: BudgetCaps | None = None, path: str | Path | None = None):
+        self.limits = limits or BudgetCaps()
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
         self._day = ""

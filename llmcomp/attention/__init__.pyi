@@ -27,14 +27,8 @@ from .registry import (
     SOURCES as SOURCES,
 )
 from .registry import (
-    build_source as build_source,
-)
-from .registry import (
     make_source as make_source,
 )
 from .registry import (
     source_class as source_class,
-)
-from .registry import (
-    source_from_spec as source_from_spec,
 )

@@ -1,4 +1,9 @@
-"""Attention sources by name: which kinds exist, and how to build one from options or a stored spec.
+"""The catalogue of attention sources: which kinds exist, what each is called, which options each
+takes, and ``make_source(kind, **options)``, the plain constructor (the Python API).
+
+A source's ``spec()`` is a valid ``make_source`` call: ``make_source(**spec)`` rebuilds it. Turning a
+loose description (CLI flags, the web form, a checkpoint's spec) into a source, with a cache and a
+key policy, is the application layer's job (``llmcomp.app.sources``).
 
 Importing this module is cheap (no torch): sources, and the base classes they need, are imported
 when one is built. That keeps the web app's start-up and the CLI's ``--help`` fast.
@@ -8,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +32,23 @@ SOURCES: dict[str, str] = {
 BASELINES = ("uniform", "previous", "gaussian", "random", "learned")
 #: sources worth caching (slow or paid); baselines are cheaper to recompute than to look up
 CACHED = ("local", "openai")
+#: sources that spend money per request: never called just to draw a picture
+PAID = ("openai",)
+#: what each kind is called where a person chooses one, in the order they are offered
+LABELS: dict[str, str] = {
+    "local": "Local LLM: SmolLM2-135M, offline (default)",
+    "openai": "OpenAI-compatible API",
+    "uniform": "Baseline: uniform",
+    "previous": "Baseline: previous word",
+    "gaussian": "Baseline: Gaussian (previous and current word)",
+    "random": "Baseline: frozen random",
+    "learned": "Baseline: learned (the model's own attention)",
+    "oracle": "Oracle (binding task only)",
+}
+#: how the OpenAI-compatible source asks (``llmcomp.attention.openai_config`` validates against this)
+MODES: tuple[str, ...] = ("sentence", "prefix", "pair")
+#: the relation heads the OpenAI-compatible source has prompts for (other names are allowed)
+RELATIONS: tuple[str, ...] = ("meaning", "syntax", "coreference", "relatedness")
 
 
 def source_class(kind: str) -> type[AttentionSource]:
@@ -39,39 +60,32 @@ def source_class(kind: str) -> type[AttentionSource]:
     return getattr(importlib.import_module(module), name)
 
 
-def make_source(kind: str, **options: Any) -> AttentionSource:
-    """Build a source by name, e.g. ``make_source("gaussian", sigma=1.5)``."""
-    return source_class(kind)(**options)
+def accepted_options(kind: str) -> frozenset[str]:
+    """The keyword options ``make_source(kind, ...)`` takes, read from the constructor: its named
+    parameters, and where it takes ``**options``, those of the base class it passes them to and the
+    fields of its ``config`` dataclass (the local source takes its config's fields as options)."""
+    import dataclasses
+    import typing
 
-
-def build_source(
-    kind: str, options: dict[str, Any] | None = None, cache_path: str | Path | None = None, fallback: str | None = None
-) -> AttentionSource:
-    """Build a source from loosely given options (CLI flags, UI fields): ``None`` values are ignored,
-    options the source does not take are an error, and slow sources get the persistent cache."""
-    from llmcomp.attention.base import AttentionError, AttentionSource
-    from llmcomp.attention.cache import AttentionCache
+    from llmcomp.attention.base import AttentionSource
 
     cls = source_class(kind)
-    options = {k: v for k, v in (options or {}).items() if v is not None}
     params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    accepted = set(params) | (set(inspect.signature(AttentionSource.__init__).parameters) if takes_any else set())
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise AttentionError(f"option(s) {', '.join(unknown)} do not apply to the {kind!r} attention source")
-    if cache_path is not None and kind in CACHED:
-        options["cache"] = AttentionCache(cache_path)
-    if fallback:
-        options["fallback"] = make_source(fallback)
-    return cls(**options)
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names |= set(inspect.signature(AttentionSource.__init__).parameters) - {"self"}
+        if "config" in params:
+            hint = typing.get_type_hints(cls.__init__).get("config")
+            for t in typing.get_args(hint) or (hint,):
+                if dataclasses.is_dataclass(t):
+                    names |= {f.name for f in dataclasses.fields(t)}
+    return frozenset(names)
 
 
-def source_from_spec(spec: dict[str, Any], **overrides: Any) -> AttentionSource:
-    """Rebuild a source from ``AttentionSource.spec()`` (as stored in a checkpoint)."""
-    options = {k: v for k, v in spec.items() if k != "kind"}
-    options.update(overrides)
-    return make_source(spec["kind"], **options)
+def make_source(kind: str, **options: Any) -> AttentionSource:
+    """Build a source by name, e.g. ``make_source("gaussian", sigma=1.5)``; ``make_source(**spec)``
+    rebuilds a source from its ``spec()`` (as stored in a checkpoint)."""
+    return source_class(kind)(**options)
 
 
 def describe_spec(spec: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""Training: batching, the trainer loop, checkpoints, background jobs.
+"""Training: batching, the trainer loop, checkpoints, the run folder.
 
 Names are imported on first use (lazy_loader; the list is in ``__init__.pyi``), so the web app can
-import ``llmcomp.training.jobs`` without importing torch.
+import ``llmcomp.training.run_folder`` without importing torch.
 """
 
 import lazy_loader as lazy

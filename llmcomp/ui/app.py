@@ -6,9 +6,10 @@ upload limit, optional login and a restrictive file policy; the local LLM loads 
 once the first page is on screen (``Preloader``), and the header shows "loading local model…" until
 it is ready.
 
-Environment: ``LLMCOMP_HOST``, ``LLMCOMP_PORT``, ``LLMCOMP_AUTH`` ("user:password", several
-separated by commas), ``LLMCOMP_MAX_UPLOAD`` (e.g. "5mb"), ``LLMCOMP_PRELOAD`` ("0" to skip the
-background load), the budget caps in ``llmcomp.attention.budget`` and the paths in ``llmcomp.settings``.
+Settings (``llmcomp.settings`` reads them from the environment or ``.env``): ``LLMCOMP_HOST``,
+``LLMCOMP_PORT``, ``LLMCOMP_AUTH`` ("user:password", several separated by commas),
+``LLMCOMP_MAX_UPLOAD`` (e.g. "5mb"), ``LLMCOMP_PRELOAD`` ("0" to skip the background load), the
+owner key's budget caps (``llmcomp.app.budget``) and the paths.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import gradio as gr
 
-from llmcomp.settings import Paths
-from llmcomp.training.jobs import JobManager
+from llmcomp import settings
+from llmcomp.app.jobs import JobManager
+from llmcomp.settings import Paths, SettingsError
 from llmcomp.ui import attention_tab, compare_tab, corpus_tab, generate_tab, train_tab
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
 from llmcomp.ui.state import Session
@@ -39,7 +41,7 @@ def local_model_state(preloader: Preloader | None) -> str:
     """'loaded', 'loading', 'not loaded' or 'failed: <reason>', without importing torch to find out:
     until the local LLM's module is imported, the model is not loaded (and is loading soon, if a
     preloader is armed)."""
-    module = sys.modules.get("llmcomp.attention.local_llm")
+    module = sys.modules.get("llmcomp.attention.local_model")
     load_state = getattr(module, "load_state", None)  # None too while a thread is still importing it
     if load_state is None:
         if preloader is not None and preloader.error:
@@ -93,7 +95,7 @@ class Preloader:
 
     def _preload(self) -> None:
         try:
-            from llmcomp.attention.local_llm import preload_in_background
+            from llmcomp.attention.local_model import preload_in_background
         except ImportError as e:  # a broken install: say so in the header rather than "loading" forever
             self.error = f"cannot import the local LLM source ({e})"
             return
@@ -155,30 +157,20 @@ def build_app(
     return demo
 
 
-def _auth() -> list[tuple[str, str]] | None:
-    raw = os.environ.get("LLMCOMP_AUTH", "").strip()
-    if not raw:
-        return None
-    pairs = []
-    for item in raw.split(","):
-        user, sep, password = item.strip().partition(":")
-        if not sep or not user or not password:
-            raise SystemExit('LLMCOMP_AUTH must look like "user:password" (several separated by commas)')
-        pairs.append((user, password))
-    return pairs
-
-
 def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``demo.launch``: address, upload limit, login, theme and file policy."""
     ctx: AppContext = demo.llmcomp_context  # type: ignore[attr-defined]
-    host = host or os.environ.get("LLMCOMP_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    env_port = os.environ.get("LLMCOMP_PORT") or os.environ.get("GRADIO_SERVER_PORT")
-    port = port or (int(env_port) if env_port else None)
+    try:
+        server = settings.server()
+    except SettingsError as e:  # a bad setting stops the launch with its one-line reason
+        raise SystemExit(str(e)) from None
+    host = host or server.host
+    port = port or server.port
     return {
         "server_name": host,
         "server_port": port,
         "max_file_size": ctx.max_upload_bytes,
-        "auth": _auth(),
+        "auth": server.auth,
         "auth_message": "llmcomp: log in with the user and password the server owner gave you",
         # never serve the cache, the runs or the .env, whatever the working directory is
         "blocked_paths": [str(Path(p).resolve()) for p in (ctx.paths.cache, ctx.paths.runs, ctx.paths.home, ".env")],
@@ -196,7 +188,7 @@ def launch(host: str | None = None, port: int | None = None, share: bool = False
     """Build and launch; the local LLM then loads in the background (see ``Preloader``; LLMCOMP_PRELOAD=0
     leaves it to load on first use)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    preloader = Preloader().arm() if os.environ.get("LLMCOMP_PRELOAD", "1") != "0" else None
+    preloader = Preloader().arm() if settings.preload() else None
     demo = build_app(preloader=preloader)
     demo.queue(default_concurrency_limit=2)
     demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))

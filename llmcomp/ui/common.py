@@ -1,4 +1,5 @@
-"""What every tab shares: the app context (paths, cache, jobs, budget), message boxes, owner ids."""
+"""What every tab shares: the app context (paths, cache, jobs, budget), message boxes, owner ids,
+and which errors are shown to a person as they are."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from llmcomp.attention.budget import BudgetLimits, OwnerKeyBudget
+from llmcomp import settings
+from llmcomp.app.budget import OwnerKeyBudget
+from llmcomp.app.jobs import EXPECTED_ERRORS, JobManager, default_manager, one_line, owner_tag
+from llmcomp.app.keys import KeyPolicy
+from llmcomp.errors import LLMCompError
 from llmcomp.settings import DATA_DIR, Paths
 from llmcomp.text import Corpus, CorpusConfig, load_corpus
-from llmcomp.training.jobs import JobManager, default_manager, owner_tag
 from llmcomp.ui.state import Session
 
 if TYPE_CHECKING:
@@ -27,17 +31,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmcomp.ui")
 
 DEFAULT_CORPUS = "example.txt"
+#: exceptions whose message is fit to show a person as it is (one line, no secrets); the library's
+#: own errors (a local model that cannot load, an aborted scoring run, ...) are all LLMCompErrors
+USER_ERRORS = EXPECTED_ERRORS
 
 
-def _env_bytes(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    units = {"kb": 1_000, "mb": 1_000_000, "gb": 1_000_000_000, "b": 1}
-    for unit, mult in units.items():
-        if raw.endswith(unit):
-            return int(float(raw[: -len(unit)]) * mult)
-    return int(raw)
+class UserError(LLMCompError, ValueError):
+    """Something a person asked for that cannot be done, with a one-line reason."""
 
 
 @dataclass
@@ -58,15 +58,19 @@ class AppContext:
     @classmethod
     def create(cls, paths: Paths | None = None, jobs: JobManager | None = None) -> AppContext:
         paths = paths or Paths.from_env()
-        max_upload = _env_bytes("LLMCOMP_MAX_UPLOAD", 5_000_000)
+        max_upload = settings.max_upload_bytes()
         return cls(
             browser_secret=_stable_secret(paths.home / "browser-id-secret"),
             paths=paths,
             corpus_config=CorpusConfig(max_bytes=max_upload),
             jobs=jobs or default_manager(),
-            budget=OwnerKeyBudget(BudgetLimits.from_env(), paths.home / "owner-key-usage.json"),
+            budget=OwnerKeyBudget(settings.budget_caps(), paths.home / "owner-key-usage.json"),
             max_upload_bytes=max_upload,
         )
+
+    def keys(self, session: Session) -> KeyPolicy:
+        """The key policy for this session's requests: its typed key, the owner's budget, its spending."""
+        return KeyPolicy(session.api_key, self.budget, session.owner_key_usage)
 
     def cache(self) -> AttentionCache:
         """The one attention cache of this process (opened on first use, shared by every session)."""
@@ -148,6 +152,20 @@ def note(text: str, kind: str = "info") -> str:
 
 def error(text: str) -> str:
     return note(text, "error")
+
+
+def failed(e: BaseException) -> str:
+    """A user error's message box (one line)."""
+    return error(one_line(e))
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 def progress_bar(done: int, total: int, label: str) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 from llmcomp.plots import val_curves_figure
 from llmcomp.training.run_summary import RunSummary, runs_table
 from llmcomp.ui.common import AppContext, log, note, owner_of
+from llmcomp.ui.runs import visible_runs
 from llmcomp.ui.state import Session
-from llmcomp.ui.train_tab import visible_runs
 
 SOURCE_COLUMNS = {
     "source": "source",

@@ -8,13 +8,11 @@ from typing import Any
 
 import gradio as gr
 
+from llmcomp.app.sources import build_source
 from llmcomp.plots import attention_heatmap
-from llmcomp.ui import sources
-from llmcomp.ui.attention_tab import charge_owner_key
-from llmcomp.ui.common import AppContext, error, note, owner_of
-from llmcomp.ui.sources import USER_ERRORS, one_line
+from llmcomp.ui.common import USER_ERRORS, AppContext, UserError, failed, note, owner_of
+from llmcomp.ui.runs import find_run, run_choices, visible_runs
 from llmcomp.ui.state import GenerationView, HeadView, Session
-from llmcomp.ui.train_tab import find_run, run_choices, visible_runs
 
 
 @dataclass
@@ -65,20 +63,18 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         from llmcomp.generation import GenerateConfig, Generator
         from llmcomp.training import load_checkpoint
 
-        owner = owner_of(state, request)
+        owner, keys = owner_of(state, request), ctx.keys(state)
         try:
             if not checkpoint:
                 runs = visible_runs(ctx, owner)
                 if not runs:
-                    raise sources.SourceFormError("no trained model yet: train one in the Train tab first")
+                    raise UserError("no trained model yet: train one in the Train tab first")
                 checkpoint = runs[-1].name
             run = find_run(ctx, owner, str(checkpoint))
             ck = load_checkpoint(run.checkpoint)
-            built = sources.build_from_spec(
-                ck.source_spec, state.api_key, ctx.cache(), ctx.budget, state.owner_key_usage
-            )
+            source = build_source(ck.source_spec, keys=keys, cache=ctx.cache())
             try:
-                generator = Generator(ck.model, ck.vocab, built.source)
+                generator = Generator(ck.model, ck.vocab, source)
                 gen = generator.generate(
                     str(prompt or ""),
                     GenerateConfig(
@@ -90,22 +86,20 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                     progress=lambda done, total: progress((done, total), desc="generating"),
                 )
             finally:
-                charge_owner_key(ctx, built, built.source, state)
-                built.source.close()
+                keys.charge(source)
+                source.close()
             learned = generator.learned_attention(gen)
         except USER_ERRORS as e:
-            return gr.skip(), error(one_line(e)), gr.skip(), gr.skip()
+            return gr.skip(), failed(e), gr.skip(), gr.skip()
         words, n_prompt = gen.all_words, len(gen.prompt_words)
         views: dict[str, HeadView] = {}
         for h in range(gen.attention.shape[0]):
-            views[f"supplied head {h} ({built.source.kind})"] = HeadView(gen.attention[h], words, n_prompt)
+            views[f"supplied head {h} ({source.kind})"] = HeadView(gen.attention[h], words, n_prompt)
         if learned is not None:
             for h in range(learned.shape[0]):
                 views[f"learned head {h} (last layer)"] = HeadView(learned[h], ["<s>", *words], n_prompt + 1)
         state.generation = GenerationView(gen.text, views)
-        msgs = [
-            f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {built.source.describe()}"
-        ]
+        msgs = [f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {source.describe()}"]
         kind = "ok"
         if gen.unknown:
             msgs.append(f"unknown word(s) read as <unk>: {', '.join(sorted(set(gen.unknown)))}")

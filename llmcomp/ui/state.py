@@ -9,37 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from llmcomp.attention.budget import Usage
+from llmcomp.app.attention_view import Scored
+from llmcomp.app.budget import Usage
+from llmcomp.app.sources import SourceSettings
 from llmcomp.text import Corpus
 
 if TYPE_CHECKING:
     import torch
-
-    from llmcomp.attention.base import ScoreStats
-
-
-@dataclass
-class SourceSettings:
-    """What the Attention tab's form says about the source (no secrets)."""
-
-    kind: str = "local"
-    n_heads: int = 1  # local: output heads; baselines: heads; learned: learned heads
-    layers: str = "all"  # local only
-    base_url: str = ""  # openai only; empty = the server's configured endpoint
-    model: str = ""  # openai only; empty = the server's configured model
-    mode: str = "sentence"  # openai only
-    relations: tuple[str, ...] = ("meaning",)  # openai only: one head per relation
-
-
-@dataclass
-class Scored:
-    """One scoring pass over (part of) the session's corpus."""
-
-    settings: SourceSettings
-    description: str
-    matrices: list[torch.Tensor | None]  # one per corpus sentence; None = not scored (yet) or failed
-    failures: dict[int, str]
-    stats: ScoreStats
 
 
 @dataclass

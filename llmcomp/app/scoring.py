@@ -1,0 +1,143 @@
+"""Scoring a corpus's attention the one way: estimate, check the budget, score, charge.
+
+The web app and the command line both call this: ``start_scoring`` runs the pass as a background
+``ScoringJob`` (snapshots with live counts, stop), ``score`` runs it in the caller's thread, and
+``check_budget`` is the estimate-and-check step alone, for work that scores as part of something
+bigger (a training run). Only a source that spends the server owner's key (``KeyPolicy``) is held
+to the budget and charged; any other source is free to score, whatever its own key costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmcomp.app.jobs import EXPECTED_ERRORS, Job, stats_dict
+from llmcomp.attention.registry import PAID
+
+if TYPE_CHECKING:
+    from llmcomp.app.keys import KeyPolicy
+    from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreResult
+
+Words = Sequence[str]
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What scoring some sentences with a source would cost, before anything is sent."""
+
+    kind: str
+    sentences: int
+    cached: int | None  # sentences already in the cache; None where the source keeps no cache
+    requests: int = 0  # first-attempt requests (paid sources)
+    tokens: int = 0  # approximate prompt + completion tokens (paid sources)
+    paid: bool = False
+    owner_key: bool = False  # the server owner's key would pay, so the budget applies
+    detail: str = ""  # the source's own estimate, one line (paid sources)
+    allowance: str = ""  # what the owner's key still allows (owner_key only)
+
+    @property
+    def to_score(self) -> int:
+        return self.sentences - (self.cached or 0)
+
+
+def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
+    """The cost of scoring ``sentences`` with ``source``: requests and tokens for a paid source
+    (after cache hits), cache hits for a cached one, nothing for one computed on the spot."""
+    owner = keys is not None and keys.uses_owner_key(source)
+    allowance = keys.describe() if owner and keys is not None else ""
+    if hasattr(source, "estimate"):
+        est = source.estimate(sentences)
+        tokens = est.prompt_tokens + est.completion_tokens
+        return CostEstimate(source.kind, est.sentences, est.cached, est.requests, tokens, source.kind in PAID, owner,
+                            str(est), allowance)  # fmt: skip
+    cached = None
+    if source.cache is not None:
+        cached = sum(1 for words in sentences if source.cache_key(list(words)) in source.cache)
+    return CostEstimate(source.kind, len(sentences), cached, paid=source.kind in PAID, owner_key=owner)
+
+
+def check_budget(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
+    """Estimate, then raise BudgetError if the owner's key would cross a cap; returns the estimate."""
+    est = estimate(source, sentences, keys)
+    if keys is not None:
+        keys.check(source, est.requests, est.tokens)
+    return est
+
+
+def score(
+    source: AttentionSource,
+    sentences: Sequence[Words],
+    keys: KeyPolicy | None = None,
+    progress: ProgressFn | None = None,
+) -> ScoreResult:
+    """Check the budget, score every sentence in this thread, charge what the owner's key spent."""
+    check_budget(source, sentences, keys)
+    try:
+        return source.score_many(sentences, progress=progress)
+    finally:
+        if keys is not None:
+            keys.charge(source)
+
+
+class ScoringJob(Job):
+    """One ``score_many`` pass in a worker thread. ``result`` holds the ScoreResult once finished;
+    the source is charged (owner's key) and, with ``close=True``, closed when the pass ends."""
+
+    kind = "scoring"
+
+    def __init__(
+        self,
+        source: AttentionSource,
+        sentences: Sequence[Words],
+        keys: KeyPolicy | None = None,
+        close: bool = True,
+        label: str = "",
+        owner: str | None = None,
+        on_finish: Callable[[ScoringJob], None] | None = None,
+    ):
+        super().__init__(owner, on_finish, label=label, scoring={"done": 0, "sentences": len(sentences)})
+        self.source, self.sentences, self.keys, self.close = source, [list(s) for s in sentences], keys, close
+        self.result: ScoreResult | None = None
+
+    def _run(self) -> dict[str, Any]:
+        try:
+            self.result = self.source.score_many(self.sentences, progress=self.on_scoring)
+        except EXPECTED_ERRORS as e:
+            stats = getattr(e, "stats", None)  # an aborted run says how far it got
+            if stats is not None:
+                self._update(scoring=stats_dict(stats))
+            raise
+        self._update(scoring=stats_dict(self.result.stats))
+        return {"status": "finished"}
+
+    def _finally(self) -> None:
+        try:
+            if self.keys is not None:
+                self.keys.charge(self.source)
+        finally:
+            if self.close:
+                self.source.close()
+
+
+def start_scoring(
+    source: AttentionSource,
+    sentences: Sequence[Words],
+    keys: KeyPolicy | None = None,
+    *,
+    close: bool = True,
+    label: str = "",
+    owner: str | None = None,
+) -> ScoringJob:
+    """Check the budget, then score in the background; raises (and closes the source, with
+    ``close=True``) when the budget refuses, before any request is sent."""
+    try:
+        check_budget(source, sentences, keys)
+    except BaseException:
+        if close:
+            source.close()
+        raise
+    job = ScoringJob(source, sentences, keys, close=close, label=label, owner=owner)
+    job.start("scoring")
+    return job
