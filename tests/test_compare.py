@@ -14,24 +14,16 @@ import pytest
 
 from llmcomp.attention import make_source
 from llmcomp.cli import build_parser
-from llmcomp.experiments.compare import (
-    CLI_DEFAULT_SOURCES,
-    RUN_COLUMNS,
-    TABLE_COLUMNS,
-    CompareConfig,
-    CompareError,
-    compare,
-    is_binding_corpus,
-    load_run,
-    parse_source,
-    resolve_sources,
-    summarize_runs,
-    summary_table,
-)
+from llmcomp.experiments import CompareConfig, CompareError, compare, load_run, summarize_runs
+from llmcomp.experiments.compare import is_binding_corpus, resolve_sources
+from llmcomp.experiments.labels import CLI_DEFAULT_SOURCES, parse_source
+from llmcomp.experiments.tables import RUN_COLUMNS, TABLE_COLUMNS, runs_frame, summary_table, summary_tables
 from llmcomp.model import GPTConfig
 from llmcomp.settings import DATA_DIR, EXAMPLE_CORPUS
 from llmcomp.text import Corpus, load_corpus
 from llmcomp.training import TrainConfig, Trainer
+from llmcomp.training.run_folder import CorpusInfo, read_record
+from llmcomp.training.run_summary import RunSummary, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["uniform", "previous", "learned"]
@@ -156,9 +148,9 @@ def test_seeds_reuse_one_scoring_pass_without_changing_the_result(done, small):
     result, out, events = done
     scoring_sources = {e["label"] for e in events if e["event"] == "scoring"}
     assert scoring_sources == set(SOURCES)
-    info = json.loads((out / "uniform-seed1" / "run.json").read_text())
-    assert info["attention"] == {} and info["attention_reused_from"] == "uniform-seed0"
-    assert json.loads((out / "uniform-seed0" / "run.json").read_text())["attention"]["scored"] == len(small.sentences)
+    info = read_record(out / "uniform-seed1")
+    assert info.attention == {} and info.reused_from == "uniform-seed0" and info.status == "finished"
+    assert read_record(out / "uniform-seed0").attention["scored"] == len(small.sentences)
     alone = Trainer(small, make_source("uniform"), MODEL, TrainConfig(**{**vars(TRAIN), "steps": 20, "seed": 1})).run()
     assert alone.final_val_loss == pytest.approx(_last_val(out / "uniform-seed1"), abs=1e-6)
 
@@ -223,3 +215,59 @@ def test_cli_compare_prints_the_table(tmp_path):
     assert any(ln.startswith("| uniform | 2 |") for ln in r.stdout.splitlines())
     assert any(ln.startswith("| previous | 2 |") for ln in r.stdout.splitlines())
     assert len(pd.read_csv(out / "runs.csv")) == 4
+
+
+def test_each_run_records_its_corpus_and_source(done, small):
+    result, out, _ = done
+    for source in SOURCES:
+        rec = read_record(out / f"{source}-seed0")
+        assert rec.label == source and rec.status == "finished" and rec.finished_at >= rec.started_at
+        assert rec.corpus.sha256 == small.sha256 and rec.corpus.sentences == len(small.sentences)
+        assert rec.source["spec"]["kind"] == source
+    assert json.loads((out / "compare.json").read_text())["corpus_sha256"] == small.sha256
+    assert set(pd.read_csv(out / "runs.csv")["corpus_key"]) == {result.runs[0].corpus_key}
+
+
+def test_a_run_that_cannot_train_is_recorded_as_failed(small, tmp_path):
+    label = "learned:learned_heads=0"  # a model with no attention head at all
+    config = CompareConfig(sources=[label], seeds=[0], steps=2, model=MODEL, train=TRAIN, out=tmp_path / "cmp")
+    result = compare(small, config)
+    assert "at least one attention head" in result.failures[label]
+    rec = read_record(tmp_path / "cmp" / "learned-learned_heads0-seed0")
+    assert rec.status == "failed" and "at least one attention head" in rec.error and rec.finished_at
+
+
+def test_runs_of_another_corpus_are_never_ranked_with_these(done, small, tmp_path):
+    """Same corpus name, other sentences: the table refuses to rank them together and groups them instead."""
+    _, out, _ = done
+    other = Corpus(small.sentences[:70], name=small.name, config=small.config)
+    config = CompareConfig(sources=["uniform"], seeds=[0], steps=5, model=MODEL, train=TRAIN, out=tmp_path / "other")
+    compare(other, config)
+    runs = summarize_runs([out, tmp_path / "other"])
+    assert len(runs) == len(SOURCES) * len(SEEDS) + 1
+    with pytest.raises(CompareError, match=r"2 different corpora or splits \(example-80 \[\w{8}\], example-80 \["):
+        summary_table(runs)
+    tables = summary_tables(runs, order=SOURCES)
+    mine, theirs = tables[CorpusInfo.of(small).key], tables[CorpusInfo.of(other).key]
+    assert len(tables) == 2 and mine["source"].tolist() == SOURCES and theirs["source"].tolist() == ["uniform"]
+    assert mine["seeds"].tolist() == [len(SEEDS)] * len(SOURCES) and theirs["seeds"].tolist() == [1]
+
+
+def _summary(corpus: CorpusInfo | None, seed: int, loss: float) -> RunSummary:
+    metrics = [{"step": 5, "val_loss": loss}]
+    return summarise(metrics, name=f"u{seed}", path=Path("."), kind="uniform", label="uniform", source="uniform",
+                     seed=seed, steps=5, total_steps=5, attention={}, corpus=corpus)  # fmt: skip
+
+
+def test_another_split_or_an_unrecorded_corpus_is_not_ranked_with_a_known_one():
+    a = CorpusInfo("c", "ab" * 32, 80, split_seed=1234, val_fraction=0.1)
+    resplit = CorpusInfo(
+        "c", "ab" * 32, 80, split_seed=1234, val_fraction=0.2
+    )  # the same sentences, held out otherwise
+    same = CorpusInfo("renamed", "ab" * 32, 80, split_seed=1234, val_fraction=0.1)
+    assert summary_table(runs_frame([_summary(a, 0, 4.0), _summary(same, 1, 5.0)]))["seeds"].tolist() == [2]
+    for other in (resplit, None):
+        with pytest.raises(CompareError, match="2 different corpora or splits"):
+            summary_table(runs_frame([_summary(a, 0, 4.0), _summary(other, 1, 5.0)]))
+    # old runs, none of which recorded a content hash, are still tabulated (as before corpora were hashed)
+    assert summary_table(runs_frame([_summary(None, 0, 4.0), _summary(None, 1, 5.0)]))["seeds"].tolist() == [2]

@@ -1,12 +1,11 @@
-"""Experiments built on the library: the attention-source comparison (``llmcomp compare``)."""
+"""Experiments built on the library: the attention-source comparison (``llmcomp compare``).
 
-from llmcomp.experiments.compare import (
-    CompareConfig,
-    CompareError,
-    CompareResult,
-    compare,
-    load_run,
-    summarize_runs,
-)
+``compare`` runs it, ``tables`` computes its tables (one corpus per table), ``report`` writes its
+files, ``labels`` reads source labels against the catalogue, ``compare_cli`` is its command line.
+Names are imported on first use (lazy_loader; the list is in ``__init__.pyi``), so ``labels`` and
+``tables`` can be imported without torch.
+"""
 
-__all__ = ["CompareConfig", "CompareError", "CompareResult", "compare", "load_run", "summarize_runs"]
+import lazy_loader as lazy
+
+__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)

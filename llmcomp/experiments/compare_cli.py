@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcomp.attention import ScoreStats
-from llmcomp.experiments.compare import (
-    CLI_DEFAULT_SOURCES,
-    CompareConfig,
-    compare,
-    is_binding_corpus,
-    resolve_sources,
-)
+from llmcomp.experiments.compare import CompareConfig, compare, is_binding_corpus, resolve_sources
+from llmcomp.experiments.labels import CLI_DEFAULT_SOURCES
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 
 

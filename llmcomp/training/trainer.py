@@ -7,7 +7,6 @@ same batches as a run that never stopped, and ends on the same loss.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -32,6 +31,7 @@ from llmcomp.training.checkpoint import (
 )
 from llmcomp.training.config import TrainConfig, TrainConfigError  # noqa: F401 - re-exported: its old home
 from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data
+from llmcomp.training.run_folder import append_metric, checkpoint_dir
 from llmcomp.training.state import new_model, new_optimizer, resumable_checkpoint
 
 # ``evaluate`` lives in llmcomp.training.data; validation calls it through this module's name for it.
@@ -117,13 +117,13 @@ class Trainer:
         """Train on examples prepared for this corpus, source and focus (by this trainer or another)."""
         if prepared.key != data_key(self.corpus, self.source) or prepared.focus is not self.focus:
             raise TrainingError("prepared examples come from another corpus, split, source or focus; prepare anew")
+        self.prepared = prepared  # kept even when unusable: its stats and failures say why
         if not prepared.usable:
             first = next(iter(prepared.failures.values()), "no sentences")
             raise TrainingError(
                 f"attention could not be obtained for enough sentences to train ({len(prepared.failures)} "
                 f"failed; first: {first}); choose a fallback baseline or fix the source"
             )
-        self.prepared = prepared
 
     @property
     def train_examples(self) -> list[Example]:
@@ -144,9 +144,7 @@ class Trainer:
     def _emit(self, record: dict[str, Any], on_metric: MetricFn | None) -> None:
         self.metrics.append(record)
         if self.run_dir:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metric(self.run_dir, record)
         if on_metric:
             on_metric(record)
 
@@ -247,7 +245,7 @@ class Trainer:
         )
 
     def save(self, folder: str | Path | None = None) -> Path | None:
-        folder = folder or (self.run_dir / "checkpoint" if self.run_dir else None)
+        folder = folder or (checkpoint_dir(self.run_dir) if self.run_dir else None)
         return save_checkpoint(self.checkpoint(), folder) if folder else None
 
 

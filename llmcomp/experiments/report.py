@@ -1,0 +1,72 @@
+"""A comparison's files: runs.csv, table.csv, table.md, curves.html (+ curves.png) and compare.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from llmcomp.experiments.tables import runs_frame
+from llmcomp.plots.curves import source_curves_figure
+from llmcomp.text.corpus import Corpus
+
+if TYPE_CHECKING:
+    from llmcomp.experiments.compare import CompareConfig, CompareResult
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) -> dict[str, Path]:
+    """runs.csv, table.csv, table.md, curves.html (+ curves.png with kaleido) and compare.json."""
+    out = result.out
+    assert out is not None
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / name for name in ("runs.csv", "table.csv", "table.md", "curves.html", "compare.json")}
+    runs_frame(result.runs).to_csv(files["runs.csv"], index=False)
+    result.table.to_csv(files["table.csv"], index=False)
+    header = (
+        f"Corpus {corpus.name}: {len(corpus.train_idx)} train / {len(corpus.val_idx)} validation sentences; "
+        f"{config.steps} steps, seeds {', '.join(map(str, config.seeds))}; final validation loss in nats per word"
+        + ("; focus loss on the decided positions" if result.focus else "")
+        + ".\n\n"
+    )
+    files["table.md"].write_text(header + result.markdown + "\n", encoding="utf-8")
+    fig = source_curves_figure(result.runs, title=f"{corpus.name}: validation loss by attention source")
+    fig.write_html(files["curves.html"], include_plotlyjs=True)
+    try:  # a PNG only when kaleido is already installed; it is not a dependency
+        import kaleido  # noqa: F401
+
+        fig.write_image(out / "curves.png")
+        files["curves.png"] = out / "curves.png"
+    except Exception:
+        pass
+    record = {
+        "corpus": corpus.name,
+        "corpus_sha256": corpus.sha256,
+        "sentences": len(corpus.sentences),
+        "train_sentences": len(corpus.train_idx),
+        "val_sentences": len(corpus.val_idx),
+        "split_seed": corpus.config.seed,
+        "sources": result.sources,
+        "seeds": list(config.seeds),
+        "steps": config.steps,
+        "focus": result.focus,
+        "model": {k: v for k, v in config.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
+        "train": asdict(config.train),
+        "failures": result.failures,
+        "notes": result.notes,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(sys.argv),
+    }
+    files["compare.json"].write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    return files
