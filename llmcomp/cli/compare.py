@@ -1,51 +1,89 @@
-"""``llmcomp compare`` on the command line: arguments to a CompareConfig, progress bars, the printed table."""
+"""``llmcomp compare``: the arguments, a CompareConfig from them, progress bars, the printed table.
+
+Model and training defaults are CompareConfig's (read when the command runs, so ``--help`` does not
+load torch): a flag left out keeps them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmcomp.attention import ScoreStats
-from llmcomp.experiments.compare import CompareConfig, compare, is_binding_corpus, resolve_sources
-from llmcomp.experiments.labels import CLI_DEFAULT_SOURCES
-from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
+from llmcomp.attention.registry import BASELINES
+from llmcomp.cli.common import add_corpus_args
+from llmcomp.text.corpus import CorpusConfig
+
+if TYPE_CHECKING:
+    from llmcomp.attention.base import ScoreStats
+    from llmcomp.experiments.compare import CompareConfig
+
+#: the declared ``--sources`` default; compare reads it as "auto" (experiments.labels.CLI_DEFAULT_SOURCES)
+CLI_DEFAULT_SOURCES = ",".join((*BASELINES, "local"))
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("compare", help="train the same model with each attention source and tabulate")
+    add_corpus_args(p)
+    p.add_argument("--sources", default=CLI_DEFAULT_SOURCES, help="comma-separated labels, or auto (the default)")
+    p.add_argument("--seeds", type=int, help="seeds per source (default: CompareConfig's, 3)")
+    p.add_argument("--steps", type=int, help="steps per run (default: CompareConfig's, 300)")
+    p.add_argument("--out", help="folder for the runs, table and plot (default: a new folder under $LLMCOMP_RUNS)")
+    g = p.add_argument_group("model and training (shared by every source; defaults: CompareConfig)")
+    g.add_argument("--n-layer", type=int)
+    g.add_argument("--n-embd", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--eval-every", type=int)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--max-sentences", type=int, help="use only the first N sentences of the corpus")
+    g.add_argument("--focus", choices=["auto", "on", "off"], default="auto", help="loss on decided positions")
+    g.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")
+    g.add_argument("--cache", help="attention cache for local/openai (default: $LLMCOMP_CACHE)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the attention cache")
+    p.set_defaults(func=run_cli)
+
+
+def _given(args: Any, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
 
 
 def config_from_args(args: Any) -> CompareConfig:
-    """A CompareConfig from ``llmcomp compare`` arguments (missing ones take the defaults)."""
+    """A CompareConfig from ``llmcomp compare`` arguments (missing ones take CompareConfig's defaults)."""
+    from llmcomp.experiments.compare import CompareConfig
     from llmcomp.settings import Paths
 
     base = CompareConfig()
     raw = getattr(args, "sources", None)
     # the declared default means the automatic list (plus oracle on the binding corpus, openai if configured)
     sources = None if raw is None or raw == CLI_DEFAULT_SOURCES else [s for s in raw.split(",") if s.strip()]
-    seeds = getattr(args, "seeds", None) or 3
+    seeds = _given(args, "seeds", len(base.seeds))
     model = replace(
         base.model,
-        n_layer=getattr(args, "n_layer", None) or base.model.n_layer,
-        n_embd=getattr(args, "n_embd", None) or base.model.n_embd,
-        dropout=base.model.dropout if getattr(args, "dropout", None) is None else args.dropout,
+        n_layer=_given(args, "n_layer", base.model.n_layer),
+        n_embd=_given(args, "n_embd", base.model.n_embd),
+        dropout=_given(args, "dropout", base.model.dropout),
     )
     train = replace(
         base.train,
-        batch_size=getattr(args, "batch_size", None) or base.train.batch_size,
-        lr=getattr(args, "lr", None) or base.train.lr,
-        eval_every=getattr(args, "eval_every", None) or base.train.eval_every,
+        batch_size=_given(args, "batch_size", base.train.batch_size),
+        lr=_given(args, "lr", base.train.lr),
+        eval_every=_given(args, "eval_every", base.train.eval_every),
     )
     corpus = CorpusConfig(
-        split=getattr(args, "split", "auto"),
-        max_words=getattr(args, "max_words", 64),
-        val_fraction=getattr(args, "val_fraction", 0.1),
+        split=_given(args, "split", CorpusConfig.split),
+        max_words=_given(args, "max_words", CorpusConfig.max_words),
+        val_fraction=_given(args, "val_fraction", CorpusConfig.val_fraction),
     )
     focus = {"auto": None, "on": True, "off": False}[getattr(args, "focus", None) or "auto"]
     cache = None if getattr(args, "no_cache", False) else Path(getattr(args, "cache", None) or Paths.from_env().cache)
     return CompareConfig(
         sources=sources,
         seeds=list(range(seeds)),
-        steps=getattr(args, "steps", None) or base.steps,
+        steps=_given(args, "steps", base.steps),
         model=model,
         train=train,
         corpus=corpus,
@@ -103,21 +141,24 @@ class _Bars:
         self.training.close()
 
 
-def run_cli(args: Any) -> int:
+def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
+    from llmcomp.experiments.compare import compare, is_binding_corpus, resolve_sources
     from llmcomp.settings import Paths
+    from llmcomp.text.corpus import Corpus, load_corpus
+    from llmcomp.training.run_folder import new_run_dir
 
     config = config_from_args(args)
     corpus = load_corpus(args.corpus, config.corpus)
     if config.max_sentences:
         corpus = Corpus(corpus.sentences[: config.max_sentences], name=corpus.name, config=corpus.config)
         config = replace(config, max_sentences=None)
-    default_out = Paths.from_env().runs / f"compare-{Path(corpus.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config.out = Path(args.out) if getattr(args, "out", None) else default_out
     labels, notes = resolve_sources(config.sources, corpus)
     config.sources = labels
     for note in notes:
         print(note, file=sys.stderr)
+    out = getattr(args, "out", None)
+    config.out = Path(out) if out else new_run_dir(Paths.from_env().runs, f"compare-{Path(corpus.name).stem}")
     focus = is_binding_corpus(corpus) if config.focus is None else config.focus
     print(
         f"comparing {', '.join(labels)} on {corpus.name} ({len(corpus.train_idx)} train / {len(corpus.val_idx)} val "

@@ -1,0 +1,37 @@
+"""The llmcomp command line: train, generate, score, cache, compare, app.
+
+Every command prints one-line errors (no traceback) for problems a person can fix, and shows a
+progress bar for long work. Each command group is a module here (``train``, ``generate``,
+``score``, ``compare``, ``web``); they call the application layer (``llmcomp.app``) and read their
+defaults from the config dataclasses. Building the parser imports no torch, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from llmcomp.cli import compare, generate, score, train, web
+from llmcomp.errors import LLMCompError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmcomp", description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train.add_parser(sub)
+    generate.add_parser(sub)
+    score.add_parsers(sub)
+    compare.add_parser(sub)
+    web.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LLMCompError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,62 @@
+"""``llmcomp generate``: text from a checkpoint, once or one prompt per input line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by train (or its run folder)")
+    p.add_argument("--prompt", default="", help="words to start from")
+    p.add_argument("--interactive", "-i", action="store_true", help="read prompts from standard input")
+    # None: GenerateConfig's default (read when generating, so --help does not load torch)
+    p.add_argument("--max-words", type=int, help="longest generation in words (default: GenerateConfig's, 30)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: GenerateConfig's, 0.8)")
+    p.add_argument(
+        "--top-k", type=int, help="sample among the k likeliest words; 0: all (default: GenerateConfig's, 20)"
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--show-attention", action="store_true", help="also print the attention matrix as JSON")
+    p.add_argument("--base-url", help="openai checkpoints: server URL to score with")
+    p.add_argument("--model", dest="llm_model", help="openai checkpoints: model to score with")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmcomp.generation import GenerateConfig, GenerationError, Generator
+    from llmcomp.training.run_folder import checkpoint_dir
+
+    path = Path(args.checkpoint)
+    if not (path / "checkpoint.json").is_file() and (checkpoint_dir(path) / "checkpoint.json").is_file():
+        path = checkpoint_dir(path)  # a run folder: its checkpoint
+    overrides = {k: v for k, v in {"base_url": args.base_url, "model": args.llm_model}.items() if v}
+    gen = Generator.from_checkpoint(path, **overrides)
+    given = {"max_words": args.max_words, "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
+    cfg = GenerateConfig(**{k: v for k, v in given.items() if v is not None})
+
+    def one(prompt: str) -> None:
+        g = gen.generate(prompt, cfg)
+        if g.unknown:
+            print(f"(unknown words read as <unk>: {', '.join(g.unknown)})", file=sys.stderr)
+        print(g.text)
+        if args.show_attention:
+            print(json.dumps({"words": g.all_words, "attention": g.attention.tolist()}))
+
+    if not args.interactive:
+        one(args.prompt or "")
+        return 0
+    print("type a prompt and press enter; an empty line or Ctrl-D quits", file=sys.stderr)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        try:
+            one(line)
+        except GenerationError as e:
+            print(f"error: {e}", file=sys.stderr)
+    return 0

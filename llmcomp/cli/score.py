@@ -1,0 +1,89 @@
+"""``llmcomp score`` (fill the attention cache, with a cost estimate) and ``llmcomp cache``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from llmcomp.cli.common import ScoringBar, add_corpus_args, add_source_args, load_cli_corpus, make_cli_source
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("score", help="score a corpus's attention into the cache (with a cost estimate)")
+    add_corpus_args(p)
+    add_source_args(p, default="local")
+    p.add_argument("--dry-run", action="store_true", help="estimate requests and tokens; send nothing")
+    p.add_argument("--out", help="also write the matrices as JSON lines")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("cache", help="inspect, export or import the attention cache")
+    p.add_argument("action", choices=["stats", "export", "import"])
+    p.add_argument("file", nargs="?", help="JSONL file to export to or import from")
+    p.add_argument("--cache", help="cache file (default: $LLMCOMP_CACHE or .llmcomp/attention-cache.sqlite)")
+    p.set_defaults(func=cmd_cache)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from llmcomp.app.scoring import score
+
+    corpus = load_cli_corpus(args)
+    source = make_cli_source(args)
+    try:
+        if hasattr(source, "estimate_all") and args.dry_run:
+            for estimate in source.estimate_all(corpus.sentences).values():
+                print(f"estimate: {estimate}")
+            return 0
+        if hasattr(source, "estimate"):
+            print(f"estimate: {source.estimate(corpus.sentences)}")
+        elif args.dry_run:
+            print(f"{source.kind} is computed locally: no requests, no tokens")
+            return 0
+        bar = ScoringBar(len(corpus.sentences))
+        start = time.perf_counter()
+        try:
+            result = score(source, corpus.sentences, progress=bar)
+        finally:
+            bar.close()
+        s, wall = result.stats, time.perf_counter() - start
+        print(
+            f"{s.sentences} sentences in {wall:.1f}s: {s.scored} scored, {s.cached} cached, {s.failed} failed, "
+            f"{s.fallbacks} fallbacks; {s.requests} requests, {s.prompt_tokens} prompt + {s.completion_tokens} "
+            "completion tokens"
+        )
+        if source.cache is not None:
+            c = source.cache
+            print(f"cache: {c.path} ({len(c)} entries, hit rate {c.hit_rate:.0%})")
+        for i, reason in list(result.failures.items())[:10]:
+            print(f"failed #{i}: {reason}", file=sys.stderr)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                for words, m in zip(corpus.sentences, result.matrices, strict=True):
+                    f.write(json.dumps({"words": words, "attention": None if m is None else m.tolist()}) + "\n")
+            print(f"matrices written to {args.out}")
+        return 0 if not result.failures or args.fallback else 1
+    finally:
+        source.close()
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from llmcomp.attention import AttentionCache
+    from llmcomp.settings import Paths
+
+    if args.action in ("export", "import") and not args.file:
+        print(f"error: cache {args.action} needs a FILE argument", file=sys.stderr)
+        return 2
+    cache = AttentionCache(args.cache or Paths.from_env().cache)
+    try:
+        if args.action == "stats":
+            print(f"{cache.path}: {len(cache)} entries")
+        elif args.action == "export":
+            print(f"exported {cache.export_jsonl(args.file)} entries to {args.file}")
+        elif args.action == "import":
+            ok, bad = cache.import_jsonl(args.file)
+            print(f"imported {ok} entries into {cache.path}; rejected {bad} invalid line(s)")
+    finally:
+        cache.close()
+    return 0

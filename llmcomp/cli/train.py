@@ -1,0 +1,107 @@
+"""``llmcomp train``: one training run, through the application layer (``llmcomp.app.training``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from llmcomp.cli.common import ScoringBar, add_corpus_args, add_source_args, load_cli_corpus, make_cli_source
+from llmcomp.model.config import GPTConfig
+from llmcomp.training.config import TrainConfig
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model with a chosen attention source")
+    add_corpus_args(p)
+    add_source_args(p, default=None)
+    g = p.add_argument_group("model and training (defaults: GPTConfig and TrainConfig)")
+    g.add_argument("--steps", type=int, default=TrainConfig.steps, help="default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")
+    g.add_argument("--lr", type=float, default=TrainConfig.lr, help="default: %(default)s")
+    g.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="default: %(default)s")
+    g.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, help="0: only at the end")
+    g.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
+    g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer, help="default: %(default)s")
+    g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd, help="default: %(default)s")
+    g.add_argument(
+        "--learned-heads", type=int, default=GPTConfig.n_learned_heads, help="learned heads beside the supplied ones"
+    )
+    g.add_argument("--dropout", type=float, default=GPTConfig.dropout, help="default: %(default)s")
+    g = p.add_argument_group("run folder")
+    g.add_argument("--run-dir", help="output folder (default: a new folder under $LLMCOMP_RUNS)")
+    g.add_argument(
+        "--resume",
+        help="run folder or checkpoint folder to continue, in that run's folder (same corpus; the source is "
+        "rebuilt from the checkpoint unless --attention is given)",
+    )
+    g.add_argument("--stop-at", type=int, help="stop at this step (resume later to reach --steps)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from llmcomp.app.training import TrainRequest, resume_point, start_training
+
+    corpus = load_cli_corpus(args)
+    if args.resume and args.attention is None:
+        source = make_cli_source(args, spec=resume_point(args.resume).source_spec)
+    else:
+        args.attention = args.attention or "uniform"
+        source = make_cli_source(args)
+    try:
+        model_cfg = GPTConfig(
+            n_layer=args.n_layer, n_embd=args.n_embd, n_learned_heads=args.learned_heads, dropout=args.dropout
+        )
+        train_cfg = TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            eval_every=args.eval_every,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+        )
+        request = TrainRequest(corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume)
+        run = start_training(request)
+        trainer = run.trainer
+        stats = corpus.stats()
+        print(
+            f"corpus {corpus.name}: {stats.sentences} sentences ({len(corpus.train_idx)} train, "
+            f"{len(corpus.val_idx)} val), vocab {len(trainer.vocab)}; attention: {source.describe()}; "
+            f"model: {trainer.model.num_params():,} parameters; run: {run.run_dir}"
+        )
+        bar = ScoringBar(len(corpus.sentences))
+        end = min(args.stop_at or train_cfg.steps, train_cfg.steps)
+        steps: list[Any] = []
+        last_val: list[float] = []
+
+        def scored() -> None:
+            bar.close()
+            if trainer.failed_sentences:
+                n = len(trainer.failed_sentences)
+                print(f"warning: {n} sentence(s) had no attention and are left out", file=sys.stderr)
+            steps.append(tqdm(total=end, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True))
+
+        def on_metric(m: dict[str, Any]) -> None:
+            steps[0].n = m["step"]
+            if "val_loss" in m:
+                last_val.append(m["val_loss"])
+            post = {"loss": f"{m['train_loss']:.3f}", "tok/s": f"{m['tokens_per_s']:.0f}"}
+            if last_val:
+                post["val"] = f"{last_val[-1]:.3f}"
+            steps[0].set_postfix(post, refresh=False)
+            steps[0].refresh()
+
+        try:
+            result = run.run(on_metric=on_metric, on_scoring=bar, stop_at=args.stop_at, after_prepare=scored)
+        finally:
+            bar.close()
+            for s in steps:
+                s.close()
+    finally:
+        source.close()
+    val = result.final_val_loss
+    print(f"step {result.step}: val loss {val:.4f}" if val is not None else f"step {result.step}")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
