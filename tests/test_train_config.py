@@ -56,3 +56,14 @@ def test_log_and_eval_intervals_follow_the_run():
 def test_model_defaults_agree():
     """One dropout default: GPTConfig's (the CLI and the app used to say 0.1 beside its 0.0)."""
     assert GPTConfig().dropout == 0.0 and TrainConfig().steps == 600
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"n_layer": 0}, "n_layer must be"), ({"n_embd": -4}, "n_embd"), ({"dropout": 1.0}, "dropout"),
+     ({"n_learned_heads": 1.5}, "n_learned_heads")],
+)  # fmt: skip
+def test_invalid_model_configs_are_one_line_errors(changes, message):
+    with pytest.raises(LLMCompError, match=message):
+        GPTConfig(**changes)
+    assert GPTConfig(n_layer=1, n_embd=16, dropout=0.1).n_head == 1

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from llmcomp.errors import LLMCompError
+
+
+class ModelConfigError(LLMCompError, ValueError):
+    """A model configuration that cannot be built, with a one-line reason naming the value."""
+
 
 @dataclass
 class GPTConfig:
+    """The model's size. An invalid value raises ModelConfigError when the config is made."""
+
     vocab_size: int = 0  # set from the vocabulary
     block_size: int = 66  # longest sequence, <s> included
     n_layer: int = 2
@@ -14,6 +22,16 @@ class GPTConfig:
     n_external_heads: int = 1  # set from the attention source
     n_learned_heads: int = 0
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        minimum = {"vocab_size": 0, "block_size": 1, "n_layer": 1, "n_embd": 1, "n_external_heads": 0,
+                   "n_learned_heads": 0}  # fmt: skip
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ModelConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
+        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ModelConfigError(f"dropout must be at least 0 and below 1, got {self.dropout!r}")
 
     @property
     def n_head(self) -> int:
