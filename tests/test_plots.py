@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmcomp.app.jobs import owner_tag
 from llmcomp.attention import make_source
 from llmcomp.attention.registry import describe_spec
 from llmcomp.model import GPTConfig
@@ -31,7 +32,6 @@ from llmcomp.plots import (
 from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 from llmcomp.training import TrainConfig, Trainer
-from llmcomp.training.jobs import owner_tag
 from llmcomp.training.run_summary import list_runs, read_run, runs_table, summarise
 
 WORDS = ["the", "cat", "saw", "the", "dog", "."]
