@@ -62,7 +62,7 @@ def matrix_for(
     if settings.kind in PAID:
         raise NotScoredError(
             f"sentence {idx} has not been scored with the OpenAI-compatible source; score the corpus first "
-            "(or raise 'Sentences to score' to include it)"
+            "(or more of its sentences, to include this one)"
         )
     source = build_source(settings.description(), keys=keys, cache=cache)
     try:
