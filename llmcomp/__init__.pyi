@@ -1,3 +1,4 @@
+from .app.sources import build_source as build_source
 from .attention import (
     AttentionCache as AttentionCache,
 )
@@ -7,7 +8,6 @@ from .attention import (
 from .attention import (
     make_source as make_source,
 )
-from .app.sources import build_source as build_source
 from .errors import LLMCompError as LLMCompError
 from .generation import (
     GenerateConfig as GenerateConfig,

@@ -1,7 +1,7 @@
 """Experiments built on the library: the attention-source comparison (``llmcomp compare``).
 
 ``compare`` runs it, ``tables`` computes its tables (one corpus per table), ``report`` writes its
-files, ``labels`` reads source labels against the catalogue, ``compare_cli`` is its command line.
+files, ``labels`` reads source labels against the catalogue; its command line is ``llmcomp.cli.compare``.
 Names are imported on first use (lazy_loader; the list is in ``__init__.pyi``), so ``labels`` and
 ``tables`` can be imported without torch.
 """

@@ -62,9 +62,10 @@ class CompareConfig:
 
     sources: list[str] | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    # Small on purpose: 3 seeds x 7-8 sources must finish in minutes on a shared 2-core CPU.
+    # Small on purpose: 3 seeds x 7-8 sources must finish in minutes on a shared 2-core CPU (one layer,
+    # half the steps, batch 32); everything else, dropout included, is GPTConfig's and TrainConfig's.
     steps: int = 300
-    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=1, n_embd=64, dropout=0.1))
+    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=1))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, lr=3e-3, eval_every=50))
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # used when ``compare`` is given a path
     out: Path | None = None  # None: nothing is written
