@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from llmcomp.cli import compare, generate, score, train, web
-from llmcomp.errors import LLMCompError
+from llmcomp.errors import LLMCompError, one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LLMCompError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LLMCompError, OSError) as e:  # a message may quote a file name or a file's words: one safe line
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

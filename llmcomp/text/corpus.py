@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from llmcomp.errors import LLMCompError
+from llmcomp.errors import LLMCompError, one_line
 from llmcomp.text.tokenizer import split_sentences, tokenize
 from llmcomp.text.vocab import Vocab
 
@@ -29,6 +30,10 @@ class CorpusConfig:
     split: SplitMode = "auto"  # lines: a line may hold several sentences; paragraphs: join wrapped lines
     max_bytes: int = 5_000_000
     max_words: int = 64  # per sentence; longer ones are rejected, never silently cut
+    # 5 MB of `a b.` lines is a million sentences: training on them took minutes and gigabytes before one step.
+    # Real prose runs at about 80 bytes a sentence and 5 bytes a word, far inside these at max_bytes.
+    max_sentences: int = 200_000
+    max_total_words: int = 2_000_000
     min_sentences: int = 10
     val_fraction: float = 0.1
     seed: int = 1234  # seed of the held-out split
@@ -93,11 +98,27 @@ class Corpus:
         )
 
 
+#: byte-order marks of the encodings a "Unicode" save in some editors writes (longest first: UTF-32 LE starts
+#: like UTF-16 LE); such a file is full of NUL bytes, and calling it binary would send its owner astray
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+#: control characters a plain-text corpus may hold: tab, line ends, form feed (page breaks)
+_ALLOWED_CONTROLS = "\t\n\r\f"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
 def _decode(data: bytes, name: str, config: CorpusConfig) -> str:
     if len(data) > config.max_bytes:
         raise CorpusError(
             f"{name} is {len(data):,} bytes; the limit is {config.max_bytes:,} (raise max_bytes or use a smaller file)"
         )
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise CorpusError(f"{name} is {encoding} text: save it as UTF-8 (plain .txt) and load it again")
     if b"\x00" in data:
         raise CorpusError(f"{name} looks binary (it contains NUL bytes); give a plain UTF-8 .txt file")
     try:
@@ -106,10 +127,21 @@ def _decode(data: bytes, name: str, config: CorpusConfig) -> str:
         raise CorpusError(
             f"{name} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); re-save it as UTF-8 text"
         ) from None
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\n\r\t\f")
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in _ALLOWED_CONTROLS)
     if controls > max(8, len(text) // 100):
         raise CorpusError(f"{name} looks binary ({controls} control characters); give a plain UTF-8 .txt file")
     return text
+
+
+def _check_controls(text: str, name: str) -> None:
+    """Refuse ESC, BEL, BS and the like: they carry no words, and quoted back they act on a terminal."""
+    found = _CONTROL.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1  # as an editor counts lines
+        raise CorpusError(
+            f"{name} line {line} holds a control character ({one_line(found.group())}); remove it, "
+            "or re-save the file as plain text"
+        )
 
 
 def _chunks(text: str, mode: SplitMode) -> list[tuple[int, str]]:
@@ -134,38 +166,56 @@ def _chunks(text: str, mode: SplitMode) -> list[tuple[int, str]]:
 def parse_corpus(text: str | bytes, name: str = "corpus", config: CorpusConfig | None = None) -> Corpus:
     """Tokenise and validate corpus text; raises CorpusError with a one-line reason."""
     config = config or CorpusConfig()
+    shown = one_line(name, 200)  # a file's name is the uploader's text too: quoted safely, kept as it is
     if isinstance(text, bytes):
-        text = _decode(text, name, config)
+        text = _decode(text, shown, config)
     elif len(text.encode()) > config.max_bytes:
-        raise CorpusError(f"{name} is over the {config.max_bytes:,}-byte limit (raise max_bytes or use a smaller file)")
+        raise CorpusError(
+            f"{shown} is over the {config.max_bytes:,}-byte limit (raise max_bytes or use a smaller file)"
+        )
+    _check_controls(text, shown)
     sentences: list[list[str]] = []
+    words = 0
     for line_no, chunk in _chunks(text, config.split):
         for sentence in split_sentences(tokenize(chunk)):
             if len(sentence) > config.max_words:
                 raise CorpusError(
-                    f"{name} line {line_no} has a sentence of {len(sentence)} words; the limit is "
+                    f"{shown} line {line_no} has a sentence of {len(sentence)} words; the limit is "
                     f"{config.max_words} (split it, or raise max_words)"
                 )
             sentences.append(sentence)
+            words += len(sentence)
+            if len(sentences) > config.max_sentences:  # stop here: the rest would only cost time and memory
+                raise CorpusError(
+                    f"{shown} has more than {config.max_sentences:,} sentences (line {line_no}); the limit is "
+                    f"{config.max_sentences:,} (use a smaller file, or raise max_sentences)"
+                )
+            if words > config.max_total_words:
+                raise CorpusError(
+                    f"{shown} has more than {config.max_total_words:,} words (line {line_no}); the limit is "
+                    f"{config.max_total_words:,} (use a smaller file, or raise max_total_words)"
+                )
     if not sentences:
-        raise CorpusError(f"{name} is empty: it has no words; give UTF-8 text with one sentence per line")
+        raise CorpusError(f"{shown} is empty: it has no words; give UTF-8 text with one sentence per line")
     if len(sentences) < config.min_sentences:
         raise CorpusError(
-            f"{name} has {len(sentences)} sentences; at least {config.min_sentences} are needed to hold out "
+            f"{shown} has {len(sentences)} sentences; at least {config.min_sentences} are needed to hold out "
             "a validation set"
         )
     return Corpus(sentences=sentences, name=name, config=config)
 
 
 def load_corpus(path: str | Path, config: CorpusConfig | None = None) -> Corpus:
-    """Read a .txt corpus from disk (size-checked before it is read whole)."""
+    """Read a .txt corpus from disk (size-checked before it is read whole; never a FIFO or a device)."""
     path = Path(path)
     config = config or CorpusConfig()
+    if not path.exists():
+        raise CorpusError(f"no corpus file at {one_line(str(path))}")
     if not path.is_file():
-        raise CorpusError(f"no corpus file at {path}")
-    size = path.stat().st_size
+        raise CorpusError(f"{one_line(str(path))} is not a regular file; give a UTF-8 .txt file")
+    size, shown = path.stat().st_size, one_line(path.name, 200)
     if size > config.max_bytes:
         raise CorpusError(
-            f"{path.name} is {size:,} bytes; the limit is {config.max_bytes:,} (raise max_bytes or use a smaller file)"
+            f"{shown} is {size:,} bytes; the limit is {config.max_bytes:,} (raise max_bytes or use a smaller file)"
         )
     return parse_corpus(path.read_bytes(), name=path.name, config=config)
