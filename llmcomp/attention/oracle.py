@@ -4,7 +4,7 @@ It is the upper bound an external attention can reach on the binding-recall task
 (``llmcomp.text.binding``): at each decided position the row puts ``weight`` on the deciding
 word; every other row is uniform over the prefix. Uniform elsewhere, not the identity: an oracle
 that is the identity outside its pointer rows starves other positions of context and did worse
-than plain uniform overall (measured on the binding task; see docs/results.md).
+than plain uniform overall (measured on the binding task; docs/tasks.md).
 
 ``shift`` moves every pointer by that many positions (clamped to 0..i, so it never looks ahead).
 It exists to show that the advantage comes from pointing at the right word, not from the

@@ -1,7 +1,7 @@
 """Compare attention sources: the same model, split, steps and seeds for each, in one table.
 
 A claim that LLM-supplied attention helps means nothing without its baselines trained the same way:
-fixed, non-learned attention often comes close to learned attention (docs/results.md). ``compare`` trains one model per (source, seed)
+fixed, non-learned attention often comes close to learned attention (docs/sources.md). ``compare`` trains one model per (source, seed)
 on one corpus split, with the same model size, steps and batches, and tabulates the final
 validation loss across seeds (mean and spread), so a difference can be read against the noise.
 
