@@ -138,6 +138,12 @@ def preload() -> bool:
     return get("LLMCOMP_PRELOAD", "1") != "0"
 
 
+def allow_private_urls() -> bool:
+    """``LLMCOMP_ALLOW_PRIVATE_URLS=1``: the owner lets web visitors point the app at loopback, link-local
+    and private addresses (off by default: a visitor could otherwise reach the server's own network)."""
+    return (get("LLMCOMP_ALLOW_PRIVATE_URLS") or "0").lower() in ("1", "true", "yes")
+
+
 def server() -> Server:
     port = _int("LLMCOMP_PORT", 1) or _int("GRADIO_SERVER_PORT", 1)
     return Server(

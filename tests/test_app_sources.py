@@ -23,10 +23,12 @@ SENTENCES = [["the", "cat", "sat", "."], ["a", "dog", "ran", "."], ["my", "mothe
 
 @pytest.fixture
 def owner_env(monkeypatch, fake_openai):
-    """The server owner's key and endpoint (the fake server) in the environment."""
+    """The server owner's key and endpoint (the fake server) in the environment; visitors may name
+    other loopback servers (the owner allows private addresses: these tests use 127.0.0.1:9)."""
     monkeypatch.setenv("OPENAI_API_KEY", OWNER_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
     monkeypatch.setenv("LLMCOMP_OPENAI_MODEL", "fake-model")
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")
     return fake_openai
 
 
@@ -97,17 +99,25 @@ def test_the_owner_key_goes_only_to_the_owner_endpoint(owner_env, monkeypatch):
         SourceSettings(kind="openai", relations=()).description()
 
 
-def test_the_owner_key_carries_the_caps_left_and_charges_each_request_once(owner_env):
+def test_the_owner_key_spends_only_what_was_reserved_and_charges_each_request_once(owner_env):
     budget = OwnerKeyBudget(BudgetCaps(session_requests=5, daily_requests=100))
     keys = KeyPolicy(budget=budget)
     src = build_source({"kind": "openai", "max_requests": 50}, keys=keys)
     try:
-        assert src.config.max_requests == 5  # the tighter of the description's cap and the budget's
+        assert src.config.max_requests == 0  # nothing may be sent on the owner's key before a reservation
+        keys.reserve(src, requests=2, tokens=0)
+        assert src.config.max_requests == 5  # the estimate plus headroom, within the 5 left (and the 50 asked)
+        assert budget.remaining(keys.usage) == (0, None)  # held: nobody else can count on those 5
         assert not src.score_many(SENTENCES[:2]).failures
         assert keys.charge(src) == (2, src.usage.prompt_tokens + src.usage.completion_tokens)
         assert keys.charge(src) == (0, 0)  # charging again counts nothing twice
         assert budget.today().requests == keys.usage.requests == 2
-        src.score_many(SENTENCES[2:])
+        assert budget.remaining(keys.usage) == (3, None)  # the 3 reserved but not spent went back
+        assert src.config.max_requests == 2  # and the source may send nothing more without a new reservation
+        unreserved = src.score_many(SENTENCES[2:])
+        assert owner_env.requests == 2 and "budget exhausted" in unreserved.failures[0]
+        keys.reserve(src, requests=1, tokens=0)
+        assert not src.score_many(SENTENCES[2:]).failures
         assert keys.charge(src)[0] == 1 and budget.today().requests == 3
     finally:
         src.close()

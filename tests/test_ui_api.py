@@ -184,7 +184,8 @@ def test_uploads_good_and_bad_each_get_a_clear_message(app, tmp_path):
     assert "Sentence 0 of 11" in text
 
 
-def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, tmp_path):
+def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # the owner lets visitors use the fake server on 127.0.0.1
     key = "planted-visitor-secret-0123456789"
     c = client(app)
     lines = generate_binding_corpus(20, seed=2)
@@ -224,6 +225,7 @@ def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fa
     owner_key = "planted-owner-secret-abcdef987654"
     monkeypatch.setenv("OPENAI_API_KEY", owner_key)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the owner's endpoint is api.openai.com
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # and visitors may use the fake server on 127.0.0.1
     c = client(app)
     c.predict(
         handle_file(write(tmp_path, "owner.txt", "\n".join(generate_binding_corpus(15, seed=9)))),
@@ -441,3 +443,81 @@ def test_preloader_loads_the_local_model_once_after_its_delay(tmp_path):
         time.sleep(0.2)
     p.start()  # already started: nothing happens
     assert local_model_state(p) == "loaded"
+
+
+# --- issue 11: whose key goes where, what one visitor can learn or spend --------------------------------
+def test_a_new_client_does_not_reset_the_owner_key_allowance(app, fake_openai, monkeypatch):
+    """The session cap follows the visitor (here: the address), not the gradio session a client opens."""
+    from llmcomp.app.budget import OwnerKeyBudget
+
+    monkeypatch.setenv("OPENAI_API_KEY", "planted-owner-secret-allowance-1")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    old, app.ctx.budget = app.ctx.budget, OwnerKeyBudget(BudgetCaps(session_requests=4, daily_requests=100))
+    own = dict(kind="openai", base_url="", model="fake-model", relations=["meaning"])
+    try:
+        first = client(app)
+        first.predict("example.txt", api_name="/use_bundled_corpus")
+        progress, *_ = first.predict(max_sentences=3, **own, api_name="/score_corpus")
+        assert "done <b>3</b>" in progress and app.ctx.budget.today().requests == 3
+        second = client(app)  # a fresh Client: a fresh gradio session, the same visitor
+        refused = second.predict(max_sentences=6, **own, api_name="/estimate_cost")  # 3 cached, 3 to score
+        assert "needs about 3 requests" in refused and "key allows 1 more" in refused  # not a fresh 4
+        progress, *_ = second.predict(max_sentences=6, **own, api_name="/score_corpus")
+        assert "allows 1 more" in progress and app.ctx.budget.today().requests == 3
+    finally:
+        app.ctx.budget = old
+
+
+def test_visitors_cannot_reach_private_addresses_or_send_their_key_where_a_run_points(app, fake_openai, monkeypatch,
+                                                                                      tmp_path):  # fmt: skip
+    from llmcomp.cli import main
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMCOMP_ALLOW_PRIVATE_URLS"):
+        monkeypatch.delenv(var, raising=False)
+    c = client(app)
+    c.predict("example.txt", api_name="/use_bundled_corpus")
+    for url in (fake_openai.url, "http://169.254.169.254/latest/meta-data"):
+        src = dict(kind="openai", base_url=url, model="fake-model", relations=["meaning"])
+        est = c.predict(max_sentences=1, **src, api_name="/estimate_cost")
+        progress, *_ = c.predict(max_sentences=1, **src, api_name="/score_corpus")
+        for shown in (est, progress):
+            assert "llmc-error" in shown and "loopback, link-local or private address" in shown, shown
+    assert fake_openai.requests == 0
+
+    # a run made outside the app (listed for everyone) whose checkpoint names a capture server
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"the cat saw dog number {i} ." for i in range(30)), encoding="utf-8")
+    run = app.paths.runs / "made-by-cli"
+    tiny = ["--steps", "1", "--n-layer", "1", "--n-embd", "16", "--batch-size", "4", "--no-cache"]
+    assert main(["train", "--corpus", str(corpus), "--attention", "uniform", "--run-dir", str(run), *tiny]) == 0
+    meta = json.loads((run / "checkpoint" / "checkpoint.json").read_text())
+    meta["source_spec"] = {"kind": "openai", "base_url": fake_openai.url, "model": "fake-model", "heads": ["meaning"]}
+    (run / "checkpoint" / "checkpoint.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # so that only the key rule stands in the way
+    key = "planted-visitor-secret-for-a-capture-server"
+    c.predict(kind="openai", base_url="https://api.example.com/v1", api_key=key, api_name="/set_source")
+    _, notes, *_ = c.predict(checkpoint="made-by-cli", prompt="the cat", api_name="/generate")
+    assert f"this checkpoint was scored at {fake_openai.url}; enter {fake_openai.url} as the Base URL" in notes
+    assert "this checkpoint was scored at" in c.predict(
+        steps=3, resume="made-by-cli", **TINY, api_name="/start_training"
+    )
+    assert fake_openai.requests == 0 and not any(key in h for h in fake_openai.auth_headers)
+    shutil.rmtree(run)
+
+
+def test_on_a_public_app_estimates_do_not_tell_what_other_visitors_scored(app, fake_openai, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")
+    secret = "\n".join(f"the password of vault {i} is swordfish." for i in range(12))
+    src = dict(kind="openai", base_url=fake_openai.url, model="fake-model", api_key="sk-a", relations=["syntax"])
+    a, b = client(app), client(app)
+    a.predict(handle_file(write(tmp_path, "vault.txt", secret)), api_name="/upload_corpus")
+    progress, *_ = a.predict(max_sentences=2, **src, api_name="/score_corpus")
+    assert "done <b>2</b>" in progress
+    b.predict(handle_file(write(tmp_path, "guess.txt", secret)), api_name="/upload_corpus")  # b guesses the text
+    assert "0 of 2 sentences to score" in b.predict(max_sentences=2, **src, api_name="/estimate_cost")  # local: shown
+    app.ctx.expose("0.0.0.0", None)
+    try:
+        shown = b.predict(max_sentences=2, **src, api_name="/estimate_cost")
+        assert "2 of 2 sentences to score, 2 requests" in shown and "not shown on a public server" in shown
+    finally:
+        app.ctx.expose("127.0.0.1", None)

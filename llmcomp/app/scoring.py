@@ -2,14 +2,16 @@
 
 The web app and the command line both call this: ``start_scoring`` runs the pass as a background
 ``ScoringJob`` (snapshots with live counts, stop), ``score`` runs it in the caller's thread, and
-``check_budget`` is the estimate-and-check step alone, for work that scores as part of something
+``check_budget`` is the estimate-and-reserve step alone, for work that scores as part of something
 bigger (a training run). Only a source that spends the server owner's key (``KeyPolicy``) is held
-to the budget and charged; any other source is free to score, whatever its own key costs.
+to the budget: it reserves before it spends and is charged after; any other source is free to
+score, whatever its own key costs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,27 +44,51 @@ class CostEstimate:
         return self.sentences - (self.cached or 0)
 
 
+HIDDEN_NOTE = "cache hits are not shown on a public server, so this counts every sentence"
+
+
+@contextmanager
+def _cache_hidden(source: AttentionSource, hide: bool) -> Iterator[None]:
+    """Estimate as if the cache were empty: what it holds was scored by whoever came before."""
+    cache = source.cache
+    if hide:
+        source.cache = None
+    try:
+        yield
+    finally:
+        source.cache = cache
+
+
 def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
     """The cost of scoring ``sentences`` with ``source``: requests and tokens for a paid source
-    (after cache hits), cache hits for a cached one, nothing for one computed on the spot."""
+    (after cache hits), cache hits for a cached one, nothing for one computed on the spot.
+
+    With ``keys.hide_cache`` (a public server) the shared cache is not consulted: a hit would tell this
+    visitor that someone else scored that sentence, so the estimate counts every sentence and says so."""
     owner = keys is not None and keys.uses_owner_key(source)
+    hide = keys is not None and keys.hide_cache
     allowance = keys.describe() if owner and keys is not None else ""
     if hasattr(source, "estimate"):
-        est = source.estimate(sentences)
+        with _cache_hidden(source, hide):
+            est = source.estimate(sentences)
         tokens = est.prompt_tokens + est.completion_tokens
-        return CostEstimate(source.kind, est.sentences, est.cached, est.requests, tokens, source.kind in PAID, owner,
-                            str(est), allowance)  # fmt: skip
+        detail = f"{est}; {HIDDEN_NOTE}" if hide else str(est)
+        return CostEstimate(source.kind, est.sentences, None if hide else est.cached, est.requests, tokens,
+                            source.kind in PAID, owner, detail, allowance)  # fmt: skip
     cached = None
-    if source.cache is not None:
+    if source.cache is not None and not hide:
         cached = sum(1 for words in sentences if source.cache_key(list(words)) in source.cache)
-    return CostEstimate(source.kind, len(sentences), cached, paid=source.kind in PAID, owner_key=owner)
+    detail = HIDDEN_NOTE if hide and source.cache is not None else ""
+    return CostEstimate(source.kind, len(sentences), cached, paid=source.kind in PAID, owner_key=owner, detail=detail)
 
 
 def check_budget(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
-    """Estimate, then raise BudgetError if the owner's key would cross a cap; returns the estimate."""
+    """Estimate, then reserve what the owner's key may spend on it (BudgetError when it would cross a
+    cap, before any request); returns the estimate. ``keys.charge(source)`` settles the reservation
+    when the work ends (a source dropped without it gives the reservation back when collected)."""
     est = estimate(source, sentences, keys)
     if keys is not None:
-        keys.check(source, est.requests, est.tokens)
+        keys.reserve(source, est.requests, est.tokens)
     return est
 
 

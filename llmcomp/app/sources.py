@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmcomp.app.keys import KeyPolicy, owner_endpoint
+from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import CACHED, accepted_options, make_source, source_class
 from llmcomp.errors import LLMCompError
 
@@ -56,9 +57,10 @@ def build_source(
 
     ``cache`` (an AttentionCache or a sqlite path) is used only by the kinds worth caching
     (``registry.CACHED``); ``fallback`` names a kind that fills in sentences the source fails on.
-    ``keys``: the key policy for OpenAI-compatible sources (the owner's key only for the owner's
-    endpoint, with the budget's caps); None (the command line, scripts) leaves the key to the source,
-    which reads ``OPENAI_API_KEY``. Raises an LLMCompError with a one-line reason."""
+    ``keys``: the key policy for OpenAI-compatible sources (a key only where its holder named it, the
+    owner's key only for the owner's endpoint and within a reservation, no private addresses for web
+    visitors; the command line passes ``KeyPolicy.command_line``); None (scripts) leaves the key to the
+    source, which reads ``OPENAI_API_KEY``. Raises an LLMCompError with a one-line reason."""
     from llmcomp.attention.base import AttentionError
     from llmcomp.attention.cache import AttentionCache
 
@@ -70,11 +72,11 @@ def build_source(
     unknown = sorted(set(options) - accepted_options(kind))
     if unknown:
         raise AttentionError(f"option(s) {', '.join(unknown)} do not apply to the {kind!r} attention source")
-    owner = False
+    owner, limits = False, (options.get("max_requests"), options.get("max_tokens"))
     if keys is not None and kind == "openai":
         base = str(options.get("base_url") or owner_endpoint()[0]).strip()
         if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname:
-            raise SourceFormError(f"the base URL must look like https://host/v1 (got {base[:80]!r})")
+            raise SourceFormError(f"the base URL must look like https://host/v1 (got {safe_url(base)[:80]!r})")
         options.pop("api_key", None)  # the policy decides the key, never the description
         key_options, owner = keys.options_for(base)
         for cap in ("max_requests", "max_tokens"):
@@ -86,7 +88,7 @@ def build_source(
         options["fallback"] = make_source(fallback)
     source = make_source(kind, **options)
     if owner and keys is not None:
-        keys.granted(source)
+        keys.granted(source, limits)
     return source
 
 

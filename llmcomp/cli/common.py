@@ -80,12 +80,17 @@ def cache_path(args: argparse.Namespace) -> str | None:
 
 
 def make_cli_source(args: argparse.Namespace, spec: dict[str, Any] | None = None) -> AttentionSource:
-    """The source the flags describe; with ``spec`` (a checkpoint's), that source, flags overriding it."""
+    """The source the flags describe; with ``spec`` (a checkpoint's), that source, flags overriding it.
+
+    The environment's key goes only where this command names: ``--base-url``, else ``OPENAI_BASE_URL``
+    (else OpenAI); a checkpoint naming another endpoint is refused (``KeyPolicy.command_line``)."""
+    from llmcomp.app.keys import KeyPolicy
     from llmcomp.app.sources import build_source
 
     given = {k: v for k, v in source_options(args).items() if v is not None}
     description = {**(spec or {}), **given} if spec else {"kind": args.attention, **given}
-    return build_source(description, cache=cache_path(args), fallback=args.fallback)
+    keys = KeyPolicy.command_line(args.base_url)
+    return build_source(description, cache=cache_path(args), fallback=args.fallback, keys=keys)
 
 
 def load_cli_corpus(args: argparse.Namespace) -> Corpus:

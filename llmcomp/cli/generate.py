@@ -29,14 +29,28 @@ def add_parser(sub: Any) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmcomp.generation import GenerateConfig, GenerationError, Generator
+    from llmcomp.app.keys import KeyPolicy
+    from llmcomp.app.sources import build_source
+    from llmcomp.generation import Generator
+    from llmcomp.training import load_checkpoint
     from llmcomp.training.run_folder import checkpoint_dir
 
     path = Path(args.checkpoint)
     if not (path / "checkpoint.json").is_file() and (checkpoint_dir(path) / "checkpoint.json").is_file():
         path = checkpoint_dir(path)  # a run folder: its checkpoint
+    ck = load_checkpoint(path)
     overrides = {k: v for k, v in {"base_url": args.base_url, "model": args.llm_model}.items() if v}
-    gen = Generator.from_checkpoint(path, **overrides)
+    # the checkpoint names where it was scored; the key goes there only if this command names it too
+    source = build_source({**ck.source_spec, **overrides}, keys=KeyPolicy.command_line(args.base_url))
+    try:
+        return _generate(args, Generator(ck.model, ck.vocab, source))
+    finally:
+        source.close()
+
+
+def _generate(args: argparse.Namespace, gen: Any) -> int:
+    from llmcomp.generation import GenerateConfig, GenerationError
+
     given = {"max_words": args.max_words, "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
     cfg = GenerateConfig(**{k: v for k, v in given.items() if v is not None})
 

@@ -14,6 +14,7 @@ owner key's budget caps (``llmcomp.app.budget``) and the paths.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -30,6 +31,7 @@ from llmcomp.ui import attention_tab, compare_tab, corpus_tab, generate_tab, tra
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
 from llmcomp.ui.state import Session
 
+log = logging.getLogger("llmcomp.ui")
 TITLE = "llmcomp: attention from outside"
 INTRO = (
     "Train a small GPT whose attention weights come from **outside**: a local LLM, an OpenAI-compatible "
@@ -114,6 +116,7 @@ def build_app(
         with gr.Row():
             gr.Markdown(f"# {TITLE}\n{INTRO}")
             model_status = gr.HTML(model_status_html(preloader), elem_id="llmc-model-status")
+        launch_warning = gr.HTML(elem_id="llmc-launch-warning")  # filled on load (see launch_options)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("1 · Corpus", id="corpus", elem_id="tab-corpus"):
                 corpus_tab.build(ctx, session)
@@ -131,7 +134,8 @@ def build_app(
             state.owner = stored_id or secrets.token_urlsafe(16)
             if preloader is not None:
                 preloader.start()  # the page is on screen now, so loading the model no longer delays it
-            return state.owner, model_status_html(preloader)
+            warning = note(ctx.launch_warning, "warn") if ctx.launch_warning else ""
+            return state.owner, model_status_html(preloader), warning
 
         def refresh_model_status():
             state = local_model_state(preloader)
@@ -142,7 +146,9 @@ def build_app(
             """Server status: the local model's load state and whether a training run is in progress."""
             return {"local_model": local_model_state(preloader), "training_in_progress": ctx.jobs.active() is not None}
 
-        load = demo.load(on_load, [browser_id, session], [browser_id, model_status], api_visibility="private")
+        load = demo.load(
+            on_load, [browser_id, session], [browser_id, model_status, launch_warning], api_visibility="private"
+        )
         load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
         load.then(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
         load.then(gen.list_models, session, gen.checkpoint, api_visibility="private")
@@ -157,8 +163,13 @@ def build_app(
     return demo
 
 
-def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``demo.launch``: address, upload limit, login, theme and file policy."""
+def launch_options(
+    demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch``: address, upload limit, login, theme and file policy.
+
+    Also records whether the app is public (``AppContext.expose``) and warns, in the log and the
+    page's header, when anyone may spend the owner's key without a daily cap."""
     ctx: AppContext = demo.llmcomp_context  # type: ignore[attr-defined]
     try:
         server = settings.server()
@@ -166,6 +177,8 @@ def launch_options(demo: gr.Blocks, host: str | None = None, port: int | None = 
         raise SystemExit(str(e)) from None
     host = host or server.host
     port = port or server.port
+    if ctx.expose(host, server.auth, share):
+        log.warning("llmcomp: %s", ctx.launch_warning)
     return {
         "server_name": host,
         "server_port": port,
@@ -191,7 +204,7 @@ def launch(host: str | None = None, port: int | None = None, share: bool = False
     preloader = Preloader().arm() if settings.preload() else None
     demo = build_app(preloader=preloader)
     demo.queue(default_concurrency_limit=2)
-    demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port))
+    demo.launch(prevent_thread_lock=True, share=share, **launch_options(demo, host, port, share))
     print(f"llmcomp app ready at {demo.local_url}", flush=True)
     if block:
         demo.block_thread()

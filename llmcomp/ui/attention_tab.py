@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llmcomp.app.keys import owner_endpoint
+from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import LABELS, MODES, RELATIONS
 from llmcomp.ui import attention_actions as act
 from llmcomp.ui.common import AppContext
@@ -67,7 +68,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         )
     with gr.Group(visible=False) as openai_box:
         with gr.Row():
-            base_url = gr.Textbox("", label="Base URL", placeholder=own_base, elem_id="openai-base-url")
+            # every browser receives the placeholder: the owner's URL without user:password@ or ?api-key=
+            base_url = gr.Textbox("", label="Base URL", placeholder=safe_url(own_base), elem_id="openai-base-url")
             model = gr.Textbox("", label="Model", placeholder=own_model, elem_id="openai-model")
         api_key = gr.Textbox(
             "",

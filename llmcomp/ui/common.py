@@ -4,6 +4,7 @@ and which errors are shown to a person as they are."""
 from __future__ import annotations
 
 import html
+import ipaddress
 import logging
 import os
 import secrets
@@ -53,6 +54,8 @@ class AppContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bundled: dict[str, Corpus] = field(default_factory=dict)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmcomp-app-")))
+    public: bool = False  # served to anyone (see expose); set at launch
+    launch_warning: str = ""
     browser_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @classmethod
@@ -68,9 +71,30 @@ class AppContext:
             max_upload_bytes=max_upload,
         )
 
-    def keys(self, session: Session) -> KeyPolicy:
-        """The key policy for this session's requests: its typed key, the owner's budget, its spending."""
-        return KeyPolicy(session.api_key, self.budget, session.owner_key_usage)
+    def keys(self, session: Session, request: gr.Request | None = None) -> KeyPolicy:
+        """The key policy for this session's requests: its typed key and the Base URL it named for it,
+        the owner's budget and this visitor's tally of it (per login, else per address: a new API
+        client or a fresh browser does not start a fresh allowance), and, on a public server, estimates
+        that do not reveal the shared cache. ``request`` defaults to the one being handled."""
+        who = visitor_id(request if request is not None else _current_request())
+        usage = self.budget.visitor(who) if who else session.owner_key_usage
+        return KeyPolicy(session.api_key, self.budget, usage, named_url=session.settings.base_url,
+                         hide_cache=self.public)  # fmt: skip
+
+    def expose(self, host: str, auth: object, share: bool = False) -> str:
+        """Record how the app is served: public (no login, and a share link or an address other than
+        loopback) hides cache hits from estimates. Returns the launch warning ('' when none is due):
+        anyone may spend the owner's key and no daily cap bounds it."""
+        self.public = auth is None and (share or not is_loopback(host))
+        caps = self.budget.limits
+        open_key = self.public and settings.openai().key_present
+        self.launch_warning = (
+            "anyone who reaches this public app can spend the server's OpenAI key (OPENAI_API_KEY) and no daily "
+            "cap bounds it: set LLMCOMP_DAILY_MAX_REQUESTS and LLMCOMP_DAILY_MAX_TOKENS, or a login (LLMCOMP_AUTH)"
+            if open_key and caps.daily_requests is None and caps.daily_tokens is None
+            else ""
+        )
+        return self.launch_warning
 
     def cache(self) -> AttentionCache:
         """The one attention cache of this process (opened on first use, shared by every session)."""
@@ -131,6 +155,33 @@ def _stable_secret(path: Path) -> str:
         return value
     except OSError:
         return secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (``0.0.0.0`` and names other than localhost do not)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _current_request() -> gr.Request | None:
+    """The request gradio is handling in this thread (its context variable), if any."""
+    from gradio.context import LocalContext
+
+    return LocalContext.request.get(None)
+
+
+def visitor_id(request: gr.Request | None) -> str | None:
+    """Who spends the owner's key, by what a visitor cannot renew for free: the login name, else the
+    address the request came from (not X-Forwarded-For, which anyone can write); None without a request."""
+    user = getattr(request, "username", None)
+    if user:
+        return f"user:{user}"
+    host = getattr(getattr(request, "client", None), "host", None)
+    return f"address:{host}" if host else None
 
 
 def owner_of(session: Session, request: gr.Request | None) -> str | None:

@@ -8,11 +8,20 @@ from typing import Any
 
 import gradio as gr
 
+from llmcomp.app import scoring
 from llmcomp.app.sources import build_source
 from llmcomp.plots import attention_heatmap
 from llmcomp.ui.common import USER_ERRORS, AppContext, UserError, failed, note, owner_of
 from llmcomp.ui.runs import find_run, run_choices, visible_runs
 from llmcomp.ui.state import GenerationView, HeadView, Session
+
+
+def prefixes(prompt: str, max_words: int) -> list[list[str]]:
+    """Every prefix a generation of ``max_words`` words after ``prompt`` may score (the generated words
+    stood in for by the prompt's longest): what the owner's key is reserved for."""
+    words = prompt.split() or ["the"]
+    filler = words + [max(words, key=len)] * max(max_words, 0)
+    return [filler[:k] for k in range(1, len(filler) + 1)]
 
 
 @dataclass
@@ -74,6 +83,8 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
             ck = load_checkpoint(run.checkpoint)
             source = build_source(ck.source_spec, keys=keys, cache=ctx.cache())
             try:
+                if keys.uses_owner_key(source):  # reserve for every prefix it may score, before any request
+                    scoring.check_budget(source, prefixes(str(prompt or ""), int(max_words)), keys)
                 generator = Generator(ck.model, ck.vocab, source)
                 gen = generator.generate(
                     str(prompt or ""),
