@@ -7,12 +7,16 @@ Each value is one byte of type tag and a payload:
 
 Entries are written inside SQLite transactions and committed in batches by the sources, so a
 process killed mid-run leaves every committed entry intact and nothing half-written. Tensors are
-validated again when read, so a damaged entry is treated as a miss, never served.
+validated again when read, so a damaged entry is treated as a miss, never served. A file that is not an
+SQLite database is refused with one line (``CacheError``), before SQLite is asked to open it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import stat
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +26,12 @@ import torch
 from sqlitedict import SqliteDict
 
 from llmcomp.attention.base import AttentionError, validate_attention
+from llmcomp.attention.cache_import import CacheError, ImportReport, check_import_line, import_lines
+from llmcomp.errors import one_line
+
+__all__ = ["AttentionCache", "CacheError", "ImportReport", "decode_tensor", "encode_tensor"]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _identity(x: Any) -> Any:
@@ -53,10 +63,14 @@ class AttentionCache:
     def __init__(self, path: str | Path, table: str = "attention"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # outer_stack=False: sqlitedict otherwise records a stack trace on every read and write.
-        self._db = SqliteDict(
-            str(self.path), tablename=table, autocommit=False, encode=_identity, decode=_identity, outer_stack=False
-        )
+        _check_sqlite_file(self.path)
+        try:
+            # outer_stack=False: sqlitedict otherwise records a stack trace on every read and write.
+            self._db = SqliteDict(
+                str(self.path), tablename=table, autocommit=False, encode=_identity, decode=_identity, outer_stack=False
+            )
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot open the attention cache {one_line(str(self.path))}: {one_line(e)}") from None
         self.hits = 0
         self.misses = 0
 
@@ -83,11 +97,15 @@ class AttentionCache:
         if blob is None or bytes(blob[:1]) != b"J":
             self.misses += 1
             return None
+        value = _json_value(bytes(blob))
+        if value is None:
+            self.misses += 1
+            return None
         self.hits += 1
-        return json.loads(bytes(blob[1:]).decode())
+        return value
 
     def put_json(self, key: str, value: Any) -> None:
-        self._db[key] = b"J" + json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+        self._db[key] = _encode_json(value)
 
     def get_many_json(self, keys: Iterable[str]) -> dict[str, Any]:
         """The JSON records of those keys that have one, in one query per 500 keys (bulk lookups)."""
@@ -97,16 +115,16 @@ class AttentionCache:
             chunk = keys[i : i + 500]
             query = f'SELECT key, value FROM "{self._db.tablename}" WHERE key IN ({",".join("?" * len(chunk))})'
             for key, blob in self._db.conn.select(query, chunk):
-                blob = bytes(blob)
-                if blob[:1] == b"J":
-                    out[key] = json.loads(blob[1:].decode())
+                value = _json_value(bytes(blob))
+                if value is not None:
+                    out[key] = value
         self.hits += len(out)
         self.misses += len(keys) - len(out)
         return out
 
     def put_many_json(self, items: Iterable[tuple[str, Any]]) -> None:
         """Several JSON records in one statement."""
-        self._db.update([(k, b"J" + json.dumps(v, allow_nan=False, ensure_ascii=False).encode()) for k, v in items])
+        self._db.update([(k, _encode_json(v)) for k, v in items])
 
     # --- housekeeping ----------------------------------------------------------------------
     def commit(self) -> None:
@@ -140,36 +158,79 @@ class AttentionCache:
                 if blob[:1] == b"T":
                     m = decode_tensor(blob)
                     rec = {"key": key, "shape": list(m.shape), "data": [round(x, 7) for x in m.flatten().tolist()]}
+                elif (value := _json_value(blob)) is not None:
+                    rec = {"key": key, "json": value}
                 else:
-                    rec = {"key": key, "json": json.loads(blob[1:].decode())}
+                    continue  # a damaged record is not shared
                 f.write(json.dumps(rec, allow_nan=False, ensure_ascii=False) + "\n")
                 n += 1
         return n
 
-    def import_jsonl(self, path: str | Path) -> tuple[int, int]:
-        """Read entries written by ``export_jsonl``; invalid lines are skipped and counted.
+    def import_jsonl(self, path: str | Path, overwrite: bool = False) -> tuple[int, int]:
+        """(imported, rejected): ``import_report``'s counts, for callers that need no more."""
+        report = self.import_report(path, overwrite)
+        return report.imported, report.rejected
 
-        Returns (imported, rejected). Nothing in the file is executed: it is parsed as JSON and
-        every matrix is validated before it is stored.
-        """
-        ok = bad = 0
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    key = rec["key"]
-                    if not isinstance(key, str) or len(key) > 512:
-                        raise ValueError("bad key")
-                    if "shape" in rec:
-                        shape = [int(d) for d in rec["shape"]]
-                        if len(shape) != 3:
-                            raise ValueError("bad shape")
-                        m = torch.tensor(rec["data"], dtype=torch.float32).reshape(shape)
-                        self.put(key, validate_attention(m, shape[1]))
-                    else:
-                        self.put_json(key, rec["json"])
-                    ok += 1
-                except (ValueError, KeyError, TypeError, RuntimeError):
-                    bad += 1
+    def import_report(self, path: str | Path, overwrite: bool = False) -> ImportReport:
+        """Read entries written by ``export_jsonl``; every line is checked (``cache_import``) before it is stored.
+
+        An entry whose key is already cached with another value is kept unless ``overwrite``; the report
+        counts both. CacheError, before anything is stored, for a file that is not regular UTF-8 text."""
+        report = ImportReport()
+        for n, line in enumerate(import_lines(Path(path)), 1):
+            if line is not None and not line.strip():
+                continue
+            try:
+                key, m, value = check_import_line(line)
+                blob = encode_tensor(m) if m is not None else _encode_json(value)
+            except (ValueError, KeyError, TypeError, RuntimeError, RecursionError) as e:
+                report.rejected += 1
+                if len(report.reasons) < 3:
+                    report.reasons.append(f"line {n}: {one_line(e, 200)}")
+                continue
+            old = self._db.get(key)
+            if old is not None and bytes(old) == blob:
+                report.same += 1
+                continue
+            if old is not None and not overwrite:
+                report.kept += 1
+                continue
+            if old is None:
+                report.added += 1
+            else:
+                report.replaced += 1
+            self._db[key] = blob
         self.commit()
-        return ok, bad
+        return report
+
+
+def _encode_json(value: Any) -> bytes:
+    return b"J" + json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+
+
+def _json_value(blob: bytes) -> Any | None:
+    """A ``J`` entry's value; None for any other entry or a damaged one (a miss, never an exception)."""
+    if blob[:1] != b"J":
+        return None
+    try:
+        return json.loads(blob[1:].decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse, before SQLite sees it, a path that is not an SQLite file (or a new, empty one)."""
+    if not os.path.lexists(path):
+        return
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"{one_line(str(path))} is not a regular file; an attention cache is an SQLite file")
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise CacheError(f"cannot read the attention cache {one_line(str(path))}: {one_line(e)}") from None
+    if st.st_size and head != SQLITE_MAGIC:
+        raise CacheError(
+            f"{one_line(str(path))} is not an attention cache (not an SQLite database); give another --cache file"
+        )

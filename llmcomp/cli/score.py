@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmcomp.cli.common import ScoringBar, add_corpus_args, add_source_args, load_cli_corpus, make_cli_source
+from llmcomp.errors import one_line
+
+if TYPE_CHECKING:
+    from llmcomp.attention.cache import AttentionCache, ImportReport
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,6 +27,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("action", choices=["stats", "export", "import"])
     p.add_argument("file", nargs="?", help="JSONL file to export to or import from")
     p.add_argument("--cache", help="cache file (default: $LLMCOMP_CACHE or .llmcomp/attention-cache.sqlite)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="import: replace entries the cache already holds with another value (default: keep them)",
+    )
     p.set_defaults(func=cmd_cache)
 
 
@@ -57,7 +66,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             c = source.cache
             print(f"cache: {c.path} ({len(c)} entries, hit rate {c.hit_rate:.0%})")
         for i, reason in list(result.failures.items())[:10]:
-            print(f"failed #{i}: {reason}", file=sys.stderr)
+            print(f"failed #{i}: {one_line(reason)}", file=sys.stderr)  # a server's words: escaped
         if args.out:
             with open(args.out, "w", encoding="utf-8") as f:
                 for words, m in zip(corpus.sentences, result.matrices, strict=True):
@@ -82,8 +91,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
         elif args.action == "export":
             print(f"exported {cache.export_jsonl(args.file)} entries to {args.file}")
         elif args.action == "import":
-            ok, bad = cache.import_jsonl(args.file)
-            print(f"imported {ok} entries into {cache.path}; rejected {bad} invalid line(s)")
+            return _report_import(cache.import_report(args.file, overwrite=args.overwrite), cache, args.overwrite)
     finally:
         cache.close()
     return 0
+
+
+def _report_import(r: ImportReport, cache: AttentionCache, overwrite: bool) -> int:
+    """Say what an import did, entry by entry kind; 1 when lines were rejected (their first reasons on stderr)."""
+    parts = [f"imported {r.added} new entries into {one_line(str(cache.path))}"]
+    if overwrite:
+        parts.append(f"replaced {r.replaced} that held another value")
+    elif r.kept:
+        parts.append(f"kept {r.kept} already cached with another value (--overwrite replaces them)")
+    if r.same:
+        parts.append(f"{r.same} already cached as they are")
+    parts.append(f"rejected {r.rejected} invalid line(s)")
+    print("; ".join(parts))
+    for reason in r.reasons:  # already one escaped line each
+        print(f"rejected {reason}", file=sys.stderr)
+    return 1 if r.rejected else 0

@@ -98,17 +98,25 @@ class Corpus:
         )
 
 
-#: byte-order marks of the encodings a "Unicode" save in some editors writes (longest first: UTF-32 LE starts
-#: like UTF-16 LE); such a file is full of NUL bytes, and calling it binary would send its owner astray
+#: byte-order marks of the encodings a "Unicode" save in some editors writes (UTF-32 LE starts like UTF-16 LE):
+#: such a file is full of NUL bytes, and calling it binary would send its owner astray
 _BOMS = (
-    (b"\xff\xfe\x00\x00", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "UTF-32"),
-    (b"\xff\xfe", "UTF-16"),
-    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+    (b"\xff\xfe", "utf-16-le", "UTF-16"),
+    (b"\xfe\xff", "utf-16-be", "UTF-16"),
 )
 #: control characters a plain-text corpus may hold: tab, line ends, form feed (page breaks)
 _ALLOWED_CONTROLS = "\t\n\r\f"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def _reads_as(data: bytes, codec: str) -> bool:
+    try:
+        data.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decode(data: bytes, name: str, config: CorpusConfig) -> str:
@@ -116,9 +124,10 @@ def _decode(data: bytes, name: str, config: CorpusConfig) -> str:
         raise CorpusError(
             f"{name} is {len(data):,} bytes; the limit is {config.max_bytes:,} (raise max_bytes or use a smaller file)"
         )
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            raise CorpusError(f"{name} is {encoding} text: save it as UTF-8 (plain .txt) and load it again")
+    if b"\x00" in data:  # a BOM alone is no proof: the bytes must read in that encoding (a line end has a NUL)
+        for bom, codec, encoding in _BOMS:
+            if data.startswith(bom) and _reads_as(data, codec):
+                raise CorpusError(f"{name} is {encoding} text: save it as UTF-8 (plain .txt) and load it again")
     if b"\x00" in data:
         raise CorpusError(f"{name} looks binary (it contains NUL bytes); give a plain UTF-8 .txt file")
     try:

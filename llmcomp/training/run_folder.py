@@ -234,11 +234,43 @@ def read_record(run_dir: str | Path) -> RunRecord | None:
 
 # --- the metrics stream --------------------------------------------------------------------------
 def append_metric(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """Append one logged step to ``metrics.jsonl``."""
-    folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / METRICS, "a", encoding="utf-8") as f:
+    """Append one logged step to ``metrics.jsonl``. A resumed run logs again the steps logged after its
+    checkpoint before a kill, and a kill mid-append tears the last line: both are cut away first."""
+    path = Path(run_dir) / METRICS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(path) and not _follows(path, record.get("step")):
+        _trim_stream(path, record.get("step"))
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _later(a: Any, b: Any) -> bool:
+    """Whether step ``a`` is at or after step ``b`` (both numbers)."""
+    return isinstance(a, int | float) and isinstance(b, int | float) and a >= b
+
+
+def _follows(path: Path, step: Any) -> bool:
+    """Whether the file ends in a whole line of an earlier step (read from its last 4 KB: a record is ~200 B)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+    if not tail.endswith(b"\n") or (len(lines) < 2 and size > len(tail)):
+        return False  # a torn last line, or one longer than the window: look at the whole file
+    try:
+        return not _later(json.loads(lines[-1]).get("step"), step)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _trim_stream(path: Path, step: Any) -> None:
+    """Rewrite the stream without a torn last line and without records at or after ``step`` (atomically)."""
+    try:
+        kept = [r for r in read_jsonl(path) if not _later(r.get("step"), step)]
+    except (OSError, ValueError):
+        return  # not ours to repair (a link, a huge or damaged file): append as before
+    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_jsonl(path: Path, limit: int = MAX_METRICS_BYTES) -> list[dict[str, Any]]:

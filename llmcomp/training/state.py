@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from llmcomp.attention.base import AttentionSource
+from llmcomp.errors import one_line
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.corpus import Corpus
 from llmcomp.text.vocab import Vocab
@@ -34,8 +35,12 @@ def new_model(corpus: Corpus, vocab: Vocab, source: AttentionSource, config: GPT
 
 
 def resumable_checkpoint(path: str | Path, vocab: Vocab, source: AttentionSource) -> Checkpoint:
-    """The checkpoint at ``path`` with its optimizer state, if it was trained on ``vocab`` with ``source``."""
+    """The checkpoint at ``path`` with its optimizer state, if it was trained on ``vocab`` with ``source``
+    and the trainer can continue from it (moments that fit the model, a last metric with its time)."""
     ck = load_checkpoint(path, with_optimizer=True)
+    why = _unresumable(ck)
+    if why:
+        raise CheckpointError(f"checkpoint {ck.path} cannot be resumed: {why}")
     if ck.vocab != vocab:
         raise CheckpointError(
             f"checkpoint vocabulary ({len(ck.vocab)} tokens) differs from this corpus's "
@@ -47,6 +52,28 @@ def resumable_checkpoint(path: str | Path, vocab: Vocab, source: AttentionSource
             "resume with the same source"
         )
     return ck
+
+
+def _unresumable(ck: Checkpoint) -> str | None:
+    """Why the trainer could not continue from ``ck`` (it would fail mid-run, not with one line), or None."""
+    if ck.metrics and not isinstance(ck.metrics[-1].get("elapsed"), int | float):
+        return "its last metrics record has no elapsed time"
+    shapes = [tuple(p.shape) for p in _param_order(ck.model)]
+    for key, value in ck.optimizer_state.items():
+        idx, _, name = key.partition(".")
+        if not idx.isdigit() or int(idx) >= len(shapes) or name not in ("step", "exp_avg", "exp_avg_sq"):
+            return f"optimizer.safetensors holds an unknown entry {one_line(key, 60)!r}"
+        if not torch.isfinite(value).all():
+            return f"optimizer.safetensors holds NaN or infinite values ({key})"
+        want = () if name == "step" else shapes[int(idx)]
+        if tuple(value.shape) != want:
+            return f"optimizer.safetensors entry {key} has shape {tuple(value.shape)}, not {want}"
+    return None
+
+
+def _param_order(model: GPT) -> list[torch.nn.Parameter]:
+    """The parameters in the optimizer's order (its state is saved by that index): matrices, then the rest."""
+    return [p for p in model.parameters() if p.dim() >= 2] + [p for p in model.parameters() if p.dim() < 2]
 
 
 def new_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
