@@ -8,9 +8,11 @@ import ipaddress
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,11 +134,16 @@ class AppContext:
                 f.unlink(missing_ok=True)
         return path
 
+    def __post_init__(self) -> None:
+        # the downloads folder goes with the context: at close(), when it is collected, or at exit
+        self._remove_tmp = weakref.finalize(self, shutil.rmtree, self.tmp, ignore_errors=True)
+
     def close(self) -> None:
         with self._lock:
             if self._cache is not None:
                 self._cache.close()
                 self._cache = None
+        self._remove_tmp()
 
 
 def _stable_secret(path: Path) -> str:
