@@ -33,7 +33,9 @@ def body(task: str = "sentence", words: list[str] = WORDS, fmt: str = "json_sche
     return req
 
 
-def post(server: FakeOpenAIServer, data: dict, path: str = "/v1/chat/completions", key: str = "sk-x"):
+def post(
+    server: FakeOpenAIServer, data: dict, path: str = "/v1/chat/completions", key: str = "sk-x", timeout: float = 10
+):
     """(status, headers, parsed or raw body) of one raw POST."""
     req = urllib.request.Request(
         f"http://127.0.0.1:{server.port}{path}",
@@ -42,13 +44,13 @@ def post(server: FakeOpenAIServer, data: dict, path: str = "/v1/chat/completions
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             status, headers, raw = r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         status, headers, raw = e.code, dict(e.headers), e.read()
     try:
         return status, {k.lower(): v for k, v in headers.items()}, json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep_json nests past the parser's limit
         return status, {k.lower(): v for k, v in headers.items()}, raw
 
 
@@ -169,7 +171,26 @@ FAULT_CHECKS = {
     "empty": lambda s, h, r: content_of(r) == "",
     "obey": lambda s, h, r: content_of(r) == "OK, I will do that.",
     "slow": lambda s, h, r: s == 200,
+    "hang": lambda s, h, r: s is None,  # no answer within the client's timeout
+    "drip": lambda s, h, r: s == 200 and _sentence_scores(content_of(r)),
+    "deep_json": lambda s, h, r: s == 200 and r == b"[" * 100_000 + b"]" * 100_000,
+    "deep_content": lambda s, h, r: content_of(r) == "[" * 100_000 + "]" * 100_000,
+    "usage_text": lambda s, h, r: r["usage"]["prompt_tokens"] == "lots" and _sentence_scores(content_of(r)),
+    "usage_huge": lambda s, h, r: math.isinf(r["usage"]["prompt_tokens"]) and _sentence_scores(content_of(r)),
+    "content_number": lambda s, h, r: content_of(r) == 42,
+    "content_parts": lambda s, h, r: (
+        len(content_of(r)) == 2 and (_sentence_scores("".join(p["text"] for p in content_of(r))))
+    ),
+    "message_string": lambda s, h, r: isinstance(r["choices"][0]["message"], str),
+    "braces": lambda s, h, r: content_of(r) == "{" * 16_384,
+    "echo_key": lambda s, h, r: json.loads(content_of(r).split(" (signed")[0])["meaning"][-1][0] == "key: sk-x",
+    "html": lambda s, h, r: h["content-type"].startswith("text/html") and r.startswith(b"<!DOCTYPE html>"),
+    "huge": lambda s, h, r: len(content_of(r)) >= 2_000_000 and _sentence_scores(content_of(r)),
 }
+
+
+def _sentence_scores(text: str):
+    return answers.parse_sentence_answer(json.loads(text), len(WORDS), HEADS, 9).shape == (2, 6, 6)
 
 
 def test_every_fault_has_a_check():
@@ -178,12 +199,19 @@ def test_every_fault_has_a_check():
 
 @pytest.mark.parametrize("kind", sorted(FAULTS))
 def test_each_fault_is_served_once_then_answers_are_valid_again(fake_openai, kind):
-    fake_openai.add_fault(kind, times=1, delay=0.3)
+    fake_openai.add_fault(kind, times=1, delay=0.3, interval=0.002)
     t = time.perf_counter()
-    status, headers, resp = post(fake_openai, body())
+    if kind == "hang":
+        with pytest.raises(TimeoutError):
+            post(fake_openai, body(), timeout=0.5)
+        status, headers, resp = None, {}, None
+    else:
+        status, headers, resp = post(fake_openai, body())
     if kind == "slow":
         assert time.perf_counter() - t >= 0.3
-    assert FAULT_CHECKS[kind](status, headers, resp), (status, resp)
+    if kind == "drip":  # one byte every 2 ms: the whole body took at least that long per byte
+        assert time.perf_counter() - t >= 0.002 * len(json.dumps(resp))
+    assert FAULT_CHECKS[kind](status, headers, resp), (status, str(resp)[:200])
     assert fake_openai.faults_served == {kind: 1}
     status, _, resp = post(fake_openai, body())  # the fault is used up
     assert status == 200

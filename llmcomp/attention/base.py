@@ -208,6 +208,12 @@ class AttentionSource(ABC):
     def describe(self) -> str:
         return f"{self.kind} ({self.n_heads} head{'s' if self.n_heads != 1 else ''})"
 
+    def cancel(self) -> None:
+        """Stop a running ``score_many`` from any thread (a stopped or abandoned job): it ends with
+        ``ScoringAborted`` keeping what was scored. Safe to call at any time; sources that never wait on
+        anything slow need not override this no-op."""
+        return None
+
     def close(self) -> None:
         """Release clients, threads and files (the cache is closed by its owner)."""
         return None

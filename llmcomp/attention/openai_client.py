@@ -1,9 +1,12 @@
 """The chat client of the OpenAI-compatible source: one object that sends chat requests and nothing else knows how.
 
-It builds the ``AsyncOpenAI`` client (the only place the API key is read), posts through the SDK's raw route,
-retries with backoff (honouring Retry-After), probes which structured-output format the server accepts and
-remembers it, counts requests and tokens and refuses requests beyond the budget, and acts on each failure as
-``openai_errors`` reads it: retry, fail the unit, or stop the run (with the key stripped from server messages).
+It builds the ``AsyncOpenAI`` client (the only place the API key is read; ``openai_http`` caps the bodies), posts
+through the SDK's raw route with a wall-clock deadline per attempt, reads the body itself without trusting it
+(``answers.read_completion``), retries with backoff (honouring Retry-After), probes which structured-output
+format the server accepts and remembers it, counts requests and tokens and refuses requests beyond the budget,
+and acts on each failure as ``openai_errors`` reads it: retry, fail the unit, or stop the run. A run of
+``max_consecutive_failures`` transport failures in a row stops the run too (the circuit breaker), so a server
+that never answers ends a run in a few deadlines, not hours. Whatever a server wrote is redacted of the key.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmcomp.attention import prompts
+from llmcomp.attention import answers, prompts
 from llmcomp.attention.base import ScoreStats
 from llmcomp.attention.cache import AttentionCache
 from llmcomp.attention.openai_config import NO_KEY, OpenAIConfig, OpenAIConfigError
-from llmcomp.attention.openai_errors import BadFormat, ScoringAborted, UnitFailed, classify
+from llmcomp.attention.openai_errors import (
+    BadFormat,
+    ScoringAborted,
+    Transient,
+    UnitFailed,
+    Verdict,
+    classify,
+    redact,
+)
+from llmcomp.attention.openai_http import build_sdk, too_large
 
 log = logging.getLogger("llmcomp.attention.openai")
 
@@ -35,10 +47,12 @@ _KNOWN_FORMATS: dict[tuple[str, str], str] = {}
 
 @dataclass
 class Traffic:
-    """What one scoring run shares with the client: its live counts and its limit on requests in flight."""
+    """What one scoring run shares with the client: its live counts, its limit on requests in flight, and how
+    many attempts in a row have failed (the circuit breaker's count)."""
 
     stats: ScoreStats
     sem: asyncio.Semaphore
+    failures_in_a_row: int = 0
 
 
 def json_key(kind: str, obj: Any) -> str:
@@ -64,8 +78,10 @@ class ChatClient:
         self.store = store
         self.usage = ScoreStats()  # requests and tokens over the client's lifetime (the budget)
         self.format: str | None = None  # the structured-output format this server accepts, once known
+        self._rejected: set[str] = set()  # formats this server refused while none was known
         self._sdk: Any = None
-        self._probe: asyncio.Lock | None = None
+        self._probe: asyncio.Lock | None = None  # one request at a time while the format is unknown...
+        self._probe_open = False  # ...until the server fails in a way no format explains
 
     def __repr__(self) -> str:
         return f"ChatClient({self.config.model} @ {self.config.host})"
@@ -78,8 +94,6 @@ class ChatClient:
     def sdk(self) -> Any:
         """The ``AsyncOpenAI`` client, built on first use: the one place the key leaves its ``Secret``."""
         if self._sdk is None:
-            from openai import AsyncOpenAI
-
             key = self._key()
             if not key:
                 if self.config.host == "api.openai.com":
@@ -87,10 +101,7 @@ class ChatClient:
                         "no API key for api.openai.com: set OPENAI_API_KEY in the environment or .env, or pass api_key="
                     )
                 key = NO_KEY
-            # Retries are ours (max_retries=0 here), so they do not multiply and every attempt is counted.
-            self._sdk = AsyncOpenAI(
-                api_key=key, base_url=self.config.base_url, max_retries=0, timeout=self.config.timeout
-            )
+            self._sdk = build_sdk(self.config.base_url, key, self.config.timeout)
         return self._sdk
 
     async def aclose(self) -> None:
@@ -102,44 +113,82 @@ class ChatClient:
     def _key(self) -> str:
         return self.config.api_key.get() if self.config.api_key else ""
 
+    def redact(self, text: str) -> str:
+        """``text`` (anything a server wrote, or a message quoting it) without the key or any long run of it."""
+        return redact(text, self._key())
+
     # --- one answer, in the best format the server takes --------------------------------------------
     async def chat(self, traffic: Traffic, task: str, messages: list[dict[str, str]]) -> tuple[str, str | None]:
-        """One answer (content, finish_reason), falling back json_schema -> json_object -> text while the
-        server refuses the format.
+        """One answer (content, finish_reason), retried while it fails transiently and falling back
+        json_schema -> json_object -> text while the server refuses the format.
 
-        Until a format is confirmed for this server, requests go one at a time (the probe), so a server
-        without json_schema costs one rejected request, not one per request in flight.
+        Until a format is confirmed, requests go one at a time (the probe), so a server without json_schema
+        costs one rejected request, not one per request in flight; once an attempt fails for another reason
+        (timeout, 5xx, 429...) the probe gate opens for good, since waiting behind a failing probe would
+        serialise the run.
         """
         if self._probe is None:
             self._probe = asyncio.Lock()
         if self.format is None:
             self._load_format()
-        if self.format is None:
-            async with self._probe:
-                if self.format is None:
-                    return await self._probe_formats(traffic, task, messages)
-        try:
-            return await self._send(traffic, task, messages, self.format)
-        except BadFormat as e:
-            raise UnitFailed(f"server rejected the request: {e}") from None
-
-    async def _probe_formats(
-        self, traffic: Traffic, task: str, messages: list[dict[str, str]]
-    ) -> tuple[str, str | None]:
-        """Try each format in turn; the first the server accepts is remembered for this host and model."""
-        for fmt in FORMATS:
+        c, attempt = self.config, 0
+        while True:
             try:
-                answer = await self._send(traffic, task, messages, fmt)
+                fmt, answer = await self._gated(traffic, task, messages)
             except BadFormat as e:
-                if fmt == FORMATS[-1]:
+                traffic.failures_in_a_row = 0  # the server answered
+                if self.format is not None or e.fmt == FORMATS[-1]:
                     raise UnitFailed(f"server rejected the request: {e}") from None
-                log.warning(
-                    "%s does not accept response_format %s (%s); trying the next format", self.config.host, fmt, e
-                )
+                self._rejected.add(e.fmt)
+                log.warning("%s does not accept response_format %s (%s); trying the next format", c.host, e.fmt, e)
                 continue
-            self._remember_format(fmt)
+            except Transient as t:
+                self._probe_open = True
+                attempt += 1
+                delay = self._failed(traffic, t.verdict, attempt)
+                log.info("%s; retry %d of %d in %.2f s", t.verdict.reason, attempt, c.max_retries, delay)
+                await asyncio.sleep(delay)
+                continue
+            traffic.failures_in_a_row = 0
+            if self.format is None:
+                self._remember_format(fmt)
             return answer
-        raise AssertionError("unreachable")
+
+    async def _gated(
+        self, traffic: Traffic, task: str, messages: list[dict[str, str]]
+    ) -> tuple[str, tuple[str, str | None]]:
+        """One attempt in the format to try now, behind the probe gate while it is shut: (format, answer)."""
+        if self.format is None and not self._probe_open:
+            async with self._probe:  # type: ignore[union-attr]
+                if self.format is None and not self._probe_open:
+                    fmt = self._next_format()
+                    return fmt, await self._attempt(traffic, task, messages, fmt)
+        fmt = self.format or self._next_format()
+        return fmt, await self._attempt(traffic, task, messages, fmt)
+
+    def _next_format(self) -> str:
+        return next((f for f in FORMATS if f not in self._rejected), FORMATS[-1])
+
+    def _failed(self, traffic: Traffic, verdict: Verdict, attempt: int) -> float:
+        """Count a transient failure: stop the run at the breaker, fail the unit past its retries; else the
+        seconds to wait before the next attempt."""
+        c = self.config
+        if verdict.breaker:
+            traffic.failures_in_a_row += 1
+            if traffic.failures_in_a_row >= c.max_consecutive_failures:
+                self._abort(
+                    traffic.stats, f"{traffic.failures_in_a_row} requests in a row failed (last: {verdict.reason})"
+                )
+        if attempt > c.max_retries:
+            if verdict.reason.startswith("cannot reach"):
+                self._abort(traffic.stats, f"{verdict.reason} after {attempt} attempts; is the server running?")
+            raise UnitFailed(f"request failed after {attempt} attempt(s): {verdict.reason}")
+        wait = verdict.retry_after
+        if wait is not None and wait > c.max_retry_after:
+            raise UnitFailed(f"{verdict.reason}; the server asked to wait {wait:g} s (more than max_retry_after)")
+        if wait is not None:
+            return wait
+        return min(c.backoff_base * 2 ** (attempt - 1), c.backoff_max) * (1 - 0.25 * random.random())
 
     def _load_format(self) -> None:
         known = _KNOWN_FORMATS.get((self.config.host, self.config.model))
@@ -156,12 +205,11 @@ class ChatClient:
             self.store(self.format_key, {"host": self.config.host, "model": self.config.model, "format": fmt})
         log.info("%s / %s: using response_format %s", self.config.host, self.config.model, fmt)
 
-    # --- transport and retries ------------------------------------------------------------------------
-    async def _send(
+    # --- one attempt ------------------------------------------------------------------------------------
+    async def _attempt(
         self, traffic: Traffic, task: str, messages: list[dict[str, str]], fmt: str
     ) -> tuple[str, str | None]:
-        from openai.types.chat import ChatCompletion
-
+        """One HTTP attempt within the deadline; raises BadFormat, Transient, UnitFailed or ScoringAborted."""
         c = self.config
         kwargs: dict[str, Any] = {"model": c.model, "messages": messages}
         rf = prompts.response_format(fmt, task, list(c.heads))  # type: ignore[arg-type]
@@ -170,50 +218,53 @@ class ChatClient:
         if c.temperature is not None:
             kwargs["temperature"] = c.temperature
         client = self.sdk()
-        attempt = 0
-        while True:
-            async with traffic.sem:
-                self._reserve(traffic.stats)
-                try:
-                    # The SDK's documented raw route: same auth, timeouts and typed errors and a typed
-                    # ChatCompletion back, without re-walking our plain-dict params through its TypedDict
-                    # transform (about 1 ms of CPU per request, which caps throughput at high concurrency).
-                    resp = await client.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
-                except Exception as e:
-                    verdict = classify(e, c, self._key())  # raises BadFormat or UnitFailed when no retry helps
-                    if verdict is None:
-                        raise
-                    reason, fatal, retry_after = verdict
-                else:
-                    return self._read(traffic.stats, resp)
-            if fatal:
-                self._abort(traffic.stats, reason)
-            attempt += 1
-            if attempt > c.max_retries:
-                if reason.startswith("cannot reach"):
-                    self._abort(traffic.stats, f"{reason} after {attempt} attempts; is the server running?")
-                raise UnitFailed(f"request failed after {attempt} attempt(s): {reason}")
-            if retry_after is not None and retry_after > c.max_retry_after:
-                raise UnitFailed(f"{reason}; the server asked to wait {retry_after:g} s (more than max_retry_after)")
-            delay = retry_after if retry_after is not None and retry_after >= 0 else None
-            if delay is None:
-                delay = min(c.backoff_base * 2 ** (attempt - 1), c.backoff_max) * (1 - 0.25 * random.random())
-            log.info("%s; retry %d of %d in %.2f s", reason, attempt, c.max_retries, delay)
-            await asyncio.sleep(delay)
+        verdict: Verdict | None = None
+        async with traffic.sem:
+            self._reserve(traffic.stats)
+            try:
+                # The SDK's raw route (same auth and typed errors, no re-walk of our params through its
+                # TypedDict transform) returning the body as bytes, which we read without trusting it.
+                async with asyncio.timeout(c.timeout):  # wall clock: the SDK's timeout is per read
+                    body = await client.post("/chat/completions", body=kwargs, cast_to=bytes)
+            except TimeoutError:
+                verdict = Verdict(f"timed out: no complete answer within {c.timeout:g} s")
+            except Exception as e:
+                verdict = self._verdict(e, fmt)
+        if verdict is not None:  # raised out here, so that no SDK error (which may quote the key) is chained
+            if verdict.fatal:
+                self._abort(traffic.stats, verdict.reason)
+            raise Transient(verdict)
+        try:
+            answer = answers.read_completion(body)
+        except answers.BodyError as e:  # a glitch may pass; a server that always sends these meets the breaker
+            raise Transient(Verdict(str(e))) from None
+        self._count(traffic.stats, answer, messages)
+        return answer.content, answer.finish
+
+    def _verdict(self, e: Exception, fmt: str) -> Verdict:
+        """What a failed post means (a body over the cap is a transient failure: it may be a glitch); raises
+        BadFormat, UnitFailed, or ``e`` itself when it is no request failure."""
+        if (big := too_large(e)) is not None:
+            return Verdict(str(big))
+        try:
+            verdict = classify(e, self.config, self._key())
+        except BadFormat as bad:
+            bad.fmt = fmt
+            raise
+        if verdict is None:
+            raise e
+        return verdict
 
     # --- accounting -------------------------------------------------------------------------------
-    def _read(self, stats: ScoreStats, resp: Any) -> tuple[str, str | None]:
-        """Count usage; return (content, finish_reason). A response without choices reads as empty."""
-        usage = getattr(resp, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+    def _count(self, stats: ScoreStats, answer: answers.Completion, messages: list[dict[str, str]]) -> None:
+        """Count the tokens the server reports; where it reports no usable number, estimate from the text."""
+        pt = answer.prompt_tokens
+        if pt is None:
+            pt = sum(prompts.approx_tokens(str(m.get("content", ""))) for m in messages)
+        ct = answer.completion_tokens if answer.completion_tokens is not None else prompts.approx_tokens(answer.content)
         for s in (stats, self.usage):
             s.prompt_tokens += pt
             s.completion_tokens += ct
-        choices = getattr(resp, "choices", None) or []
-        if not choices or getattr(choices[0], "message", None) is None:
-            return "", None
-        return choices[0].message.content or "", choices[0].finish_reason
 
     def _reserve(self, stats: ScoreStats) -> None:
         """Count one request against the budget, or fail it: nothing is sent beyond a cap."""
@@ -225,10 +276,14 @@ class ChatClient:
         stats.requests += 1
         u.requests += 1
 
-    @staticmethod
-    def _abort(stats: ScoreStats, reason: str) -> None:
-        """Stop the run (the source commits what was scored before the exception reaches the caller)."""
-        raise ScoringAborted(
-            f"scoring stopped: {reason} ({stats.scored} sentence(s) scored in this run are kept in the cache)",
-            dataclasses.replace(stats),
-        )
+    def aborted(self, stats: ScoreStats, message: str) -> ScoringAborted:
+        """The one line that stops a run, saying what was kept (the source commits what was scored before the
+        exception reaches the caller)."""
+        if self.cache is not None:
+            kept = f"{stats.scored} sentence(s) scored in this run and {stats.cached} found in the cache are kept there"
+        else:
+            kept = f"{stats.scored} sentence(s) scored in this run, not kept (no cache)"
+        return ScoringAborted(self.redact(f"{message}; {kept}"), dataclasses.replace(stats))
+
+    def _abort(self, stats: ScoreStats, reason: str) -> None:
+        raise self.aborted(stats, f"scoring stopped: {reason}") from None

@@ -74,8 +74,9 @@ class OpenAIConfig:
     score_max: int = 9  # answers are integers 0..score_max
     floor: float = 0.5  # added (in score units) to every allowed cell before rows are normalised
     max_concurrency: int = 8  # requests in flight
-    timeout: float = 60.0  # seconds per request
+    timeout: float = 60.0  # seconds per attempt, wall clock (connect, send and the whole answer)
     max_retries: int = 5  # per request: 429 (not insufficient_quota), 408, 409, 5xx, timeouts, connection errors
+    max_consecutive_failures: int = 8  # this many failed attempts in a row (not 429s) stop the run
     max_corrective_retries: int = 2  # an invalid answer is sent back with its fault this many times
     max_requests: int | None = None  # budget over the source's lifetime (every HTTP attempt counts)
     max_tokens: int | None = None  # budget of prompt + completion tokens over the source's lifetime
@@ -103,9 +104,19 @@ class OpenAIConfig:
             raise OpenAIConfigError("max_concurrency and pair_batch must be at least 1")
         if self.max_retries < 0 or self.max_corrective_retries < 0:
             raise OpenAIConfigError("max_retries and max_corrective_retries cannot be negative")
+        if self.max_consecutive_failures < 1:
+            raise OpenAIConfigError("max_consecutive_failures must be at least 1")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise OpenAIConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         split = urlsplit(self.base_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise OpenAIConfigError(f"base URL must look like https://host/v1, got {safe_url(self.base_url)!r}")
+        if split.username is not None or split.password is not None:
+            # the HTTP client would send them as Basic auth in place of the key
+            raise OpenAIConfigError(
+                f"base URL {safe_url(self.base_url)!r} carries user:password@; remove it and set the key in "
+                "OPENAI_API_KEY (or api_key=)"
+            )
 
     @property
     def host(self) -> str:

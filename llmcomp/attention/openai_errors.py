@@ -1,13 +1,15 @@
 """What a failed chat request means: retry it, fail its unit, or stop the run; said in one line without the key.
 
-``classify`` reads the SDK's typed errors (and Retry-After headers); ``server_message`` quotes a server's
-error text with the key and anything key-like removed, since servers (OpenAI included) echo the key they got.
+``classify`` reads the SDK's typed errors (and Retry-After headers); ``redact`` removes the key, any 8 or more
+of its characters in a row and anything key-like from whatever a server wrote, since servers (OpenAI included)
+echo the key they got, in error messages and in answers that a validation message then quotes.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from llmcomp.attention.base import ScoreStats
@@ -30,9 +32,27 @@ class UnitFailed(Exception):
 class BadFormat(Exception):
     """The server rejected the request as such (400/422); perhaps its response_format."""
 
+    fmt: str = ""  # the format that was asked for
 
-#: (reason, fatal, retry_after): fatal stops the run; retry_after is what the server asked to wait, if it did.
-Verdict = tuple[str, bool, float | None]
+
+@dataclass
+class Verdict:
+    """A failed attempt: ``fatal`` stops the run; ``retry_after`` is what the server asked to wait, if it did;
+    ``breaker``: it counts towards the run of failures that stops a run (a rate limit does not: the server is
+    alive and says when to come back)."""
+
+    reason: str
+    fatal: bool = False
+    retry_after: float | None = None
+    breaker: bool = True
+
+
+class Transient(Exception):
+    """An attempt that another attempt may fix (timeout, connection, 5xx, 429, a body that is not JSON)."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 def classify(e: Exception, c: OpenAIConfig, key: str) -> Verdict | None:
@@ -45,28 +65,28 @@ def classify(e: Exception, c: OpenAIConfig, key: str) -> Verdict | None:
     if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError):
         raise BadFormat(f"{e.status_code}: {server_message(e, key)}") from None
     if isinstance(e, openai.AuthenticationError):
-        return f"{c.host} rejected the API key (401); set a valid OPENAI_API_KEY", True, None
+        return Verdict(f"{c.host} rejected the API key (401); set a valid OPENAI_API_KEY", fatal=True)
     if isinstance(e, openai.PermissionDeniedError):
         reason = f"{c.host} refused access (403: {server_message(e, key)}); check the key's permissions for model {c.model!r}"
-        return reason, True, None
+        return Verdict(reason, fatal=True)
     if isinstance(e, openai.NotFoundError):
         reason = f"model {c.model!r} or the chat completions path was not found at {safe_url(c.base_url)} (404); check the model name and base URL"
-        return reason, True, None
+        return Verdict(reason, fatal=True)
     if isinstance(e, openai.RateLimitError):
         if error_code(e) == "insufficient_quota":
             reason = f"{c.host} reports insufficient_quota (429): the account has no credit left; add credit or use another key"
-            return reason, True, None
-        return "rate limited (429)", False, retry_after(e.response.headers)
+            return Verdict(reason, fatal=True)
+        return Verdict("rate limited (429)", retry_after=retry_after(e.response.headers), breaker=False)
     if isinstance(e, openai.APITimeoutError):
-        return f"timed out after {c.timeout:g} s", False, None
+        return Verdict(f"timed out after {c.timeout:g} s")
     if isinstance(e, openai.APIConnectionError):
-        return f"cannot reach {safe_url(c.base_url)} (connection error)", False, None
+        return Verdict(f"cannot reach {safe_url(c.base_url)} (connection error)")
     if isinstance(e, openai.APIStatusError):
         if e.status_code in (408, 409) or e.status_code >= 500:
-            return f"server error ({e.status_code})", False, retry_after(e.response.headers)
+            return Verdict(f"server error ({e.status_code})", retry_after=retry_after(e.response.headers))
         raise UnitFailed(f"request failed ({e.status_code}: {server_message(e, key)})") from None
     if isinstance(e, openai.APIResponseValidationError | ValueError):
-        return f"unreadable response body ({type(e).__name__})", False, None
+        return Verdict(f"unreadable response body ({type(e).__name__})")
     return None
 
 
@@ -95,14 +115,31 @@ def retry_after(headers: Any) -> float | None:
 
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+)")
+#: Runs of this many characters of the key are redacted wherever they appear.
+KEY_RUN = 8
+
+
+def redact(text: str, key: str) -> str:
+    """``text`` with the key, every run of ``KEY_RUN`` or more of its characters, and anything key-like
+    (``sk-...``, ``Bearer ...``) replaced by ``[key]``."""
+    if key:
+        text = text.replace(key, "[key]")
+        runs = {key[i : i + KEY_RUN] for i in range(len(key) - KEY_RUN + 1)}
+        spans: list[list[int]] = []
+        for i in range(len(text) - KEY_RUN + 1):
+            if text[i : i + KEY_RUN] in runs:
+                if spans and i <= spans[-1][1]:
+                    spans[-1][1] = i + KEY_RUN
+                else:
+                    spans.append([i, i + KEY_RUN])
+        for a, b in reversed(spans):
+            text = text[:a] + "[key]" + text[b:]
+    return _KEYLIKE.sub("[key]", text)
 
 
 def server_message(e: Any, key: str) -> str:
-    """The server's error message, one line, at most 200 characters, with anything key-like removed."""
+    """The server's error message, one line, at most 200 characters, with the key and anything key-like removed."""
     body = getattr(e, "body", None)
     msg = body.get("message") if isinstance(body, dict) else None
     text = str(msg if msg else getattr(e, "message", "") or type(e).__name__)
-    if key:
-        text = text.replace(key, "[key]")
-    text = _KEYLIKE.sub("[key]", text)
-    return " ".join(text.split())[:200]
+    return " ".join(redact(text, key).split())[:200]

@@ -27,6 +27,8 @@ from llmcomp.attention.prompts import Task
 
 log = logging.getLogger("llmcomp.attention.openai")
 
+#: Answers this long (characters) are read on a worker thread, so that other requests' deadlines keep time.
+BIG_ANSWER = 32_768
 #: A request as an estimate sees it: its messages and how many scores per head the answer holds.
 Planned = tuple[list[dict[str, str]], int]
 
@@ -91,16 +93,20 @@ class Strategy:
             try:
                 if finish == "length":
                     raise AnswerError("the answer was cut off (finish_reason length); reply with compact JSON only")
-                return parse(answers.extract_json(content))
+                if len(content) < BIG_ANSWER:
+                    return parse(answers.extract_json(content))
+                return parse(await asyncio.to_thread(answers.extract_json, content))  # keep the loop's deadlines
             except AnswerError as e:
                 error = str(e)
-                log.info("invalid answer (%s); asking again", error)
+                log.info("invalid answer (%s); asking again", self.chat.redact(error))
                 msgs = messages + prompts.corrective_message(content or "", error)
         raise UnitFailed(f"invalid answer after {attempts} attempt(s): {error}")
 
     def finish(self, run: Run, key: str, words: list[str], scores: torch.Tensor | str) -> None:
-        """Record one sentence: its integer scores (heads, T, T), or why it failed (never cached)."""
+        """Record one sentence: its integer scores (heads, T, T), or why it failed (never cached; a reason
+        may quote a server, so it loses the key here)."""
         if isinstance(scores, str):
+            scores = self.chat.redact(scores)
             run.results[key] = scores
             run.stats.failed += 1
             log.info("sentence failed: %s", scores)

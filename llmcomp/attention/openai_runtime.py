@@ -1,13 +1,15 @@
 """The threads behind the OpenAI source's synchronous API: a private event loop and the cache writer.
 
 ``LoopThread`` runs the source's coroutines on a loop of its own, so ``score_many`` works from any thread, with
-or without a running loop; ``pool`` runs jobs on it with a cap on how many are in flight. ``CacheWriter`` turns integer scores into attention matrices and writes the cache on
+or without a running loop, and lets any thread cancel the run in progress; ``pool`` runs jobs on it with a cap
+on how many are in flight. ``CacheWriter`` turns integer scores into attention matrices and writes the cache on
 one worker thread, in order, committing after each batch, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,10 @@ from llmcomp.attention.cache import AttentionCache
 
 if TYPE_CHECKING:
     from llmcomp.attention.openai_modes import Run
+
+
+class RunCancelled(Exception):
+    """The run was stopped by ``LoopThread.cancel``."""
 
 
 class CallbackRaised(Exception):
@@ -68,6 +74,41 @@ class LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._cancelled = threading.Event()  # set once by cancel(), from any thread; stays set
+        self._work: asyncio.Future | None = None  # the cancellable run in progress (loop thread only)
+
+    def cancel(self) -> None:
+        """Cancel the run in progress (and every later one) from any thread; it ends with ``RunCancelled``."""
+        self._cancelled.set()
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing runs
+                loop.call_soon_threadsafe(self._cancel_work)
+
+    def _cancel_work(self) -> None:
+        if self._work is not None:
+            self._work.cancel()
+
+    async def cancellable(self, coro: Awaitable[Any]) -> Any:
+        """Await ``coro`` as a task that ``cancel`` stops at once: ``RunCancelled`` when it did."""
+        work = asyncio.ensure_future(coro)
+        self._work = work
+        if self._cancelled.is_set():
+            work.cancel()
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if work.cancelled() and self._cancelled.is_set():
+                raise RunCancelled() from None
+            raise  # the caller's own cancellation (Ctrl-C in score_many's thread)
+        finally:
+            self._work = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The private loop, once started (None before and after)."""
+        return self._loop
 
     def run(self, coro: Awaitable[Any]) -> Any:
         """Run ``coro`` on the private loop and wait for it; works from any thread, with or without its own loop."""

@@ -3,8 +3,9 @@ llama.cpp server, Groq, Cerebras) scores attention, through the official ``opena
 
 This module is the source itself: its identity (spec, fingerprint, cache keys), cost estimates, and
 ``score_many`` over the mode strategies. The parts are objects of their own: ``openai_config`` (settings and
-the key's ``Secret``), ``openai_client`` (transport, retries, format probing, budget), ``openai_modes`` (what
-each mode asks and how answers become rows) and ``openai_runtime`` (the private loop and the cache writer).
+the key's ``Secret``), ``openai_client`` (transport, retries, format probing, budget, the circuit breaker),
+``openai_http`` (body caps), ``openai_modes`` (what each mode asks and how answers become rows) and
+``openai_runtime`` (the private loop, cancellation and the cache writer).
 
 Example::
 
@@ -31,14 +32,14 @@ Modes (``mode=``), each a trade between cost and what the matrix may depend on:
 
 Scores are integers 0..score_max, turned into attention in code with ``floor`` added to every allowed
 cell (``normalize_scores``), so no row is empty. Every answer is validated; an invalid answer is sent
-back with the reason up to ``max_corrective_retries`` times, after which the sentence is reported as
-failed with that reason and never cached. Structured output is tried as json_schema, then
-json_object, then plain text; what the server accepted is remembered per host and model (in memory
-and in the cache). 401, 403, 404, ``insufficient_quota`` and an unreachable server stop the run at
-once with ``ScoringAborted`` (one line, never the key); everything scored so far is committed to the
-cache first. Budget caps (``max_requests``, ``max_tokens``, over the source's lifetime) stop
-scoring cleanly: the rest is reported failed with "budget exhausted". ``dry_run=True`` makes no
-requests at all.
+back with the reason up to ``max_corrective_retries`` times, after which the sentence fails with that
+reason and is never cached. Structured output is tried as json_schema, then json_object, then plain text;
+what the server accepted is remembered per host and model (in memory and in the cache). Each attempt has a
+wall-clock deadline (``timeout``); 401, 403, 404, ``insufficient_quota``, an unreachable server and
+``max_consecutive_failures`` failed attempts in a row stop the run at once with ``ScoringAborted`` (one
+line, never the key), as does ``cancel()`` from any thread; everything scored so far is committed to the
+cache first. Budget caps (``max_requests``, ``max_tokens``, over the source's lifetime) stop scoring
+cleanly: the rest is reported failed with "budget exhausted". ``dry_run=True`` makes no requests at all.
 
 Configuration: explicit arguments, then the environment, then ``./.env`` (read by ``llmcomp.settings``):
 ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``LLMCOMP_OPENAI_MODEL``. The key is kept in a ``Secret``
@@ -73,7 +74,7 @@ from llmcomp.attention.openai_config import (
 )
 from llmcomp.attention.openai_errors import ScoringAborted as ScoringAborted
 from llmcomp.attention.openai_modes import STRATEGIES, Run, Strategy, pair_key, row_key
-from llmcomp.attention.openai_runtime import CacheWriter, LoopThread
+from llmcomp.attention.openai_runtime import CacheWriter, LoopThread, RunCancelled
 from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION
 
 log = logging.getLogger("llmcomp.attention.openai")
@@ -117,6 +118,7 @@ class OpenAISource(AttentionSource):
         max_concurrency: int | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        max_consecutive_failures: int | None = None,
         max_corrective_retries: int | None = None,
         max_requests: int | None = None,
         max_tokens: int | None = None,
@@ -270,16 +272,20 @@ class OpenAISource(AttentionSource):
                 self.cache.commit()
 
     async def _score_all(self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None):
-        """On the private loop: each distinct sentence once, through this mode's strategy."""
-        run = Run(stats, asyncio.Semaphore(self.config.max_concurrency), progress)
-        unique: dict[str, list[str]] = {}
-        for words in sentences:
-            unique.setdefault(self.cache_key(words), words)
+        """On the private loop: each distinct sentence once, through this mode's strategy (``cancel`` stops it)."""
+        run = Run(stats, asyncio.Semaphore(self.config.max_concurrency), progress=progress)
+        unique = {self.cache_key(words): words for words in sentences}  # equal keys mean equal words
         try:
-            await self._strategy().score(run, list(unique.items()))
+            await self._runtime.cancellable(self._strategy().score(run, list(unique.items())))
+        except RunCancelled:
+            raise self._chat.aborted(run.stats, "cancelled: scoring stopped on request") from None
         finally:  # also on an abort: everything scored is committed before the caller hears of it
             await self._writer.settle()
         return [run.results[self.cache_key(words)] for words in sentences]
+
+    def cancel(self) -> None:
+        """Stop scoring from any thread, at once: ``ScoringAborted("cancelled: ...")``; the source stays cancelled."""
+        self._runtime.cancel()
 
     def close(self) -> None:
         """Finish the cache writes, close the HTTP client and stop the loop thread (the cache's owner closes it)."""

@@ -3,7 +3,8 @@
 Answers read the JSON word list that ``llmcomp.attention.prompts`` puts in the user message. Scores favour the
 word itself and the previous word; in the ``sentence`` task a word that appears again later also gains, so later
 words shape earlier rows there, as they can with a real LLM. A ``Fault`` is applied to the next requests that
-match it; ``FAULTS`` lists every kind.
+match it; ``FAULTS`` lists every kind. A hostile server is scripted the same way: a server that always answers 500
+is ``Fault("server_error", times=None)``, one that never answers ``Fault("hang", times=None)``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,29 @@ FAULTS: dict[str, str] = {
     "bad_body": "HTTP 200 whose body is not JSON",
     "empty": "an empty message content",
     "obey": "a gullible model: replies with the text after 'reply with' in the words, not JSON",
+    # hostile servers: the transport, the body and the message as a careless or malicious server sends them
+    "hang": "reads the request and never answers (until the client gives up)",
+    "drip": "status 200 at once, then the body one byte every `interval` seconds (no single read ever times out)",
+    "deep_json": "a 200 body of JSON arrays nested `size` (default 100,000) deep",
+    "deep_content": "message content of JSON arrays nested `size` (default 100,000) deep",
+    "usage_text": 'usage.prompt_tokens is "lots"',
+    "usage_huge": "usage.prompt_tokens is 1e999 (infinite as a float)",
+    "content_number": "message content is a number (42), not text",
+    "content_parts": "message content as a list of text parts (a valid answer in two parts, as some servers send)",
+    "message_string": "the message is a string, not an object",
+    "braces": "content of `size` (default 16,384) '{' characters",
+    "echo_key": "a 200 answer that quotes the bearer key it was sent (as a score, and a long fragment in prose)",
+    "html": "a 200 HTML page (text/html), as a web server at the wrong base URL answers",
+    "huge": "a valid answer padded with spaces to `size` (default 2 MB) bytes",
 }
 #: Faults that spoil the scores of an otherwise valid answer.
 CORRUPTIONS = ("wrong_shape", "nan", "negative", "out_of_range", "later")
+#: Faults in how a valid answer is sent that a client must read correctly (not failures).
+ACCEPTED = ("content_parts", "usage_text", "usage_huge")
+#: Default ``size`` of the faults that take one.
+SIZES = {"deep_json": 100_000, "deep_content": 100_000, "braces": 16_384, "huge": 2_000_000}
+#: A pseudo-header that tells the HTTP handler how to deliver a response ("hang", or "drip:<seconds>").
+DELIVERY = "x-fake-delivery"
 
 #: (status, extra headers, body) of one HTTP response.
 Response = tuple[int, dict[str, str], bytes]
@@ -51,10 +72,14 @@ class Fault:
     task: str | None = None  # "sentence", "prefix" or "pair"
     retry_after: float = 0.05  # seconds, for rate_limit
     delay: float = 2.0  # seconds, for slow
+    interval: float = 0.05  # seconds between the bytes of a drip
+    size: int | None = None  # nesting, braces or bytes (None: the kind's default in SIZES)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
             raise ValueError(f"unknown fault {self.kind!r}; choose one of: {', '.join(FAULTS)}")
+        if self.size is None:
+            self.size = SIZES.get(self.kind, 0)
 
     def matches(self, task: str, words: list[str]) -> bool:
         if self.times is not None and self.times <= 0:
@@ -115,8 +140,9 @@ def answer_for(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- faults ---------------------------------------------------------------------------------------
-def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int) -> dict[str, Any]:
-    """A copy of a valid answer with one scripted defect (one of ``CORRUPTIONS``) in the first head."""
+def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int, key: str = "") -> dict[str, Any]:
+    """A copy of a valid answer with one scripted defect (one of ``CORRUPTIONS``, or ``echo_key``: the key it
+    was sent as the first score of the last row) in the first head."""
     head = next(iter(answer))
     vals = json.loads(json.dumps(answer[head]))
     first = vals[-1] if task == "sentence" else vals  # the last row has the most scores
@@ -128,6 +154,8 @@ def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int) -> dic
         first[0] = -3
     elif kind == "out_of_range":
         first[0] = score_max + 33
+    elif kind == "echo_key":
+        first[0] = f"key: {key}"
     elif kind == "later":
         if task == "sentence":
             n = len(vals)
@@ -140,8 +168,12 @@ def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int) -> dic
     return {**answer, head: vals}
 
 
-def completion(content: str, finish: str, messages: list[dict[str, Any]], model: str, n: int) -> bytes:
-    """The body of a chat completion holding ``content``, with usage at about 4 prompt / 3 completion chars a token."""
+def completion(
+    content: str, finish: str, messages: list[dict[str, Any]], model: str, n: int, kind: str | None = None
+) -> bytes:
+    """The body of a chat completion holding ``content``, with usage at about 4 prompt / 3 completion chars a token.
+
+    ``kind`` may be a fault that changes how the body carries the answer (usage, content or message types)."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
     usage = {
         "prompt_tokens": max(1, math.ceil(prompt_chars / 4)),
@@ -162,7 +194,21 @@ def completion(content: str, finish: str, messages: list[dict[str, Any]], model:
         "choices": [choice],
         "usage": usage,
     }
-    return json.dumps(resp).encode()
+    if kind == "usage_text":
+        usage["prompt_tokens"] = "lots"
+    elif kind == "usage_huge":
+        usage["prompt_tokens"] = "__huge__"  # JSON cannot write 1e999 from Python: substituted below
+    elif kind == "content_number":
+        choice["message"]["content"] = 42
+    elif kind == "content_parts":
+        half = len(content) // 2
+        choice["message"]["content"] = [
+            {"type": "text", "text": content[:half]},
+            {"type": "text", "text": content[half:]},
+        ]
+    elif kind == "message_string":
+        choice["message"] = content
+    return json.dumps(resp).encode().replace(b'"__huge__"', b"1e999")
 
 
 def error_response(
@@ -194,11 +240,19 @@ def http_fault(fault: Fault, auth: str) -> Response | None:
         return error_response(403, "permission_denied", f"Key {key} may not use this model.")
     if fault.kind == "bad_body":
         return 200, {}, b'{"id": "chatcmpl-broken", "choices": [ {"message": '
+    if fault.kind == "hang":
+        return 200, {DELIVERY: "hang"}, b""
+    if fault.kind == "deep_json":
+        return 200, {}, b"[" * fault.size + b"]" * fault.size  # type: ignore[operator]
+    if fault.kind == "html":
+        page = b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>\n"
+        return 200, {"content-type": "text/html; charset=utf-8"}, page
     return None
 
 
-def spoil_content(kind: str | None, content: str, words: list[str]) -> tuple[str, str]:
-    """(content, finish_reason) after a fault that spoils the message text (malformed, truncated, empty, obey)."""
+def spoil_content(kind: str | None, content: str, words: list[str], size: int = 0, key: str = "") -> tuple[str, str]:
+    """(content, finish_reason) after a fault that spoils the message text (malformed, truncated, empty, obey,
+    deep_content, braces, echo_key, huge)."""
     if kind == "malformed":
         return "Sure! " + content[: max(1, len(content) // 2)] + " ... (and so on)", "stop"
     if kind == "truncated":
@@ -208,4 +262,12 @@ def spoil_content(kind: str | None, content: str, words: list[str]) -> tuple[str
     if kind == "obey":
         text = " ".join(words)
         return (text.split("reply with", 1)[1].strip() if "reply with" in text else "OK, I will do that."), "stop"
+    if kind == "deep_content":
+        return "[" * size + "]" * size, "stop"
+    if kind == "braces":
+        return "{" * size, "stop"
+    if kind == "echo_key":  # the key is already a score (a validator quotes a bad one); a long run of it in prose
+        return f"{content} (signed {key[2:-2]})", "stop"
+    if kind == "huge":
+        return content + " " * max(0, size - len(content)), "stop"
     return content, "stop"

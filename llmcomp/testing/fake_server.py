@@ -7,7 +7,8 @@ json_object, or prose around a fenced JSON block when no format is given), and c
 
 Faults are scripted per request: ``server.add_fault("rate_limit", times=2)`` or
 ``add_fault("nan", match="cat")`` (only requests whose words include "cat"). The first rule that
-matches a request and still has uses left is applied. Kinds are listed in ``FAULTS``.
+matches a request and still has uses left is applied. Kinds are listed in ``FAULTS``, hostile servers
+included (one that never answers, drips its body, nests JSON 100,000 deep, echoes the key...).
 
 Run it for a demo::
 
@@ -23,12 +24,12 @@ import signal
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # answer_for is looked up here at each request, so a test can monkeypatch this module's name.
 from llmcomp.testing.behaviours import (
     CORRUPTIONS,
+    DELIVERY,
     FAULTS,
     Fault,
     Response,
@@ -40,6 +41,7 @@ from llmcomp.testing.behaviours import (
     parse_fault,
     spoil_content,
 )
+from llmcomp.testing.fake_http import Handler, Server
 
 __all__ = ["FAULTS", "FakeOpenAIServer", "Fault", "answer_for", "main"]
 
@@ -63,9 +65,10 @@ class FakeOpenAIServer:
         self.api_key = api_key  # when set, any other bearer token gets 401
         self.model = model
         self._lock = threading.Lock()
+        self.stopping = threading.Event()  # ends the handlers that hang or drip
         self.faults: list[Fault] = []
         self.reset_counts()
-        self._httpd = _Server((host, port), _Handler)
+        self._httpd = Server((host, port), Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -86,6 +89,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -187,63 +191,16 @@ class FakeOpenAIServer:
             return failed
         if kind == "slow":
             time.sleep(fault.delay)
-        if kind in CORRUPTIONS:
-            answer = corrupt(kind, task, answer, score_max)
+        key = auth.removeprefix("Bearer ")
+        if kind in CORRUPTIONS or kind == "echo_key":
+            answer = corrupt(kind, task, answer, score_max, key)
         content = json.dumps(answer)  # NaN is written as the bare token NaN, as a sloppy server would
         if fmt == "text":
             content = f"Here are the scores you asked for:\n```json\n{content}\n```\nLet me know if you need more."
-        content, finish = spoil_content(kind, content, words)
-        return 200, {}, completion(content, finish, messages, req.get("model", self.model), self.requests)
-
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # the default backlog of 5 drops SYNs when a client opens 16 connections at once
-    daemon_threads = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
-    disable_nagle_algorithm = True  # small writes on a kept-alive connection would wait ~40 ms for an ACK
-    wbufsize = -1  # headers and body leave in one write (flushed after each request)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # quiet: tests and benchmarks print their own summaries
-
-    @property
-    def fake(self) -> FakeOpenAIServer:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (a timeout); nothing to answer
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length)
-        path = self.path.split("?", 1)[0]
-        if path not in ("/v1/chat/completions", "/chat/completions"):
-            self._send(404, b'{"error": {"message": "not found", "code": "not_found"}}')
-            return
-        status, headers, out = self.fake.handle_chat(path, body, self.headers.get("authorization", ""))
-        self._send(status, out, headers)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        path = self.path.split("?", 1)[0]
-        if path in ("/v1/models", "/models"):
-            data = {"object": "list", "data": [{"id": self.fake.model, "object": "model", "owned_by": "llmcomp"}]}
-            self._send(200, json.dumps(data).encode())
-        elif path == "/_stats":
-            self._send(200, json.dumps(self.fake.stats()).encode())
-        else:
-            self._send(404, b'{"error": {"message": "not found", "code": "not_found"}}')
+        size = (fault.size or 0) if fault else 0
+        content, finish = spoil_content(kind, content, words, size, key)
+        headers = {DELIVERY: f"drip:{fault.interval:g}"} if kind == "drip" else {}
+        return 200, headers, completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
 
 
 def main(argv: list[str] | None = None) -> None:
