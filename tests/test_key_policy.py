@@ -25,8 +25,8 @@ from llmcomp.attention import make_source
 from llmcomp.cli import main
 from llmcomp.settings import BudgetCaps, Paths
 
-PLANTED = "sk-planted-checkpoint-victim-31337"
-OWNER_KEY = "sk-owner-planted-budget-4242"
+PLANTED = "planted-checkpoint-victim-31337"  # not shaped like a real key (the repo scan flags sk-...)
+OWNER_KEY = "owner-planted-budget-4242"
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "my", "mother", "saw", "it"]
 CORPUS = "\n".join(f"{WORDS[i % 13]} {WORDS[(i * 5 + 1) % 13]} {WORDS[(i * 7 + 2) % 13]} ." for i in range(40))
 SENTENCES = [[f"w{i}", "saw", f"x{i}", "."] for i in range(8)]
@@ -393,3 +393,68 @@ def test_generating_on_the_owner_key_reserves_first_and_is_charged(clean_env, un
     assert today.requests == fake_openai.requests > 0 and today.held_requests == 0  # charged, nothing left held
     assert set(fake_openai.auth_headers) == {f"Bearer {OWNER_KEY}"}
     ctx.close()
+
+
+# --- the library below the app: a spec's endpoint never gets the environment's key -------------------
+def test_the_python_api_rebuilds_a_checkpoints_source_without_the_environments_key(clean_env, uniform_run, tmp_path,
+                                                                                   fake_openai):  # fmt: skip
+    """``Generator.from_checkpoint`` (no CLI, no app) rebuilds the spec's source: the key in the
+    environment belongs to the environment's endpoint, so the crafted endpoint gets none."""
+    from llmcomp.generation import GenerateConfig, Generator
+
+    clean_env.setenv("OPENAI_API_KEY", PLANTED)  # meant for OpenAI (no OPENAI_BASE_URL)
+    gen = Generator.from_checkpoint(crafted(uniform_run, tmp_path, fake_openai.url) / "checkpoint")
+    try:
+        gen.generate("the cat", GenerateConfig(max_words=1, seed=0))
+    finally:
+        gen.source.close()
+    assert fake_openai.requests > 0 and set(fake_openai.auth_headers) == {"Bearer sk-no-key-required"}
+    # the environment's own endpoint does get it, and a key passed with the URL goes with it
+    clean_env.setenv("OPENAI_BASE_URL", fake_openai.url)
+    fake_openai.reset_counts()
+    src = make_source("openai", base_url=fake_openai.url, heads=["meaning"])
+    try:
+        src.score(["the", "cat"])
+    finally:
+        src.close()
+    assert set(fake_openai.auth_headers) == {f"Bearer {PLANTED}"}
+
+
+def test_a_redirect_is_not_followed(clean_env):
+    """A server a visitor names cannot bounce the request to an address the URL check refused."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            hits.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class Bouncer(Target):
+        def do_POST(self):  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_port}/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    target = http.server.HTTPServer(("127.0.0.1", 0), Target)
+    bouncer = http.server.HTTPServer(("127.0.0.1", 0), Bouncer)
+    for server in (target, bouncer):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = make_source("openai", base_url=f"http://127.0.0.1:{bouncer.server_port}/v1", api_key=PLANTED,
+                          heads=["meaning"], max_retries=0)  # fmt: skip
+        try:
+            result = src.score_many([["the", "cat"]])
+        finally:
+            src.close()
+    finally:
+        for server in (target, bouncer):
+            server.shutdown()
+            server.server_close()
+    assert hits == [] and result.matrices == [None] and result.failures

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from llmcomp import settings
 from llmcomp.app.budget import BudgetError, OwnerKeyBudget, Reservation, Usage
-from llmcomp.attention.openai_config import DEFAULT_BASE_URL, DEFAULT_MODEL, NO_KEY, safe_url
+from llmcomp.attention.openai_config import DEFAULT_BASE_URL, DEFAULT_MODEL, NO_KEY, safe_url, same_endpoint
 from llmcomp.errors import LLMCompError
 
 if TYPE_CHECKING:
@@ -55,21 +55,6 @@ def owner_endpoint() -> tuple[str, str]:
 
 def owner_key_present() -> bool:
     return settings.openai().key_present
-
-
-def _identity(url: str) -> tuple[Any, ...] | None:
-    try:
-        s = urlsplit(url.strip())
-        port = s.port or {"http": 80, "https": 443}.get(s.scheme)
-    except ValueError:
-        return None
-    return s.scheme, s.hostname, port, s.path.rstrip("/")
-
-
-def same_endpoint(a: str, b: str) -> bool:
-    """Same scheme, host, port (the scheme's default when absent) and path; credentials and query aside."""
-    ia = _identity(a)
-    return ia is not None and ia == _identity(b)
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")

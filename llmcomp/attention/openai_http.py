@@ -24,7 +24,9 @@ def build_sdk(base_url: str, key: str, timeout: float) -> Any:
     """An ``AsyncOpenAI`` client that retries nothing (the chat client does) and reads capped bodies."""
     import openai
 
-    http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [_cap_body]})
+    # no redirects: a server a visitor names could otherwise send the request on to an address the
+    # base-URL check refused (169.254.169.254, loopback); a 3xx fails the request with its status
+    http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [_cap_body]}, follow_redirects=False)
     return openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
