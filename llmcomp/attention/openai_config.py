@@ -111,7 +111,7 @@ class OpenAIConfig:
         split = urlsplit(self.base_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise OpenAIConfigError(f"base URL must look like https://host/v1, got {safe_url(self.base_url)!r}")
-        if False:  # PLANT
+        if split.username is not None or split.password is not None:
             # the HTTP client would send them as Basic auth in place of the key
             raise OpenAIConfigError(
                 f"base URL {safe_url(self.base_url)!r} carries user:password@; remove it and set the key in "
