@@ -179,13 +179,16 @@ FAULT_CHECKS = {
     "usage_huge": lambda s, h, r: math.isinf(r["usage"]["prompt_tokens"]) and _sentence_scores(content_of(r)),
     "content_number": lambda s, h, r: content_of(r) == 42,
     "content_parts": lambda s, h, r: (
-        len(content_of(r)) == 2 and (_sentence_scores("".join(p["text"] for p in content_of(r))))
+        len(content_of(r)) == 2 and _sentence_scores("".join(p["text"] for p in content_of(r)))
     ),
     "message_string": lambda s, h, r: isinstance(r["choices"][0]["message"], str),
     "braces": lambda s, h, r: content_of(r) == "{" * 16_384,
     "echo_key": lambda s, h, r: json.loads(content_of(r).split(" (signed")[0])["meaning"][-1][0] == "key: sk-x",
     "html": lambda s, h, r: h["content-type"].startswith("text/html") and r.startswith(b"<!DOCTYPE html>"),
     "huge": lambda s, h, r: len(content_of(r)) >= 2_000_000 and _sentence_scores(content_of(r)),
+    "huge_chunked": lambda s, h, r: (
+        h["transfer-encoding"] == "chunked" and "content-length" not in h and len(content_of(r)) >= 2_000_000
+    ),
 }
 
 

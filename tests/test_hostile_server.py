@@ -100,10 +100,14 @@ def test_a_never_answering_server_ends_the_run_with_one_line_saying_what_was_kep
 
 
 def test_failures_in_between_successes_do_not_trip_the_breaker(make, fake_openai):
-    fake_openai.add_fault("server_error", times=None, match="dog")  # one sentence fails, the rest answer
+    """4 failing sentences, one at a time, each failing 4 times between answered ones: 16 failures, never 8 in
+    a row, so the run goes on (a breaker that never reset would stop it)."""
+    fake_openai.add_fault("server_error", times=None, match="dog")
+    corpus = [["a", "dog" if i % 2 else "cat", str(i)] for i in range(8)]
     src = make(max_retries=3, max_concurrency=1)
-    result = src.score_many(SMALL + TWELVE)
-    assert set(result.failures) == {1} and "server error (500)" in result.failures[1]
+    result = src.score_many(corpus)
+    assert set(result.failures) == {1, 3, 5, 7}
+    assert all("server error (500)" in r for r in result.failures.values())
 
 
 # --- cancel() -----------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def test_cancel_from_another_thread_ends_score_many_within_2_s_keeping_what_was_
         except BaseException as e:  # noqa: BLE001 - the test inspects it
             outcome.append(e)
 
-    worker = threading.Thread(target=work)
+    worker = threading.Thread(target=work, daemon=True)
     worker.start()
     deadline = time.monotonic() + 5
     while not fake_openai.faults_served["hang"] and time.monotonic() < deadline:  # sentence 1 ("dog") hangs
@@ -206,8 +210,9 @@ def test_a_key_echoed_in_an_answer_is_redacted_from_reasons_and_logs(make, fake_
 
 
 # --- item 16: size cap, HTML pages, credentials in the base URL ----------------------------------------------------
-def test_a_body_over_1_mb_fails_with_a_reason(make, fake_openai):
-    fake_openai.add_fault("huge", times=None, match="dog")
+@pytest.mark.parametrize("kind", ["huge", "huge_chunked"])  # refused by its content-length / by the bytes read
+def test_a_body_over_1_mb_fails_with_a_reason(make, fake_openai, kind):
+    fake_openai.add_fault(kind, times=None, match="dog")
     result = make().score_many(SMALL)
     assert set(result.failures) == {1} and "1 MB" in result.failures[1], result.failures
 

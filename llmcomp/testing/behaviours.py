@@ -48,14 +48,15 @@ FAULTS: dict[str, str] = {
     "echo_key": "a 200 answer that quotes the bearer key it was sent (as a score, and a long fragment in prose)",
     "html": "a 200 HTML page (text/html), as a web server at the wrong base URL answers",
     "huge": "a valid answer padded with spaces to `size` (default 2 MB) bytes",
+    "huge_chunked": "the same, sent chunked: no content-length, so only a count of the bytes read can stop it",
 }
 #: Faults that spoil the scores of an otherwise valid answer.
 CORRUPTIONS = ("wrong_shape", "nan", "negative", "out_of_range", "later")
 #: Faults in how a valid answer is sent that a client must read correctly (not failures).
 ACCEPTED = ("content_parts", "usage_text", "usage_huge")
 #: Default ``size`` of the faults that take one.
-SIZES = {"deep_json": 100_000, "deep_content": 100_000, "braces": 16_384, "huge": 2_000_000}
-#: A pseudo-header that tells the HTTP handler how to deliver a response ("hang", or "drip:<seconds>").
+SIZES = {"deep_json": 100_000, "deep_content": 100_000, "braces": 16_384, "huge": 2_000_000, "huge_chunked": 2_000_000}
+#: A pseudo-header that tells the HTTP handler how to deliver a response ("hang", "chunked", "drip:<seconds>").
 DELIVERY = "x-fake-delivery"
 
 #: (status, extra headers, body) of one HTTP response.
@@ -268,6 +269,6 @@ def spoil_content(kind: str | None, content: str, words: list[str], size: int = 
         return "{" * size, "stop"
     if kind == "echo_key":  # the key is already a score (a validator quotes a bad one); a long run of it in prose
         return f"{content} (signed {key[2:-2]})", "stop"
-    if kind == "huge":
+    if kind in ("huge", "huge_chunked"):
         return content + " " * max(0, size - len(content)), "stop"
     return content, "stop"

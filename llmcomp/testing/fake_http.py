@@ -41,12 +41,19 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(status)
             self.send_header("content-type", headers.pop("content-type", "application/json"))
-            self.send_header("content-length", str(len(body)))
+            if delivery == "chunked":
+                self.send_header("transfer-encoding", "chunked")
+            else:
+                self.send_header("content-length", str(len(body)))
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             if delivery.startswith("drip:"):
                 self._drip(body, float(delivery[5:]))
+            elif delivery == "chunked":
+                for i in range(0, len(body), 65536):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(body[i : i + 65536]), body[i : i + 65536]))
+                self.wfile.write(b"0\r\n\r\n")
             else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):

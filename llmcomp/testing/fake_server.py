@@ -199,7 +199,8 @@ class FakeOpenAIServer:
             content = f"Here are the scores you asked for:\n```json\n{content}\n```\nLet me know if you need more."
         size = (fault.size or 0) if fault else 0
         content, finish = spoil_content(kind, content, words, size, key)
-        headers = {DELIVERY: f"drip:{fault.interval:g}"} if kind == "drip" else {}
+        delivery = {"drip": f"drip:{fault.interval:g}" if fault else "", "huge_chunked": "chunked"}.get(kind or "")
+        headers = {DELIVERY: delivery} if delivery else {}
         return 200, headers, completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
 
 
