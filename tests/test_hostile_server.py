@@ -209,6 +209,13 @@ def test_a_key_echoed_in_an_answer_is_redacted_from_reasons_and_logs(make, fake_
     assert not leaks(reason) and not leaks(caplog.text), reason
 
 
+def test_terminal_controls_in_a_server_message_are_escaped_in_the_reason(make, fake_openai):
+    fake_openai.add_fault("ansi", times=None)
+    reason = make().score_many(SMALL[:1]).failures[0]
+    assert "\\x1b[2J" in reason and "\\x07" in reason, reason  # shown, harmless
+    assert not any(c in reason for c in "\x1b\x07\x08"), reason
+
+
 # --- item 16: size cap, HTML pages, credentials in the base URL ----------------------------------------------------
 @pytest.mark.parametrize("kind", ["huge", "huge_chunked"])  # refused by its content-length / by the bytes read
 def test_a_body_over_1_mb_fails_with_a_reason(make, fake_openai, kind):

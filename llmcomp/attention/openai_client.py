@@ -35,6 +35,7 @@ from llmcomp.attention.openai_errors import (
     redact,
 )
 from llmcomp.attention.openai_http import build_sdk, too_large
+from llmcomp.errors import one_line
 
 log = logging.getLogger("llmcomp.attention.openai")
 
@@ -113,9 +114,10 @@ class ChatClient:
     def _key(self) -> str:
         return self.config.api_key.get() if self.config.api_key else ""
 
-    def redact(self, text: str) -> str:
-        """``text`` (anything a server wrote, or a message quoting it) without the key or any long run of it."""
-        return redact(text, self._key())
+    def safe(self, text: str, limit: int = 600) -> str:
+        """``text`` (anything a server wrote, or a message quoting it) fit to show: without the key or any long
+        run of it, on one line with control characters escaped (``llmcomp.errors.one_line``)."""
+        return one_line(redact(text, self._key()), limit)
 
     # --- one answer, in the best format the server takes --------------------------------------------
     async def chat(self, traffic: Traffic, task: str, messages: list[dict[str, str]]) -> tuple[str, str | None]:
@@ -283,7 +285,7 @@ class ChatClient:
             kept = f"{stats.scored} sentence(s) scored in this run and {stats.cached} found in the cache are kept there"
         else:
             kept = f"{stats.scored} sentence(s) scored in this run, not kept (no cache)"
-        return ScoringAborted(self.redact(f"{message}; {kept}"), dataclasses.replace(stats))
+        return ScoringAborted(self.safe(f"{message}; {kept}"), dataclasses.replace(stats))
 
     def _abort(self, stats: ScoreStats, reason: str) -> None:
         raise self.aborted(stats, f"scoring stopped: {reason}") from None

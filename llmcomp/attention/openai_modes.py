@@ -98,15 +98,15 @@ class Strategy:
                 return parse(await asyncio.to_thread(answers.extract_json, content))  # keep the loop's deadlines
             except AnswerError as e:
                 error = str(e)
-                log.info("invalid answer (%s); asking again", self.chat.redact(error))
+                log.info("invalid answer (%s); asking again", self.chat.safe(error))
                 msgs = messages + prompts.corrective_message(content or "", error)
         raise UnitFailed(f"invalid answer after {attempts} attempt(s): {error}")
 
     def finish(self, run: Run, key: str, words: list[str], scores: torch.Tensor | str) -> None:
         """Record one sentence: its integer scores (heads, T, T), or why it failed (never cached; a reason
-        may quote a server, so it loses the key here)."""
+        may quote a server, so it loses the key and becomes one safe line here)."""
         if isinstance(scores, str):
-            scores = self.chat.redact(scores)
+            scores = self.chat.safe(scores)
             run.results[key] = scores
             run.stats.failed += 1
             log.info("sentence failed: %s", scores)

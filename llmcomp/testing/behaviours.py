@@ -49,6 +49,7 @@ FAULTS: dict[str, str] = {
     "html": "a 200 HTML page (text/html), as a web server at the wrong base URL answers",
     "huge": "a valid answer padded with spaces to `size` (default 2 MB) bytes",
     "huge_chunked": "the same, sent chunked: no content-length, so only a count of the bytes read can stop it",
+    "ansi": "a 400 whose error message carries terminal controls (ESC clear-screen and colour, BEL, BS)",
 }
 #: Faults that spoil the scores of an otherwise valid answer.
 CORRUPTIONS = ("wrong_shape", "nan", "negative", "out_of_range", "later")
@@ -241,6 +242,8 @@ def http_fault(fault: Fault, auth: str) -> Response | None:
         return error_response(403, "permission_denied", f"Key {key} may not use this model.")
     if fault.kind == "bad_body":
         return 200, {}, b'{"id": "chatcmpl-broken", "choices": [ {"message": '
+    if fault.kind == "ansi":
+        return error_response(400, "invalid_request", "bad \x1b[2J\x1b[31mrequest\x07\x08 (try again)")
     if fault.kind == "hang":
         return 200, {DELIVERY: "hang"}, b""
     if fault.kind == "deep_json":

@@ -2,8 +2,8 @@
 
 ``run_fault`` scripts one kind for every request of a fresh fake server and sorts what the source made of it:
 sentences scored, sentences failed with a reason, the run stopped with one line (``ScoringAborted``), or a crash
-(any other exception, a failure without a reason, an invalid matrix, a message of more than one line, or a
-message that quotes 8 or more characters of the key in a row). ``tests/test_hostile_server.py`` runs it fast (a
+(any other exception, a failure without a reason, an invalid matrix, a message of more than one line or with a
+control character in it, or a message that quotes 8 or more characters of the key in a row). ``tests/test_hostile_server.py`` runs it fast (a
 few sentences, short deadlines); ``bench/hostile.py`` prints the table.
 """
 
@@ -46,6 +46,8 @@ def _check_line(text: str, what: str) -> str:
         return f"{what} is empty"
     if "\n" in text:
         return f"{what} spans lines"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        return f"{what} holds a control character"
     if leaks(text):
         return f"{what} quotes the key"
     return ""
