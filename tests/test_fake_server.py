@@ -6,6 +6,7 @@ urllib where the raw status, headers and body matter.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -186,6 +187,9 @@ FAULT_CHECKS = {
     "echo_key": lambda s, h, r: json.loads(content_of(r).split(" (signed")[0])["meaning"][-1][0] == "key: sk-x",
     "html": lambda s, h, r: h["content-type"].startswith("text/html") and r.startswith(b"<!DOCTYPE html>"),
     "huge": lambda s, h, r: len(content_of(r)) >= 2_000_000 and _sentence_scores(content_of(r)),
+    "gzip": lambda s, h, r: (
+        h["content-encoding"] == "gzip" and _sentence_scores(content_of(json.loads(gzip.decompress(r))))
+    ),
     "ansi": lambda s, h, r: s == 400 and "\x1b[2J" in r["error"]["message"] and "\x07" in r["error"]["message"],
     "huge_chunked": lambda s, h, r: (
         h["transfer-encoding"] == "chunked" and "content-length" not in h and len(content_of(r)) >= 2_000_000

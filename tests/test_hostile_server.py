@@ -224,6 +224,14 @@ def test_a_body_over_1_mb_fails_with_a_reason(make, fake_openai, kind):
     assert set(result.failures) == {1} and "1 MB" in result.failures[1], result.failures
 
 
+def test_a_compressed_body_is_refused_unread(make, fake_openai):
+    """We ask for no compression (Accept-Encoding: identity): a gzip body within the 1 MB cap could inflate to
+    a gigabyte, so one that comes anyway fails its request with a reason."""
+    fake_openai.add_fault("gzip", times=None)
+    result = make().score_many(SMALL[:1])
+    assert "gzip-compressed" in result.failures[0], result.failures
+
+
 def test_an_html_page_says_to_check_the_base_url(make, fake_openai):
     fake_openai.add_fault("html", times=None)
     result = make().score_many(SMALL[:1])

@@ -50,6 +50,7 @@ FAULTS: dict[str, str] = {
     "huge": "a valid answer padded with spaces to `size` (default 2 MB) bytes",
     "huge_chunked": "the same, sent chunked: no content-length, so only a count of the bytes read can stop it",
     "ansi": "a 400 whose error message carries terminal controls (ESC clear-screen and colour, BEL, BS)",
+    "gzip": "a valid answer gzip-compressed though the client asked for none (a small body could inflate to GBs)",
 }
 #: Faults that spoil the scores of an otherwise valid answer.
 CORRUPTIONS = ("wrong_shape", "nan", "negative", "out_of_range", "later")

@@ -19,6 +19,7 @@ Run it for a demo::
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import signal
 import threading
@@ -201,7 +202,10 @@ class FakeOpenAIServer:
         content, finish = spoil_content(kind, content, words, size, key)
         delivery = {"drip": f"drip:{fault.interval:g}" if fault else "", "huge_chunked": "chunked"}.get(kind or "")
         headers = {DELIVERY: delivery} if delivery else {}
-        return 200, headers, completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
+        out = completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
+        if kind == "gzip":
+            return 200, {"content-encoding": "gzip"}, gzip.compress(out)
+        return 200, headers, out
 
 
 def main(argv: list[str] | None = None) -> None:
