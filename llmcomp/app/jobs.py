@@ -2,15 +2,20 @@
 
 A request handler must never train or score a whole corpus itself: it would block its worker and
 end with the connection. A ``Job`` runs its work in a daemon thread and publishes what it does as a
-frozen ``JobSnapshot`` that any thread may read at any time; ``stop()`` asks it to end (scoring is
-cancelled at the next progress report, training after its current step, with a checkpoint);
-``wait(timeout)`` and ``follow(every, timeout)`` let a caller watch it against a deadline.
+frozen ``JobSnapshot`` that any thread may read at any time. Every job ends: ``stop()`` cancels its
+source's requests at once (scoring) or ends training after the current step, with a checkpoint; a
+stopped job whose source ignores the cancel is let go after ``stop_grace_s`` (its thread is left
+behind, its outcome ignored); a job with a lease (``lease_s``) that nobody watches (``touch``,
+``follow``) for that long is stopped, so an abandoned page stops spending. ``wait(timeout)`` and
+``follow(every, timeout)`` watch a job against a deadline.
 
 Two jobs share this pattern: ``TrainingJob`` (``llmcomp.app.training_job``: scores the corpus, then
-trains, and keeps the run folder's record) and ``ScoringJob`` (``llmcomp.app.scoring``). ``JobManager`` allows one training
-job per process (training is CPU-bound; two would halve each other) and remembers each owner's
-latest job, so that whoever started it can find it again. An owner is an opaque string chosen by the
-caller; it decides who may stop a job.
+trains, and keeps the run folder's record) and ``ScoringJob`` (``llmcomp.app.scoring``). ``JobManager``
+(kept with ``TrainingJob``, importable from here) allows one training job per process (training is CPU-bound; two would halve each other), remembers
+each owner's latest job, and admits scoring jobs by lane (``admit_scoring``): a lane such as
+"network" holds at most one job per owner and a fixed number in all, so that one visitor cannot fill
+the server and sources outside every lane (computed on the spot) never wait. An owner is an opaque
+string chosen by the caller; it decides who may stop a job.
 """
 
 from __future__ import annotations
@@ -24,13 +29,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmcomp.errors import LLMCompError
+from llmcomp.errors import LLMCompError, one_line  # one_line: also re-exported for the app's callers
 
 if TYPE_CHECKING:  # the web app imports this module before torch has loaded
-    from llmcomp.app.training import TrainingRun
-    from llmcomp.app.training_job import TrainingJob
+    from llmcomp.app.training_job import JobManager, default_manager  # noqa: F401 - re-exported below
     from llmcomp.attention.base import ScoreStats
-    from llmcomp.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ Status = Literal["idle", "scoring", "training", "stopped", "finished", "failed"]
 RUNNING: tuple[str, ...] = ("scoring", "training")
 #: errors whose message is meant for a person (one line, no secrets); anything else is a bug, logged in full
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (LLMCompError, ValueError, TypeError)
+#: seconds a stopped job's source may take to end before the job is let go (a source that ignores cancel)
+STOP_GRACE_S = 5.0
 
 
 class JobError(LLMCompError, RuntimeError):
@@ -51,11 +56,6 @@ class JobStopped(LLMCompError):
 def owner_tag(owner: str | None) -> str | None:
     """A short hash of an owner id: safe to write into a run folder (the id itself stays secret)."""
     return hashlib.sha256(owner.encode()).hexdigest()[:16] if owner else None
-
-
-def one_line(e: BaseException, limit: int = 400) -> str:
-    """An error's message on one line (whitespace collapsed), at most ``limit`` characters."""
-    return (" ".join(str(e).split()) or type(e).__name__)[:limit]
 
 
 def clock(ts: float | None) -> str:
@@ -123,22 +123,32 @@ class JobSnapshot:
 
 
 class Job:
-    """Work in a daemon thread. Subclasses implement ``_run`` (return the final snapshot changes)
-    and may override ``_finally``; ``snapshot()``, ``stop()``, ``wait()`` are safe from any thread."""
+    """Work in a daemon thread. Subclasses implement ``_run`` (return the final snapshot changes) and may
+    override ``_cancel`` and ``_finally``; ``snapshot()``, ``stop()``, ``touch()``, ``wait()`` are safe from any thread."""
 
     kind = "job"
+    stop_grace_s = STOP_GRACE_S
 
-    def __init__(self, owner: str | None = None, on_finish: Callable[[Any], None] | None = None, **snap: Any):
+    def __init__(self, owner: str | None = None, on_finish: Callable[[Any], None] | None = None,
+                 lease_s: float | None = None, **snap: Any):  # fmt: skip
         self.owner = owner
+        self.lease_s = lease_s  # stop the job once nobody has watched it for this long; None: never
         self._on_finish = on_finish
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ended = threading.Event()  # the final snapshot is out and the job has cleaned up
+        self._claimed = self._let_go = False  # who ends the job: its worker, or the watchdog letting it go
+        self._seen = time.monotonic()
+        self._stopped_at: float | None = None
+        self._reason: str | None = None
         self._thread: threading.Thread | None = None
         self._snap = JobSnapshot(job_id=uuid.uuid4().hex[:12], kind=self.kind, owner=owner, **snap)
 
     # --- state --------------------------------------------------------------------------------
     def _update(self, **changes: Any) -> None:
         with self._lock:
+            if self._let_go and threading.current_thread() is self._thread:
+                return  # a worker that was let go no longer speaks for its job
             self._snap = replace(self._snap, version=self._snap.version + 1, **changes)
 
     def snapshot(self) -> JobSnapshot:
@@ -157,24 +167,39 @@ class Job:
         name = f"llmcomp-{self.kind}-{self._snap.job_id}"
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True).start()
         return self
 
-    def stop(self) -> None:
-        """Ask the job to end: scoring stops at its next progress report, training after its step."""
-        self._stop.set()
+    def touch(self) -> None:
+        """Someone is watching (a page's poll, ``follow``): renews the lease."""
+        self._seen = time.monotonic()
+
+    def stop(self, reason: str | None = None) -> None:
+        """Ask the job to end: its source's requests are cancelled at once, training ends after its
+        current step. ``reason`` becomes the stopped job's error line (None: stopped on request)."""
+        with self._lock:
+            first = not self._stop.is_set()
+            if first:
+                self._stopped_at, self._reason = time.monotonic(), reason
+                self._stop.set()
+        if first:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        """Cancel what the worker may be blocked on, once, from ``stop``: the job's ``source`` if it has one."""
+        cancel_source(getattr(self, "source", None))
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker ends, at most ``timeout`` seconds; True if it has ended."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Block until the job has ended, at most ``timeout`` seconds; True if it has."""
+        return self._thread is None or self._ended.wait(timeout)
 
     def follow(self, every: float = 0.3, timeout: float | None = None) -> Iterator[JobSnapshot]:
         """Snapshots while the job runs (one now, then one every ``every`` seconds), then the final
-        one; stops early, without stopping the job, once ``timeout`` seconds have passed."""
+        one; stops early, without stopping the job, once ``timeout`` seconds have passed. Each
+        snapshot taken renews the job's lease."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.wait(0):
+            self.touch()
             yield self.snapshot()
             left = every if deadline is None else min(every, deadline - time.monotonic())
             if left <= 0:
@@ -185,7 +210,7 @@ class Job:
     def check_stop(self, *_: Any) -> None:
         """A progress callback: raises JobStopped once ``stop()`` has been asked."""
         if self._stop.is_set():
-            raise JobStopped(f"{self.kind} stopped on request")
+            raise JobStopped(self._reason or f"{self.kind} stopped on request")
 
     def on_scoring(self, stats: ScoreStats) -> None:
         """Progress callback for ``score_many``: publish the counts, honour a stop request."""
@@ -203,14 +228,39 @@ class Job:
         try:
             end = self._run()
         except JobStopped:
-            end = {"status": "stopped"}
-        except EXPECTED_ERRORS as e:
-            end = {"status": "failed", "error": one_line(e)}
+            end = {"status": "stopped", "error": self._reason}
         except Exception as e:  # noqa: BLE001 - the worker must report, never die silently
-            log.exception("%s job %s failed", self.kind, self._snap.job_id)
-            end = {"status": "failed", "error": f"{self.kind} stopped by an unexpected {type(e).__name__}: "
-                   f"{one_line(e, 300)} (see the server log)"}  # fmt: skip
+            if self._stop.is_set():  # a cancelled source ends its pass with an error: the job was stopped
+                end = {"status": "stopped", "error": self._reason or one_line(e)}
+            elif isinstance(e, EXPECTED_ERRORS):
+                end = {"status": "failed", "error": one_line(e)}
+            else:
+                log.exception("%s job %s failed", self.kind, self._snap.job_id)
+                end = {"status": "failed", "error": f"{self.kind} stopped by an unexpected {type(e).__name__}: "
+                       f"{one_line(e, 300)} (see the server log)"}  # fmt: skip
+        self._finish(end)
+
+    def _watch(self) -> None:
+        """The watchdog: stops a job whose lease has run out, lets go of a stopped one that does not end."""
+        while not self._ended.wait(min(1.0, self.stop_grace_s / 4, (self.lease_s or 4.0) / 4)):
+            now = time.monotonic()
+            if self.lease_s is not None and not self._stop.is_set() and now - self._seen > self.lease_s:
+                self.stop(f"{self.kind} stopped: nobody watched it for {self.lease_s:g} s (the page was closed)")
+            stopped_at = self._stopped_at
+            if stopped_at is not None and now - stopped_at > self.stop_grace_s and self.snapshot().status == "scoring":
+                why = f"its source did not end within {self.stop_grace_s:g} s of the stop and was left behind"
+                self._finish({"status": "stopped", "error": f"{self._reason}; {why}" if self._reason else why}, True)
+
+    def _finish(self, end: dict[str, Any], let_go: bool = False) -> None:
+        """Publish the final snapshot and clean up, once: by the worker, or by the watchdog letting it go."""
+        with self._lock:
+            if self._claimed:
+                if not let_go:
+                    log.info("%s job %s: its worker ended after it had been let go", self.kind, self._snap.job_id)
+                return
+            self._claimed = True
         self._update(eta_s=None, finished_at=time.time(), **end)
+        self._let_go = let_go
         try:
             self._finally()
         except Exception:  # noqa: BLE001
@@ -220,78 +270,23 @@ class Job:
                 self._on_finish(self)
             except Exception:  # noqa: BLE001
                 log.exception("on_finish callback failed")
+        self._ended.set()
 
 
-class JobManager:
-    """At most one running training job per process; each owner's latest job stays reachable."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active: TrainingJob | None = None
-        self._latest: dict[str | None, TrainingJob] = {}
-
-    def active(self) -> TrainingJob | None:
-        """The running job, if any."""
-        job = self._active
-        return job if job is not None and job.running else None
-
-    def job_for(self, owner: str | None) -> TrainingJob | None:
-        """This owner's latest job (running or ended)."""
-        return self._latest.get(owner)
-
-    def busy_message(self, owner: str | None) -> str | None:
-        """Why a new job cannot start now, or None if it can."""
-        job = self.active()
-        if job is None:
-            return None
-        snap = job.snapshot()
-        where = f"step {snap.step}/{snap.total_steps}" if snap.status == "training" else "scoring attention"
-        if owner is not None and job.owner != owner:
-            return (
-                f"a training run is already in progress (started {clock(snap.started_at)} by another session, "
-                f"{where}); wait for it to finish"
-            )
-        return f"a training run is already in progress (started {clock(snap.started_at)}, {where}); stop it first"
-
-    def check_free(self, owner: str | None = None) -> None:
-        """Raise JobError if a job is running (call before building an expensive Trainer)."""
-        msg = self.busy_message(owner)
-        if msg:
-            raise JobError(msg)
-
-    def start(
-        self,
-        work: TrainingRun | Trainer,
-        owner: str | None = None,
-        label: str = "",
-        on_finish: Callable[[TrainingJob], None] | None = None,
-    ) -> TrainingJob:
-        """Start a training run (``app.training.start_training``'s, or a bare Trainer) in the
-        background, or raise JobError if a job is running."""
-        from llmcomp.app.training_job import TrainingJob
-
-        with self._lock:
-            self.check_free(owner)
-            job = TrainingJob(work, label=label, owner=owner, on_finish=on_finish)
-            self._active = job
-            self._latest[owner] = job
-            job.start()
-        return job
-
-    def stop(self, owner: str | None = None) -> JobSnapshot:
-        """Stop the running job. ``owner=None`` may stop any job; an owner may stop only its own."""
-        job = self.active()
-        if job is None:
-            raise JobError("no training run is in progress, so there is nothing to stop")
-        if owner is not None and job.owner != owner:
-            raise JobError("the training run in progress was started in another session; only that session can stop it")
-        job.stop()
-        return job.snapshot()
+def cancel_source(source: Any) -> None:
+    """Cancel a source's in-flight requests where it can (``AttentionSource.cancel``); never raises."""
+    cancel = getattr(source, "cancel", None)
+    if callable(cancel):
+        try:
+            cancel()
+        except Exception:  # noqa: BLE001 - a stop goes on whatever the source does
+            log.exception("cancelling %s failed", type(source).__name__)
 
 
-_DEFAULT = JobManager()
+def __getattr__(name: str) -> Any:
+    """``JobManager`` and ``default_manager`` live with ``TrainingJob`` (which imports this module)."""
+    if name in ("JobManager", "default_manager"):
+        from llmcomp.app import training_job
 
-
-def default_manager() -> JobManager:
-    """The process-wide manager the web app uses."""
-    return _DEFAULT
+        return getattr(training_job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

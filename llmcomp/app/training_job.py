@@ -1,4 +1,5 @@
-"""A training run as a background job: the trainer's scoring pass, then its training loop.
+"""A training run as a background job (the trainer's scoring pass, then its training loop), and the
+``JobManager`` that decides which jobs may run: one training run per process, scoring jobs by lane.
 
 The run itself, and its record (``run.json``), belong to ``llmcomp.app.training.TrainingRun``: the
 job calls its ``begin`` when it starts and its ``end`` with the outcome, so the command line (which
@@ -8,11 +9,25 @@ runs a TrainingRun in its own thread) and the web app (which runs it here) keep 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmcomp.app.jobs import EXPECTED_ERRORS, Job, JobSnapshot, JobStopped, Status, one_line, owner_tag, stats_dict
+from llmcomp.app.jobs import (
+    EXPECTED_ERRORS,
+    Job,
+    JobError,
+    JobSnapshot,
+    JobStopped,
+    Status,
+    cancel_source,
+    clock,
+    one_line,
+    owner_tag,
+    stats_dict,
+)
 from llmcomp.errors import LLMCompError
 from llmcomp.training import run_folder
 
@@ -21,6 +36,10 @@ if TYPE_CHECKING:
     from llmcomp.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+#: scoring jobs that may run at once per lane, all owners together (``JobManager.admit_scoring``): requests to
+#: servers that may never answer, and the local LLM (CPU-bound). Sources in no lane (baselines) never wait.
+LANES: dict[str, int] = {"network": 4, "local": 2}
 
 
 def as_run(work: TrainingRun | Trainer, owner: str | None) -> TrainingRun:
@@ -39,11 +58,12 @@ class TrainingJob(Job):
 
     kind = "training"
 
-    def __init__(self, work: TrainingRun | Trainer, label: str = "", owner: str | None = None, on_finish=None):
+    def __init__(self, work: TrainingRun | Trainer, label: str = "", owner: str | None = None, on_finish=None,
+                 lease_s: float | None = None):  # fmt: skip
         self.run = as_run(work, owner)
         trainer = self.trainer = self.run.trainer
         run_dir = str(trainer.run_dir) if trainer.run_dir else None
-        super().__init__(owner, on_finish, label=label, step=trainer.step, start_step=trainer.step,
+        super().__init__(owner, on_finish, lease_s, label=label, step=trainer.step, start_step=trainer.step,
                          total_steps=trainer.config.steps, metrics=tuple(trainer.metrics), run_dir=run_dir)  # fmt: skip
         self._t_train: float | None = None
         self._step0 = trainer.step
@@ -66,9 +86,9 @@ class TrainingJob(Job):
         super().start(status)
         return self
 
-    def stop(self) -> None:
-        super().stop()
+    def _cancel(self) -> None:
         self.trainer.stop()
+        cancel_source(self.trainer.source)
 
     def _on_metric(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -92,6 +112,7 @@ class TrainingJob(Job):
         result = trainer.run(on_metric=self._on_metric)
         return {
             "status": "stopped" if result.stopped else "finished",
+            "error": self._reason if result.stopped else None,  # why it was stopped (None: on request)
             "step": result.step,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         }
@@ -108,3 +129,116 @@ class TrainingJob(Job):
             write(*args, **kwargs)
         except (OSError, ValueError):
             log.exception("could not write the run record of %s", self._snap.run_dir)
+
+
+J = TypeVar("J", bound=Job)
+
+
+class JobManager:
+    """At most one running training job per process; each owner's latest job stays reachable; scoring
+    jobs are admitted by lane (``lanes``: how many may run in each, all owners together)."""
+
+    def __init__(self, lanes: dict[str, int] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._active: TrainingJob | None = None
+        self._latest: dict[str | None, TrainingJob] = {}
+        self.lanes = dict(LANES if lanes is None else lanes)
+        self._scoring: dict[tuple[str, object], Job | None] = {}  # (lane, owner) -> its job; None while starting
+
+    def active(self) -> TrainingJob | None:
+        """The running job, if any."""
+        job = self._active
+        return job if job is not None and job.running else None
+
+    def job_for(self, owner: str | None) -> TrainingJob | None:
+        """This owner's latest job (running or ended)."""
+        return self._latest.get(owner)
+
+    def busy_message(self, owner: str | None) -> str | None:
+        """Why a new job cannot start now, or None if it can."""
+        job = self.active()
+        if job is None:
+            return None
+        snap = job.snapshot()
+        where = f"step {snap.step}/{snap.total_steps}" if snap.status == "training" else "scoring attention"
+        if owner is not None and job.owner != owner:
+            return (
+                f"a training run is already in progress (started {clock(snap.started_at)} by another session, "
+                f"{where}); wait for it to finish"
+            )
+        return f"a training run is already in progress (started {clock(snap.started_at)}, {where}); stop it first"
+
+    def check_free(self, owner: str | None = None) -> None:
+        """Raise JobError if a job is running (call before building an expensive Trainer)."""
+        msg = self.busy_message(owner)
+        if msg:
+            raise JobError(msg)
+
+    def start(self, work: TrainingRun | Trainer, owner: str | None = None, label: str = "",
+              on_finish: Callable[[TrainingJob], None] | None = None, lease_s: float | None = None) -> TrainingJob:  # fmt: skip
+        """Start a training run (``app.training.start_training``'s, or a bare Trainer) in the background,
+        or raise JobError if a job is running. With ``lease_s``, it stops once unwatched that long."""
+        from llmcomp.app.training_job import TrainingJob
+
+        with self._lock:
+            self.check_free(owner)
+            job = TrainingJob(work, label=label, owner=owner, on_finish=on_finish, lease_s=lease_s)
+            self._active = job
+            self._latest[owner] = job
+            job.start()
+        return job
+
+    def stop(self, owner: str | None = None) -> JobSnapshot:
+        """Stop the running job. ``owner=None`` may stop any job; an owner may stop only its own."""
+        job = self.active()
+        if job is None:
+            raise JobError("no training run is in progress, so there is nothing to stop")
+        if owner is not None and job.owner != owner:
+            raise JobError("the training run in progress was started in another session; only that session can stop it")
+        job.stop()
+        return job.snapshot()
+
+    def stop_all(self, reason: str = "the server is shutting down") -> list[Job]:
+        """Stop the training job and every admitted scoring job (a server that closes); returns them."""
+        with self._lock:
+            jobs = [j for j in (self._active, *self._scoring.values()) if j is not None and j.running]
+        for job in jobs:
+            job.stop(reason)
+        return jobs
+
+    def admit_scoring(self, lane: str | None, owner: str | None, start: Callable[[], J]) -> J:
+        """``start()`` a scoring job in ``lane``: the owner's earlier job there is stopped (one each),
+        and a lane full of other owners' jobs refuses with one line. ``lane=None`` starts at once."""
+        if lane is None:
+            return start()
+        key = (lane, object() if owner is None else owner)
+        with self._lock:
+            self._scoring = {k: j for k, j in self._scoring.items() if j is None or j.running}
+            others = sum(1 for k in self._scoring if k[0] == lane and k != key)
+            if others >= self.lanes.get(lane, 1):
+                passes = f"{others} scoring pass{'es' if others != 1 else ''}"
+                raise JobError(f"the server is already running {passes} with {lane} sources for other sessions, the "
+                               "most it allows at once; try again in a few minutes (baselines are never held up)")  # fmt: skip
+            if key in self._scoring and self._scoring[key] is None:
+                raise JobError("a scoring pass of this session is starting; wait for it or stop it first")
+            previous, self._scoring[key] = self._scoring.get(key), None
+        if previous is not None:
+            previous.stop("replaced by a newer scoring pass of the same session")
+        try:
+            job = start()
+        except BaseException:
+            with self._lock:
+                if key in self._scoring and self._scoring[key] is None:
+                    del self._scoring[key]
+            raise
+        with self._lock:
+            self._scoring[key] = job
+        return job
+
+
+_DEFAULT = JobManager()
+
+
+def default_manager() -> JobManager:
+    """The process-wide manager the web app uses."""
+    return _DEFAULT

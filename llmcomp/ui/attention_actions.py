@@ -13,12 +13,16 @@ import gradio as gr
 from llmcomp.app import scoring
 from llmcomp.app.attention_view import NotScoredError, Scored, head_labels, matrix_for, other_matrix
 from llmcomp.app.sources import SourceSettings, build_source
+from llmcomp.attention.registry import PAID
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui.common import USER_ERRORS, AppContext, error, failed, note, progress_bar
 from llmcomp.ui.state import Session
 
 POLL_S = 0.3
+#: a scoring pass that nobody follows for this long is stopped: Gradio stops pulling progress from a closed
+#: page (this generator is then closed, which stops it at once; the lease is the second line of defence)
+SCORING_LEASE_S = 30.0
 LEARNED_NOTE = (
     "the learned source supplies no attention: the model learns its own. Train it, then see the learned heads in the "
     "Generate tab"
@@ -48,6 +52,17 @@ def clamp(value, n: int) -> int:
     except (TypeError, ValueError):
         i = 0
     return min(max(i, 0), n - 1)
+
+
+def lane(source) -> str | None:
+    """The scoring lane a source takes (``JobManager.admit_scoring``): a server may never answer, the
+    local LLM is CPU-bound; baselines take none, so they never wait behind either."""
+    return "network" if source.kind in PAID else "local" if source.kind == "local" else None
+
+
+def visitor(state: Session) -> str:
+    """Whose scoring pass this is: the browser's id, else this API session's own state."""
+    return state.owner or f"session-state:{id(state)}"
 
 
 def model_state() -> str:
@@ -115,10 +130,16 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
     skip = gr.skip()
     try:
         source = build_source(settings.description(), keys=keys, cache=ctx.cache())
-        job = scoring.start_scoring(source, sents, keys)
     except USER_ERRORS as e:
         yield failed(e), skip, skip, skip
         return
+    try:  # one pass per visitor and lane (a new one replaces the last); a full lane refuses with one line
+        job = ctx.jobs.admit_scoring(lane(source), visitor(state), lambda: scoring.start_scoring(source, sents, keys))
+    except USER_ERRORS as e:
+        source.close()
+        yield failed(e), skip, skip, skip
+        return
+    job.lease_s = SCORING_LEASE_S
     try:
         for snap in job.follow(POLL_S):
             if not snap.running:
@@ -128,9 +149,8 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
                 phase = "loading the local model (first use only)"
             yield counts_html(snap.scoring, len(sents), snap.elapsed_s, phase), skip, skip, skip
     finally:
-        if job.running:  # the client went away: stop spending
-            job.stop()
-        job.wait()
+        if job.running:  # the page went away and Gradio closed this generator, on its event loop: stop, never wait
+            job.stop("the page was closed")  # (a source's cancel() only signals; the job ends in its own thread)
     snap = job.snapshot()
     if snap.status != "finished" or job.result is None:
         yield counts_html(snap.scoring, len(sents), snap.elapsed_s, "stopped") + error(snap.error or snap.status), \

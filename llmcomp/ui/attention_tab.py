@@ -188,6 +188,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         [*tab.source_inputs, max_sentences, session],
         [progress, heatmap, sentence_box, head],
         api_name="score_corpus",
+        concurrency_limit=None,  # not Gradio's shared slots: the app's lanes bound network and local passes
         show_progress="minimal",
     )
     show_btn.click(show_attention, [sentence, head, session], [heatmap, sentence_box, head], api_name="show_attention")

@@ -23,6 +23,10 @@ from llmcomp.ui.state import Session
 if TYPE_CHECKING:
     from llmcomp.app.training_job import TrainingJob
 
+#: a run that no page of its browser has polled for this long is stopped (a checkpoint is saved, so it can
+#: be resumed): a closed page must not hold the one training slot. The Train tab polls every second; a
+#: hidden tab may be throttled to a poll a minute, hence the margin. API clients poll training_status.
+TRAINING_LEASE_S = 300.0
 FORM_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "n_layer", "n_embd", "n_learned_heads", "dropout")
 
 
@@ -57,7 +61,7 @@ def status_line(snap: JobSnapshot) -> str:
         return "training: " + " · ".join(parts) + f" · {started}"
     if snap.status == "failed":
         return f"failed at step {snap.step}: {snap.error}"
-    return f"{snap.status}: " + " · ".join(parts)
+    return f"{snap.status}: " + " · ".join(parts) + (f" ({snap.error})" if snap.error else "")
 
 
 def job_json(snap: JobSnapshot) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def start(ctx: AppContext, state: Session, request: gr.Request, form: dict[str, 
             keys.charge(job.trainer.source)
             job.trainer.source.close()
 
-        ctx.jobs.start(run, owner=owner, label=label, on_finish=finished)
+        ctx.jobs.start(run, owner=owner, label=label, on_finish=finished, lease_s=TRAINING_LEASE_S)
     except USER_ERRORS as e:
         if source is not None:
             source.close()
@@ -131,7 +135,7 @@ def stop(ctx: AppContext, state: Session, request: gr.Request) -> str:
     except USER_ERRORS as e:
         return failed(e)
     if snap.status == "scoring":
-        return note("stopping: the scoring pass ends at its next progress report", "busy")
+        return note("stopping: the scoring pass is cancelled now (what was scored stays in the cache)", "busy")
     return note(f"stopping at step {snap.step}; the checkpoint is saved when the current step ends", "busy")
 
 
@@ -147,6 +151,7 @@ def status(ctx: AppContext, state: Session, seen: str, request: gr.Request):
             return text, "", gr.skip(), {"status": "busy", "summary": "another session is training"}, seen
         idle = "no training run in this browser yet"
         return note(f"{idle}; press Start", "info"), "", gr.skip(), {"status": "idle", "summary": idle}, seen
+    job.touch()  # this browser is watching its run: renew the run's lease
     snap = job.snapshot()
     kind = {"failed": "error", "finished": "ok", "stopped": "warn"}.get(snap.status, "busy")
     if snap.status == "scoring":

@@ -3,7 +3,9 @@
 Training runs in a worker thread owned by the process (``llmcomp.app.jobs``); the click handlers
 only start and stop it, and a ``gr.Timer`` polls its snapshot every second. The job belongs to the
 browser that started it (an id kept in the browser), so a refreshed page or a second tab of the
-same browser re-attaches, and other visitors see only that the trainer is busy.
+same browser re-attaches, and other visitors see only that the trainer is busy. Each poll renews the
+run's lease: a run that no page polls for ``train_actions.TRAINING_LEASE_S`` is stopped (and saved),
+so a closed page never holds the server's one training slot.
 
 Layout and wiring only: what the buttons do is in ``llmcomp.ui.train_actions``.
 """
