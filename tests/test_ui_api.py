@@ -517,7 +517,10 @@ def test_on_a_public_app_estimates_do_not_tell_what_other_visitors_scored(app, f
     assert "0 of 2 sentences to score" in b.predict(max_sentences=2, **src, api_name="/estimate_cost")  # local: shown
     app.ctx.expose("0.0.0.0", None)
     try:
-        shown = b.predict(max_sentences=2, **src, api_name="/estimate_cost")
-        assert "2 of 2 sentences to score, 2 requests" in shown and "not shown on a public server" in shown
+        shown = b.predict(max_sentences=2, **src, api_name="/estimate_cost")  # b's own view of the cache
+        assert "2 of 2 sentences to score, 2 requests" in shown
+        assert "done <b>2</b>" in a.predict(max_sentences=2, **src, api_name="/score_corpus")[0]  # into a's view
+        assert "0 of 2 sentences to score" in a.predict(max_sentences=2, **src, api_name="/estimate_cost")
+        assert "2 of 2 sentences to score" in b.predict(max_sentences=2, **src, api_name="/estimate_cost")
     finally:
         app.ctx.expose("127.0.0.1", None)

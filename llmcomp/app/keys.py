@@ -14,8 +14,9 @@ own network.
 * A visitor of the web app cannot make the server send requests to loopback, link-local, private or
   otherwise non-public addresses (the host is resolved and every address checked), except to the
   owner's own endpoint, unless the owner allows it (``LLMCOMP_ALLOW_PRIVATE_URLS=1``).
-* ``hide_cache``: on a public server a visitor's estimates do not say what the shared cache holds
-  (``llmcomp.app.scoring.estimate``), since that would tell what other visitors scored.
+* ``hide_cache``: on a public server a visitor scores through their own view of the shared cache
+  (``llmcomp.app.cache_view``, tagged by ``cache_owner``, the browser id), so neither estimates nor
+  scoring (cached counts, requests, timing) tell what other visitors scored.
 
 ``KeyPolicy`` applies these rules for one person; ``llmcomp.app.sources.build_source`` asks it for
 the key of every OpenAI-compatible source it builds; the command line uses ``KeyPolicy.command_line``.
@@ -24,6 +25,7 @@ the key of every OpenAI-compatible source it builds; the command line uses ``Key
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import socket
 import weakref
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit
 
 from llmcomp import settings
 from llmcomp.app.budget import BudgetError, OwnerKeyBudget, Reservation, Usage
+from llmcomp.app.cache_view import visitor_tag
 from llmcomp.attention.openai_config import DEFAULT_BASE_URL, DEFAULT_MODEL, NO_KEY, safe_url, same_endpoint
 from llmcomp.errors import LLMCompError
 
@@ -147,7 +150,8 @@ class KeyPolicy:
     named_url: str = ""  # where typed_key may go ("": the server owner's endpoint)
     hint: str = FORM_HINT  # how to name another endpoint, with {url}
     visitor: bool = True  # a web visitor: no private addresses; the owner's key only with a budget
-    hide_cache: bool = False  # a public server: estimates do not reveal others' cache entries
+    hide_cache: bool = False  # a public server: each visitor sees only the cache entries they scored
+    cache_owner: str = field(default="", repr=False)  # whose view of the cache (browser id); "" = this policy's own
     _owner_sources: dict[int, _Grant] = field(default_factory=dict)
 
     @classmethod
@@ -159,6 +163,15 @@ class KeyPolicy:
 
     def __repr__(self) -> str:
         return f"KeyPolicy(typed_key={'set' if self.typed_key else 'unset'}, owner_sources={len(self._owner_sources)})"
+
+    def cache_tag(self) -> str | None:
+        """The tag of this person's view of the cache (``cache_view.CacheView``); None: the shared cache
+        (a private server). Without a ``cache_owner`` the view is this policy's alone: private, never reused."""
+        if not self.hide_cache:
+            return None
+        if not self.cache_owner:
+            self.cache_owner = "unnamed:" + secrets.token_urlsafe(16)
+        return visitor_tag(self.cache_owner)
 
     def options_for(self, base_url: str) -> tuple[dict[str, Any], bool]:
         """The source options for ``base_url``: its key and, for the owner's key, caps that allow

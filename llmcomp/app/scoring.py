@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmcomp.app.cache_view import CacheView
 from llmcomp.app.jobs import EXPECTED_ERRORS, Job, stats_dict
 from llmcomp.attention.registry import PAID
 
@@ -47,6 +48,12 @@ class CostEstimate:
 HIDDEN_NOTE = "cache hits are not shown on a public server, so this counts every sentence"
 
 
+def _hides_cache(source: AttentionSource, keys: KeyPolicy | None) -> bool:
+    """Whether an estimate must ignore the source's cache: on a public server, unless the cache is this
+    visitor's own view of it (``build_source`` gives one), a hit would tell what someone else scored."""
+    return keys is not None and keys.hide_cache and source.cache is not None and not isinstance(source.cache, CacheView)
+
+
 @contextmanager
 def _cache_hidden(source: AttentionSource, hide: bool) -> Iterator[None]:
     """Estimate as if the cache were empty: what it holds was scored by whoever came before."""
@@ -63,10 +70,12 @@ def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolic
     """The cost of scoring ``sentences`` with ``source``: requests and tokens for a paid source
     (after cache hits), cache hits for a cached one, nothing for one computed on the spot.
 
-    With ``keys.hide_cache`` (a public server) the shared cache is not consulted: a hit would tell this
-    visitor that someone else scored that sentence, so the estimate counts every sentence and says so."""
+    On a public server (``keys.hide_cache``) the hits counted are those in the visitor's own view of the
+    cache (what they scored themselves); a source given the shared cache instead has it ignored, since a
+    hit there could tell this visitor that someone else scored that sentence: every sentence is counted
+    and the estimate says so."""
     owner = keys is not None and keys.uses_owner_key(source)
-    hide = keys is not None and keys.hide_cache
+    hide = _hides_cache(source, keys)
     allowance = keys.describe() if owner and keys is not None else ""
     if hasattr(source, "estimate"):
         with _cache_hidden(source, hide):
@@ -78,7 +87,7 @@ def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolic
     cached = None
     if source.cache is not None and not hide:
         cached = sum(1 for words in sentences if source.cache_key(list(words)) in source.cache)
-    detail = HIDDEN_NOTE if hide and source.cache is not None else ""
+    detail = HIDDEN_NOTE if hide else ""
     return CostEstimate(source.kind, len(sentences), cached, paid=source.kind in PAID, owner_key=owner, detail=detail)
 
 

@@ -4,8 +4,9 @@ A description is ``{"kind": kind, **options}``: the command line's flags, the we
 (``SourceSettings.description()``) or a checkpoint's ``source_spec`` as it is. ``build_source`` adds
 what the library's plain constructor (``llmcomp.attention.registry.make_source``) leaves to the
 caller: loose options (None = not given), a clear error for options a kind does not take, the
-persistent cache for slow or paid kinds, a fallback, and the key policy (``llmcomp.app.keys``) that
-decides whose key an OpenAI-compatible source may use.
+persistent cache for slow or paid kinds (on a public server, each visitor's own view of it), a
+fallback, and the key policy (``llmcomp.app.keys``) that decides whose key an OpenAI-compatible
+source may use.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from llmcomp.app.cache_view import CacheView
 from llmcomp.app.keys import KeyPolicy, owner_endpoint
 from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import CACHED, accepted_options, make_source, source_class
@@ -46,6 +48,13 @@ def _min_cap(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+def _visitor_cache(cache: AttentionCache, keys: KeyPolicy | None) -> AttentionCache | CacheView:
+    """The cache as this person may see it: on a public server (``keys.hide_cache``) their own view
+    (``cache_view``), so that no hit tells them what another visitor scored; else the cache itself."""
+    tag = keys.cache_tag() if keys is not None else None
+    return CacheView(cache, tag) if tag else cache
+
+
 def build_source(
     description: Mapping[str, Any],
     *,
@@ -56,7 +65,8 @@ def build_source(
     """A source from ``{"kind": ..., **options}``.
 
     ``cache`` (an AttentionCache or a sqlite path) is used only by the kinds worth caching
-    (``registry.CACHED``); ``fallback`` names a kind that fills in sentences the source fails on.
+    (``registry.CACHED``), through the person's own view of it on a public server (``keys.hide_cache``);
+    ``fallback`` names a kind that fills in sentences the source fails on.
     ``keys``: the key policy for OpenAI-compatible sources (a key only where its holder named it, the
     owner's key only for the owner's endpoint and within a reservation, no private addresses for web
     visitors; the command line passes ``KeyPolicy.command_line``); None (scripts) leaves the key to the
@@ -83,7 +93,7 @@ def build_source(
             key_options[cap] = _min_cap(options.get(cap), key_options.get(cap))
         options.update(base_url=base, **{k: v for k, v in key_options.items() if v is not None})
     if cache is not None and kind in CACHED:
-        options["cache"] = cache if isinstance(cache, AttentionCache) else AttentionCache(cache)
+        options["cache"] = _visitor_cache(cache if isinstance(cache, AttentionCache) else AttentionCache(cache), keys)
     if fallback:
         options["fallback"] = make_source(fallback)
     source = make_source(kind, **options)

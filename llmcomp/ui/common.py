@@ -76,17 +76,19 @@ class AppContext:
     def keys(self, session: Session, request: gr.Request | None = None) -> KeyPolicy:
         """The key policy for this session's requests: its typed key and the Base URL it named for it,
         the owner's budget and this visitor's tally of it (per login, else per address: a new API
-        client or a fresh browser does not start a fresh allowance), and, on a public server, estimates
-        that do not reveal the shared cache. ``request`` defaults to the one being handled."""
-        who = visitor_id(request if request is not None else _current_request())
+        client or a fresh browser does not start a fresh allowance), and, on a public server, this
+        browser's own view of the shared cache (per browser, not per address: people behind one address
+        are strangers to each other). ``request`` defaults to the one being handled."""
+        request = request if request is not None else _current_request()
+        who = visitor_id(request)
         usage = self.budget.visitor(who) if who else session.owner_key_usage
         return KeyPolicy(session.api_key, self.budget, usage, named_url=session.settings.base_url,
-                         hide_cache=self.public)  # fmt: skip
+                         hide_cache=self.public, cache_owner=owner_of(session, request) or "")  # fmt: skip
 
     def expose(self, host: str, auth: object, share: bool = False) -> str:
         """Record how the app is served: public (no login, and a share link or an address other than
-        loopback) hides cache hits from estimates. Returns the launch warning ('' when none is due):
-        anyone may spend the owner's key and no daily cap bounds it."""
+        loopback) gives each visitor their own view of the cache. Returns the launch warning ('' when
+        none is due): anyone may spend the owner's key and no daily cap bounds it."""
         self.public = auth is None and (share or not is_loopback(host))
         caps = self.budget.limits
         open_key = self.public and settings.openai().key_present
