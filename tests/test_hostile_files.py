@@ -82,10 +82,15 @@ SAVER = textwrap.dedent(
     for line in sys.stdin:
         pid = os.fork()
         if pid == 0:
-            step = 0
+            ck, step = tiny_checkpoint(0), 0  # made once: between two saves there is only the refill
             while True:
                 step += 1
-                save_checkpoint(tiny_checkpoint(step, fill=float(step)), line.strip())
+                with torch.no_grad():
+                    for p in ck.model.parameters():
+                        p.fill_(step)
+                ck.step, ck.metrics = step, [{"step": step, "elapsed": 0.0}]
+                ck.optimizer_state = {k: torch.full_like(v, step) for k, v in ck.optimizer_state.items()}
+                save_checkpoint(ck, line.strip())
         print(pid, flush=True)
     """
 )
@@ -142,7 +147,7 @@ def test_a_kill_at_any_point_of_a_save_leaves_one_whole_step(tmp_path):
         zygote.stdin.close()
         zygote.wait(timeout=60)
     assert all(isinstance(o, int) for o in outcomes), outcomes
-    assert cut_short >= 5  # most kills really cut a save short (between saves there is only ~1 ms)
+    assert cut_short >= 5  # most kills really cut a save short (between saves there is well under 1 ms)
 
 
 def test_files_from_two_steps_are_refused_with_one_line(tmp_path):
@@ -173,6 +178,11 @@ def test_a_save_cut_between_its_two_renames_is_put_back(tmp_path):
     os.rename(folder, tmp_path / ".checkpoint.old")
     (tmp_path / ".checkpoint.new-dead").mkdir()  # and a half-written new one
     assert consistent_step(folder) == 4
+    failing = tiny_checkpoint(5, fill=5.0)
+    failing.metrics = [{"step": 5, "not json": object()}]  # this save fails half-way, after the weights
+    with pytest.raises(TypeError):
+        save_checkpoint(failing, folder)
+    assert consistent_step(folder) == 4  # the one set aside was put back first, and survives a failed save
     save_checkpoint(tiny_checkpoint(5, fill=5.0), folder)
     assert consistent_step(folder) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # nothing left beside it
@@ -212,6 +222,10 @@ def test_a_torn_last_metrics_line_is_cut_before_appending(tmp_path):
         {"step": 2, "train_loss": 1.5},
         {"step": 3, "train_loss": 1.25},
     ]  # the torn line would otherwise sit mid-file, where reading it fails
+    with open(tmp_path / METRICS, "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "train_loss": 1.0}')  # torn just before its newline: whole JSON, no line end
+    append_metric(tmp_path, {"step": 5, "train_loss": 0.5})
+    assert [r["step"] for r in read_jsonl(tmp_path / METRICS)] == [1, 2, 3, 4, 5]  # kept, not glued to 5 by "}{"
 
 
 # === item 10: a corpus bounded in sentences and words, not only bytes =========================================
@@ -456,6 +470,7 @@ BAD_RECORDS = {
     "format-unknown": json_line("format:" + "1" * 64, {"host": "h", "model": "m", "format": "pickle"}),
     "format-list": json_line("format:" + "1" * 64, ["json_schema"]),
     "matrix-under-row-key": tensor_line("row:" + "1" * 64),
+    "row-under-a-prefix": json_line("visitor-ab12/row:" + "1" * 64, [99, -1, "x"]),  # a web visitor's view
     "future-weight": json.dumps({"key": "d" * 64, "shape": [1, 2, 2], "data": [0.5, 0.5, 0.5, 0.5]}),
     "nan": json.dumps({"key": "d" * 64, "shape": [1, 1, 1], "data": [float("nan")]}),
     "strings-in-data": json.dumps({"key": "d" * 64, "shape": [1, 1, 1], "data": ["1"]}),

@@ -56,6 +56,17 @@ def test_cli_error_quoting_a_hostile_file_name_is_one_escaped_line(tmp_path, cap
     assert "\\x1b]0;owned\\x07such\\x08 file.txt" in err  # escaped, still readable
 
 
+def test_cli_prints_a_library_error_quoting_raw_text_as_one_escaped_line(tmp_path, capsys):
+    """The checkpoint loader quotes the path as given: the command line's printing is what makes it safe."""
+    folder = tmp_path / f"ck{ESC}[2J{BEL}\nnext"
+    folder.mkdir()
+    assert main(["generate", "--checkpoint", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert_safe(err)
+    assert "ck\\x1b[2J\\x07 next is not a checkpoint" in err
+
+
 # --- corpora: control characters are refused, naming the line --------------------------------------------
 @pytest.mark.parametrize("char", [ESC, BEL, BS, "\x9b", "\x7f"])
 def test_a_control_character_in_a_corpus_is_refused_naming_its_line(char):

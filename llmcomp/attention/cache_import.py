@@ -96,7 +96,8 @@ def check_import_line(line: str | None) -> tuple[str, torch.Tensor | None, Any]:
     key = rec.get("key")
     if not isinstance(key, str) or not 0 < len(key) <= 512:
         raise ValueError("key must be a string of 1 to 512 characters")
-    kind = key.split(":", 1)[0] if ":" in key else None
+    own = key.rsplit("/", 1)[-1]  # a key may sit under a prefix ("visitor-<tag>/row:...", the web app's views)
+    kind = own.split(":", 1)[0] if ":" in own else None
     if ("shape" in rec) == ("json" in rec):
         raise ValueError('an entry has either "shape" and "data" (a matrix) or "json" (a record)')
     if "json" in rec:

@@ -29,6 +29,7 @@ import secrets
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,9 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path) -> Path:
     new.mkdir()
     try:
         tag = {"step": str(ckpt.step)}  # each tensor file says which step it holds: a load checks they agree
-        state = {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items() if k != "lm_head.weight"}
+        tied = ckpt.model.lm_head.weight is ckpt.model.wte.weight  # a tied head is stored once, as wte
+        state = {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items()
+                 if not (tied and k == "lm_head.weight")}  # fmt: skip
         _write_synced(new / "model.safetensors", safetensors_bytes(state, metadata=tag))
         if ckpt.optimizer_state:
             _write_synced(new / "optimizer.safetensors", safetensors_bytes(ckpt.optimizer_state, metadata=tag))
@@ -174,6 +177,21 @@ def _header(path: Path, step: int, what: str) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not iterable
 
 
+def _tensors(path: Path, step: int, what: str, fit: Callable[[dict], None] | None = None) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, read once its header is checked (``_header``, then ``fit``)."""
+    try:
+        shapes = _header(path, step, what)
+        if fit is not None:
+            fit(shapes)
+        return load_file(str(path))
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path.parent}: {path.name} is corrupt or truncated ({one_line(e, 300)})"
+        ) from None
+
+
 def _fit(cfg: GPTConfig, shapes: dict[str, tuple[int, ...]], folder: Path) -> None:
     """Hold the config's sizes to the weights file before a model is built (block_size 10**12 would ask for
     256 TB). A model of this config stores each of these products in its weights, so none can exceed them."""
@@ -204,6 +222,9 @@ def _load_into(model: GPT, state: dict[str, torch.Tensor], folder: Path) -> None
         ) from None
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise CheckpointError(f"checkpoint {folder}: weights do not fit the saved config (missing {missing[:3]})")
+    if missing and model.lm_head.weight is not model.wte.weight:  # saved by a tied model: its head was wte
+        with torch.no_grad():
+            model.lm_head.weight.copy_(model.wte.weight)
 
 
 def load_checkpoint(folder: str | Path, with_optimizer: bool = False) -> Checkpoint:
@@ -231,16 +252,7 @@ def load_checkpoint(folder: str | Path, with_optimizer: bool = False) -> Checkpo
     if vocab.fingerprint() != meta.get("vocab_fingerprint") or len(vocab) != cfg.vocab_size:
         raise CheckpointError(f"checkpoint {folder}: vocab.json does not match the model it was saved with")
     step = meta["step"]
-    weights = folder / "model.safetensors"
-    try:
-        _fit(cfg, _header(weights, step, "the weights"), folder)
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(
-            f"checkpoint {folder}: model.safetensors is corrupt or truncated ({one_line(e, 300)})"
-        ) from None
+    state = _tensors(folder / "model.safetensors", step, "the weights", lambda shapes: _fit(cfg, shapes, folder))
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
         raise CheckpointError(f"checkpoint {folder}: model.safetensors holds NaN or infinite weights")
     model = GPT(cfg)  # its size bounded by the file's (_fit)
@@ -248,15 +260,7 @@ def load_checkpoint(folder: str | Path, with_optimizer: bool = False) -> Checkpo
     model.eval()
     opt_state: dict[str, torch.Tensor] = {}
     if with_optimizer and (folder / "optimizer.safetensors").exists():
-        try:
-            _header(folder / "optimizer.safetensors", step, "the optimizer moments")
-            opt_state = load_file(str(folder / "optimizer.safetensors"))
-        except (SafetensorError, OSError, ValueError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError(
-                f"checkpoint {folder}: optimizer.safetensors is corrupt ({one_line(e, 300)})"
-            ) from None
+        opt_state = _tensors(folder / "optimizer.safetensors", step, "the optimizer moments")
     metrics: list[dict[str, Any]] = []
     mpath = folder / "metrics.jsonl"
     if os.path.lexists(mpath):
@@ -267,17 +271,9 @@ def load_checkpoint(folder: str | Path, with_optimizer: bool = False) -> Checkpo
     why = check_metrics(metrics, step)
     if why:
         raise CheckpointError(f"checkpoint {folder}: {why}")
-    return Checkpoint(
-        model=model,
-        vocab=vocab,
-        step=step,
-        source_spec=meta["source_spec"],
-        source_fingerprint=meta["source_fingerprint"],
-        train_config=meta["train_config"],
-        metrics=metrics,
-        optimizer_state=opt_state,
-        path=folder,
-    )
+    return Checkpoint(model=model, vocab=vocab, step=step, source_spec=meta["source_spec"],
+                      source_fingerprint=meta["source_fingerprint"], train_config=meta["train_config"],
+                      metrics=metrics, optimizer_state=opt_state, path=folder)  # fmt: skip
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
