@@ -258,9 +258,8 @@ class Job:
                 if not let_go:
                     log.info("%s job %s: its worker ended after it had been let go", self.kind, self._snap.job_id)
                 return
-            self._claimed = True
+            self._claimed, self._let_go = True, let_go
         self._update(eta_s=None, finished_at=time.time(), **end)
-        self._let_go = let_go
         try:
             self._finally()
         except Exception:  # noqa: BLE001
