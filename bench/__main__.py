@@ -1,8 +1,9 @@
 """Every benchmark, one table: ``python -m bench`` (``--quick`` for a faster pass).
 
 Runs training throughput, scoring cost against the fake OpenAI server, local LLM throughput,
-generation speed per source and app start-up, then prints one table of medians and ratios. A
-benchmark that is missing or fails is reported as a row saying so; the others still run.
+generation speed per source, app start-up and learning speed against a plain loop, then prints one
+table of medians and ratios. A benchmark that is missing or fails is reported as a row saying so;
+the others still run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BENCHMARKS = [
     ("bench.local_llm", "local LLM"),
     ("bench.generation", "generation"),
     ("bench.startup", "app start-up"),
+    ("bench.recipe", "learning speed (binding)"),
 ]
 
 
@@ -74,12 +76,22 @@ def _startup(rows: list[dict]) -> list[Row]:
     ]  # fmt: skip
 
 
+def _recipe(rows: list[dict]) -> list[Row]:
+    return [
+        {"case": f"{r['source']}: {r['loop']}", "median": r["steps to target"], "unit": "steps to target val loss",
+         "ratio": r["x plain steps"], "ratio of": "plain loop",
+         "note": f"target {r['target']:.3f}; at 600: val {r['val 600']:.3f}, focus {r['focus 600']:.2f}"}
+        for r in rows
+    ]  # fmt: skip
+
+
 ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.train_throughput": _train,
     "bench.scoring": _scoring,
     "bench.local_llm": _local,
     "bench.generation": _generation,
     "bench.startup": _startup,
+    "bench.recipe": _recipe,
 }
 
 

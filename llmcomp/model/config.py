@@ -22,6 +22,9 @@ class GPTConfig:
     n_external_heads: int = 1  # set from the attention source
     n_learned_heads: int = 0
     dropout: float = 0.0
+    # a separate output head: tying it to the token embeddings slowed learning on the binding task (the
+    # recall formed about 100 steps later at this size; docs/benchmarks.md, ``python -m bench.recipe``)
+    tie_weights: bool = False
 
     def __post_init__(self) -> None:
         minimum = {"vocab_size": 0, "block_size": 1, "n_layer": 1, "n_embd": 1, "n_external_heads": 0,
@@ -32,6 +35,8 @@ class GPTConfig:
                 raise ModelConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
         if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
             raise ModelConfigError(f"dropout must be at least 0 and below 1, got {self.dropout!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise ModelConfigError(f"tie_weights must be true or false, got {self.tie_weights!r}")
 
     @property
     def n_head(self) -> int:

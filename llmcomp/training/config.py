@@ -28,7 +28,9 @@ class TrainConfig:
     steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    # cosine decays to lr * min_lr_ratio; 1 keeps the rate constant after warm-up, which learned faster within
+    # a default run than a decay to 0.1 (docs/benchmarks.md, ``python -m bench.recipe``)
+    min_lr_ratio: float = 1.0
     warmup_steps: int | None = None  # None: min(30, max(1, steps // 10)); read it as ``warmup``
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -39,8 +41,10 @@ class TrainConfig:
     # torch threads while training. Small models run fastest on one: extra OpenMP threads mostly
     # spin-wait, and on a shared machine that can make every step ten times slower. 0 = leave as is.
     threads: int = 1
-    # batches come from windows of batch_size * length_window sentences of similar length (1 = off)
-    length_window: int = 4
+    # batches come from windows of batch_size * length_window sentences of similar length (1 = off, uniform
+    # draws). Off by default: same-length batches saved padding but their correlated gradients delayed learning
+    # most of all the differences from a plain loop (docs/benchmarks.md, ``python -m bench.recipe``)
+    length_window: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
