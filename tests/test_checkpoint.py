@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import locale
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.vocab import Vocab
+from llmcomp.training import checkpoint as checkpoint_module
 from llmcomp.training.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -30,9 +33,17 @@ from llmcomp.training.checkpoint import (
 WORDS = ["the", "cat", "saw", "a", "dog", "café", "naïve", "."]  # non-ASCII words on purpose
 
 
-def tiny_model(vocab: Vocab, seed: int = 0, **cfg) -> GPT:
+def tiny_model(vocab: Vocab, seed: int = 0, tie: bool = False) -> GPT:
+    """One small layer; ``tie`` shares the output head with the token embeddings (stored once when saved)."""
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=len(vocab), block_size=8, n_layer=1, n_embd=8, **cfg))
+    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=8, n_layer=1, n_embd=8))
+    if tie:
+        model.lm_head.weight = model.wte.weight
+    return model
+
+
+def is_tied(model: GPT) -> bool:
+    return model.lm_head.weight is model.wte.weight
 
 
 def trained_optimizer(model: GPT) -> torch.optim.AdamW:
@@ -48,9 +59,9 @@ def trained_optimizer(model: GPT) -> torch.optim.AdamW:
     return opt
 
 
-def make_checkpoint(**changes) -> Checkpoint:
+def make_checkpoint(tie: bool = False, **changes) -> Checkpoint:
     vocab = Vocab(WORDS)
-    model = tiny_model(vocab)
+    model = tiny_model(vocab, tie=tie)
     fields = dict(
         model=model,
         vocab=vocab,
@@ -70,17 +81,18 @@ def same_weights(a: GPT, b: GPT) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.fixture
-def saved(tmp_path) -> tuple[Checkpoint, Path]:
-    ckpt = make_checkpoint()
+@pytest.fixture(params=[False, True], ids=["own-head", "tied-head"])
+def saved(tmp_path, request) -> tuple[Checkpoint, Path]:
+    ckpt = make_checkpoint(tie=request.param)
     return ckpt, save_checkpoint(ckpt, tmp_path / "ck")
 
 
 def test_round_trip_gives_back_every_field(saved):
     ckpt, folder = saved
     back = load_checkpoint(folder)
-    assert same_weights(back.model, ckpt.model)
-    assert back.model.lm_head.weight is back.model.wte.weight  # the tied head is not saved, and still tied
+    assert same_weights(back.model, ckpt.model)  # a tied head comes back equal to the embeddings
+    logits = back.model(torch.tensor([[2, 5, 6]]), torch.eye(3)[None, None])
+    assert torch.equal(logits, ckpt.model.eval()(torch.tensor([[2, 5, 6]]), torch.eye(3)[None, None]))
     assert not back.model.training  # loaded for use: dropout off
     assert back.model.config == ckpt.model.config
     assert back.vocab == ckpt.vocab and back.vocab.itos == ckpt.vocab.itos
@@ -100,7 +112,8 @@ def test_files_on_disk_are_the_documented_ones(saved):
         "model.safetensors",
         "optimizer.safetensors",
         "vocab.json",
-    ]  # and no temporary file left behind
+    ]
+    assert [p.name for p in folder.parent.iterdir()] == ["ck"]  # no temporary file or folder left behind
     meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
     assert meta == {
         "format_version": FORMAT_VERSION,
@@ -112,7 +125,7 @@ def test_files_on_disk_are_the_documented_ones(saved):
         "vocab_fingerprint": ckpt.vocab.fingerprint(),
     }
     weights = load_file(str(folder / "model.safetensors"))
-    assert "lm_head.weight" not in weights and "wte.weight" in weights  # the tied copy is stored once
+    assert "wte.weight" in weights and ("lm_head.weight" in weights) == (not is_tied(ckpt.model))  # tied: once
     lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == ckpt.metrics
 
@@ -271,12 +284,154 @@ def test_config_that_disagrees_with_the_vocabulary_is_refused(saved):
         load_checkpoint(folder)
 
 
+def quoted(err: pytest.ExceptionInfo, before: str) -> str:
+    """The text a message quotes in parentheses after ``before``."""
+    message = str(err.value)
+    assert before in message and message.endswith(")"), message
+    return message.split(before, 1)[1][:-1]
+
+
 def test_weights_that_do_not_fit_the_config_are_refused(saved):
     ckpt, folder = saved
     cfg = ckpt.model.config.to_dict()
     rewrite_meta(folder, model_config={**cfg, "n_embd": 16})  # every matrix has the wrong shape
-    with pytest.raises(CheckpointError, match=r"weights do not fit the saved config \(Error"):
+    with pytest.raises(
+        CheckpointError, match=rf"^checkpoint {folder}: weights do not fit the saved config \(Error"
+    ) as e:
         load_checkpoint(folder)
+    assert len(quoted(e, "config (")) == 300 and quoted(e, "config (").endswith("…")  # torch's long text, cut
+
+
+def test_a_config_with_more_layers_than_the_weights_is_refused_before_building(saved):
+    ckpt, folder = saved
+    rewrite_meta(folder, model_config={**ckpt.model.config.to_dict(), "n_layer": 2})
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {folder}: .*\(n_layer 2, the weights hold 1 layers\)$"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(
+    "changes, asks",
+    [
+        ({"block_size": 1000}, "block_size asks for 8,000 weights"),
+        ({"n_embd": 40}, "n_embd asks for 1,600 weights"),  # 40 x 40 > every weight of this 8-wide model
+        ({"n_external_heads": 100, "n_learned_heads": 100}, "heads asks for 1,600 weights"),
+    ],
+    ids=["block_size", "n_embd", "heads"],
+)
+def test_each_size_the_config_asks_for_is_held_to_the_weights_file(saved, changes, asks):
+    """A crafted config must not make the loader build a model bigger than the file (block_size 10**12 is 256 TB)."""
+    ckpt, folder = saved
+    held = sum(t.numel() for t in load_file(str(folder / "model.safetensors")).values())
+    assert held < 1600  # what the cases above rely on
+    rewrite_meta(folder, model_config={**ckpt.model.config.to_dict(), **changes})
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {folder}: .*\({asks}; the file holds {held:,}\)$"):
+        load_checkpoint(folder)
+
+
+def test_a_vocabulary_bigger_than_the_weights_file_is_refused(tmp_path):
+    vocab = Vocab([f"w{i}" for i in range(300)])  # 304 tokens x 8 = 2,432 weights in wte alone
+    ckpt = make_checkpoint(vocab=vocab, model=tiny_model(vocab), optimizer_state={})
+    folder = save_checkpoint(ckpt, tmp_path / "ck")
+    weights = load_file(str(folder / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if k not in ("wte.weight", "lm_head.weight")}
+    save_file(kept, str(folder / "model.safetensors"))
+    held = sum(t.numel() for t in kept.values())
+    with pytest.raises(CheckpointError, match=rf"\(vocab_size asks for 2,432 weights; the file holds {held:,}\)$"):
+        load_checkpoint(folder)
+
+
+def test_a_size_exactly_as_large_as_the_file_passes_the_size_check(tmp_path):
+    """The limit is inclusive: here vocab_size x n_embd equals every weight in the file (a zero-size layer tensor
+    names the one layer), so the load gets past the size check and fails later, on the shapes."""
+    vocab = Vocab(WORDS)
+    folder = save_checkpoint(make_checkpoint(optimizer_state={}), tmp_path / "ck")
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file(
+        {"wte.weight": weights["wte.weight"], "blocks.0.ln_1.weight": torch.zeros(0)}, str(folder / "model.safetensors")
+    )
+    assert weights["wte.weight"].numel() == len(vocab) * 8
+    with pytest.raises(CheckpointError, match="weights do not fit the saved config") as e:
+        load_checkpoint(folder)
+    assert "asks for" not in str(e.value)
+
+
+def test_a_large_vocabulary_file_loads(tmp_path):
+    """vocab.json has its own bound (64 MB), above the 1 MB one for configs: 90,000 words is about 1.3 MB."""
+    vocab = Vocab([f"word{i:06d}" for i in range(90_000)])
+    folder = save_checkpoint(make_checkpoint(vocab=vocab, model=tiny_model(vocab), optimizer_state={}), tmp_path / "ck")
+    assert (folder / "vocab.json").stat().st_size > 1_000_000
+    assert len(load_checkpoint(folder).vocab) == len(vocab)
+
+
+def test_untrusted_text_in_messages_is_cut_short(saved):
+    """A crafted file's values are quoted in one short line: the format and a step at most 40 characters."""
+    _, folder = saved
+    rewrite_meta(folder, format_version="9" * 100)
+    with pytest.raises(CheckpointError, match=r"has format '9{38}…; expected 1$"):
+        load_checkpoint(folder)
+    rewrite_meta(folder, format_version=FORMAT_VERSION)
+    path = folder / "model.safetensors"
+    save_file(load_file(str(path)), str(path), metadata={"step": "8" * 100})
+    with pytest.raises(CheckpointError, match=r"the weights are from step 8{39}… but checkpoint.json is at step 7"):
+        load_checkpoint(folder)
+    rewrite_meta(folder, model_config={"n_layer": 1, "x" * 400: 1})
+    with pytest.raises(CheckpointError, match="damaged config or vocabulary") as e:
+        load_checkpoint(folder)
+    assert len(quoted(e, "vocabulary (")) == 300
+
+
+# --- the atomic save: a new folder swapped in; what a killed save leaves is cleared -------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_on_linux_the_swap_is_one_exchange(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = Path("a"), Path("b")  # relative, as the CLI's runs/... folders are
+    a.mkdir()
+    b.mkdir()
+    (a / "which").write_text("a")
+    (b / "which").write_text("b")
+    assert checkpoint_module._exchange(a, b)
+    assert (a / "which").read_text() == "b" and (b / "which").read_text() == "a"
+    assert not checkpoint_module._exchange(a, Path("missing"))  # a failed exchange says so
+
+
+def test_an_error_quoting_a_long_path_stays_one_short_line(tmp_path):
+    folder = tmp_path / ("d" * 200) / ("e" * 200) / "ck"
+    save_checkpoint(make_checkpoint(optimizer_state={}), folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt or truncated") as e:
+        load_checkpoint(folder)
+    assert len(quoted(e, "truncated (")) == 300  # the OS's message names the 400-character path
+
+
+def test_without_an_atomic_exchange_two_renames_replace_the_checkpoint(tmp_path, monkeypatch):
+    """Where renameat2 is missing (macOS, Windows, old kernels) the old folder is moved aside, then removed."""
+    monkeypatch.setattr(checkpoint_module, "_exchange", lambda a, b: False)
+    folder = tmp_path / "ck"
+    save_checkpoint(make_checkpoint(step=3), folder)
+    save_checkpoint(make_checkpoint(step=9), folder)
+    assert load_checkpoint(folder).step == 9
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_leftovers_of_a_killed_save_are_cleared_and_never_read(tmp_path):
+    folder = save_checkpoint(make_checkpoint(step=9), tmp_path / "ck")
+    shutil.copytree(save_checkpoint(make_checkpoint(step=3), tmp_path / "other"), tmp_path / ".ck.old")
+    shutil.rmtree(tmp_path / "other")
+    (tmp_path / ".ck.new-0badf00d").mkdir()  # a save killed while writing
+    assert load_checkpoint(folder).step == 9  # the moved-aside folder is only read when ck itself is gone
+    save_checkpoint(make_checkpoint(step=11), folder)
+    assert load_checkpoint(folder).step == 11
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_and_nothing_else(tmp_path):
+    folder = save_checkpoint(make_checkpoint(step=3, metrics=[]), tmp_path / "ck")
+    with pytest.raises(TypeError, match="not JSON serializable"):  # the save's own error, not a clean-up's
+        save_checkpoint(make_checkpoint(step=9, metrics=[{"step": 9, "bad": {1, 2}}]), folder)
+    assert load_checkpoint(folder).step == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
 
 
 def test_missing_or_extra_weights_are_refused(saved):
@@ -286,8 +441,11 @@ def test_missing_or_extra_weights_are_refused(saved):
     save_file({k: v for k, v in weights.items() if k != "ln_f.weight"}, str(path))
     with pytest.raises(CheckpointError, match=r"weights do not fit the saved config \(missing \['ln_f.weight'"):
         load_checkpoint(folder)
-    save_file({k: v for k, v in weights.items() if not k.startswith(("wpe.", "ln_f."))}, str(path))  # 4 missing
-    with pytest.raises(CheckpointError, match=r"\(missing \['wpe.weight', 'ln_f.weight', 'ln_f.bias'\]\)$"):
+    gone = ("wpe.", "ln_f.", "blocks.0.ln_1.")
+    save_file({k: v for k, v in weights.items() if not k.startswith(gone)}, str(path))  # 5 or more missing
+    with pytest.raises(
+        CheckpointError, match=r"\(missing \['wpe.weight', 'blocks.0.ln_1.weight', 'blocks.0.ln_1.bias'\]\)$"
+    ):
         load_checkpoint(folder)  # at most three names: the message stays one short line
     save_file({**weights, "extra.weight": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="weights do not fit the saved config"):
