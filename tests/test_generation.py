@@ -41,10 +41,10 @@ def generator(request):
 
 
 def set_output_bias(g: Generator, bias: dict[str, float]) -> None:
-    """Add a constant to the logit of some words (the tied output layer has no bias of its own), so a
+    """Add a constant to the logit of some words (the output layer has no bias of its own), so a
     test can make a word the argmax at a chosen step, or impossible to sample."""
     head = nn.Linear(g.model.config.n_embd, len(g.vocab), bias=True)
-    head.weight = g.model.wte.weight  # keep the tying: every other logit is unchanged
+    head.weight = g.model.lm_head.weight  # the model's own head: every other logit is unchanged
     with torch.no_grad():
         head.bias.zero_()
         for word, b in bias.items():

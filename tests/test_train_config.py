@@ -40,7 +40,7 @@ def test_warmup_follows_the_run_length_unless_given():
     assert TrainConfig(steps=100).warmup == 10 and TrainConfig(steps=5).warmup == 1
     assert TrainConfig(steps=100, warmup_steps=40).warmup == 40
     assert replace(TrainConfig(steps=600), steps=20).warmup == 2  # derived from the run it ends up in
-    short = TrainConfig(steps=20, lr=0.01)
+    short = TrainConfig(steps=20, lr=0.01, min_lr_ratio=0.1)  # the default (1.0) keeps the rate constant
     assert short.lr_at(short.warmup - 1) == pytest.approx(0.01)  # a short run reaches its learning rate
     assert short.lr_at(19) < 0.01 * 0.2  # and decays towards lr * min_lr_ratio by its end
 
