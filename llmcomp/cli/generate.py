@@ -7,18 +7,17 @@ import json
 import sys
 from typing import Any
 
+from llmcomp.generation.config import GenerateConfig
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by train (or its run folder)")
     p.add_argument("--prompt", default="", help="words to start from")
     p.add_argument("--interactive", "-i", action="store_true", help="read prompts from standard input")
-    # None: GenerateConfig's default (read when generating, so --help does not load torch)
-    p.add_argument("--max-words", type=int, help="longest generation in words (default: GenerateConfig's, 30)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default: GenerateConfig's, 0.8)")
-    p.add_argument(
-        "--top-k", type=int, help="sample among the k likeliest words; 0: all (default: GenerateConfig's, 20)"
-    )
+    p.add_argument("--max-words", type=int, default=GenerateConfig.max_words, help="longest generation in words")
+    p.add_argument("--temperature", type=float, default=GenerateConfig.temperature, help="0: the likeliest word")
+    p.add_argument("--top-k", type=int, default=GenerateConfig.top_k, help="sample among the k likeliest; 0: all")
     p.add_argument("--seed", type=int)
     p.add_argument("--show-attention", action="store_true", help="also print the attention matrix as JSON")
     p.add_argument("--base-url", help="openai checkpoints: server URL to score with")
@@ -49,10 +48,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace, gen: Any) -> int:
-    from llmcomp.generation import GenerateConfig, GenerationError
+    from llmcomp.generation import GenerationError
 
-    given = {"max_words": args.max_words, "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
-    cfg = GenerateConfig(**{k: v for k, v in given.items() if v is not None})
+    cfg = GenerateConfig(max_words=args.max_words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
 
     def one(prompt: str) -> None:
         g = gen.generate(prompt, cfg)

@@ -10,6 +10,7 @@ import gradio as gr
 
 from llmcomp.app import scoring
 from llmcomp.app.sources import build_source
+from llmcomp.generation.config import GenerateConfig
 from llmcomp.plots import attention_heatmap
 from llmcomp.ui.common import USER_ERRORS, AppContext, UserError, failed, note, owner_of
 from llmcomp.ui.runs import find_run, run_choices, visible_runs
@@ -38,9 +39,14 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         refresh = gr.Button("↻", scale=0, min_width=50, elem_id="gen-refresh")
     prompt = gr.Textbox(label="Prompt", placeholder="e.g. my mother", elem_id="gen-prompt")
     with gr.Row():
-        temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = most likely word)")
-        top_k = gr.Slider(0, 100, value=20, step=1, label="Top-k (0 = all words)")
-        max_words = gr.Slider(1, 60, value=20, step=1, label="Length (words at most)", elem_id="gen-length")
+        defaults = GenerateConfig()
+        temperature = gr.Slider(
+            0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = most likely word)"
+        )
+        top_k = gr.Slider(0, 100, value=defaults.top_k, step=1, label="Top-k (0 = all words)")
+        max_words = gr.Slider(
+            1, 60, value=defaults.max_words, step=1, label="Length (words at most)", elem_id="gen-length"
+        )
         seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1 = random)")
     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-btn")
     text = gr.Textbox(label="Generated text", interactive=False, elem_id="gen-text")
@@ -69,7 +75,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     ):
         """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
         attention heatmap of the first head and the list of heads."""
-        from llmcomp.generation import GenerateConfig, Generator
+        from llmcomp.generation import Generator
         from llmcomp.training import load_checkpoint
 
         owner, keys = owner_of(state, request), ctx.keys(state)

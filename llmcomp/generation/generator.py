@@ -16,6 +16,7 @@ import torch
 from llmcomp.attention.base import AttentionSource
 from llmcomp.attention.registry import make_source
 from llmcomp.errors import LLMCompError
+from llmcomp.generation.config import GenerateConfig
 from llmcomp.model.gpt import GPT
 from llmcomp.text.tokenizer import SENTENCE_END, detokenize, tokenize
 from llmcomp.text.vocab import Vocab
@@ -26,16 +27,6 @@ from llmcomp.training.checkpoint import load_checkpoint
 
 class GenerationError(LLMCompError, ValueError):
     """A prompt or setting generation cannot use, with a one-line reason."""
-
-
-@dataclass
-class GenerateConfig:
-    max_words: int = 30
-    temperature: float = 0.8
-    top_k: int = 20  # 0 = no top-k filter
-    seed: int | None = None
-    stop_at_sentence_end: bool = True  # stop after . ! ? or </s>
-    threads: int = 1  # torch threads for the small model (see llmcomp.threads); 0 = leave as is
 
 
 @dataclass
