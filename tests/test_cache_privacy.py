@@ -176,3 +176,23 @@ def test_a_source_given_the_shared_cache_on_a_public_server_is_estimated_as_if_i
         assert est.cached is None and est.requests == len(SENTENCES) and scoring.HIDDEN_NOTE in est.detail
     finally:
         ctx.close()
+
+
+@pytest.mark.slow  # loads the local LLM (about 15 s)
+def test_the_compare_view_scores_through_the_visitors_own_view_too(env, tmp_path):
+    """The Attention tab's "other source" (here the local LLM, a cached kind) must not read or write the
+    shared cache on a public server: its timing would tell a visitor that someone scored a sentence."""
+    from llmcomp.app.attention_view import other_matrix
+    from llmcomp.ui.state import Session
+
+    ctx = app_context(tmp_path)
+    ctx.expose("0.0.0.0", None)
+    session = Session(owner="browser-id-a")
+    keys = ctx.keys(session, request("gradio-a"))
+    words = ["the", "cat", "sat", "."]
+    m, _ = other_matrix("local", words, ctx.cache(), keys)
+    assert m.shape == (1, 4, 4)
+    cache = ctx.cache()
+    cache.commit()
+    stored = [k for k, _ in cache.items()]
+    assert stored and all(k.startswith(f"visitor-{keys.cache_tag()}/") for k in stored), stored

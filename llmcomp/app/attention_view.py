@@ -71,12 +71,15 @@ def matrix_for(
         source.close()
 
 
-def other_matrix(kind: str, words: list[str], cache: AttentionCache | None = None) -> tuple[torch.Tensor, str]:
-    """A free source's matrix for ``words``, to compare with (gaussian with its two heads)."""
+def other_matrix(
+    kind: str, words: list[str], cache: AttentionCache | None = None, keys: KeyPolicy | None = None
+) -> tuple[torch.Tensor, str]:
+    """A free source's matrix for ``words``, to compare with (gaussian with its two heads); ``keys``
+    gives a public server's visitor their own view of the cache, as for every other source."""
     if kind in PAID:
         raise NotScoredError("compare with a source that costs nothing: a baseline, the oracle or the local LLM")
     settings = SourceSettings(kind=kind, n_heads=2 if kind == "gaussian" else 1)
-    return matrix_for(settings, None, words, 0, cache=cache)
+    return matrix_for(settings, None, words, 0, keys=keys, cache=cache)
 
 
 def head_labels(settings: SourceSettings, n: int) -> list[tuple[str, int]]:

@@ -195,7 +195,7 @@ def compare(ctx: AppContext, state: Session, sentence_no, head, other) -> tuple[
         a, desc_a = matrix_for(state.settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
         if a.shape[0] == 0:
             raise NotScoredError("the learned source supplies no matrix to compare; choose another source")
-        b, desc_b = other_matrix(str(other), words, ctx.cache())
+        b, desc_b = other_matrix(str(other), words, ctx.cache(), ctx.keys(state))
     except USER_ERRORS as e:
         return gr.skip(), gr.skip(), failed(e)
     ha = min(max(int(head or 0), 0), a.shape[0] - 1)
