@@ -156,6 +156,16 @@ class ScoringJob(Job):
                 self.source.close()
 
 
+def generation_prefixes(prompt: str, max_words: int) -> list[list[str]]:
+    """Every prefix a generation of ``max_words`` words after ``prompt`` may score (the generated words
+    stood in for by the prompt's longest): what a budget reserves for before generating."""
+    from llmcomp.text.tokenizer import tokenize
+
+    words = tokenize(prompt) or ["the"]
+    filler = words + [max(words, key=len)] * max(max_words, 0)
+    return [filler[:k] for k in range(1, len(filler) + 1)]
+
+
 def start_scoring(
     source: AttentionSource,
     sentences: Sequence[Words],

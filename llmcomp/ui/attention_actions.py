@@ -186,11 +186,16 @@ def heatmap(ctx: AppContext, state: Session, sentence_no, head) -> tuple[Any, st
     return fig, sentence_html(words, idx, n, desc), heads
 
 
+def _sentence(ctx: AppContext, state: Session, sentence_no) -> tuple[int, list[str]]:
+    """The sentence the number box points at (clamped to the corpus) and its words."""
+    sentences = ctx.corpus_of(state).sentences
+    idx = clamp(sentence_no, len(sentences))
+    return idx, sentences[idx]
+
+
 def compare(ctx: AppContext, state: Session, sentence_no, head, other) -> tuple[Any, Any, str]:
     """This source (A) and another (B) on one sentence: side by side, and A − B."""
-    corpus = ctx.corpus_of(state)
-    idx = clamp(sentence_no, len(corpus.sentences))
-    words = corpus.sentences[idx]
+    idx, words = _sentence(ctx, state, sentence_no)
     try:
         a, desc_a = matrix_for(state.settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
         if a.shape[0] == 0:
@@ -208,9 +213,7 @@ def compare(ctx: AppContext, state: Session, sentence_no, head, other) -> tuple[
 
 def export(ctx: AppContext, state: Session, sentence_no, fmt, request: gr.Request) -> tuple[str | None, str]:
     """One sentence's matrix (all heads) as a CSV or JSON file in the session's download folder."""
-    corpus = ctx.corpus_of(state)
-    idx = clamp(sentence_no, len(corpus.sentences))
-    words = corpus.sentences[idx]
+    idx, words = _sentence(ctx, state, sentence_no)
     try:
         m, desc = matrix_for(state.settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
         if m.shape[0] == 0:
@@ -220,7 +223,7 @@ def export(ctx: AppContext, state: Session, sentence_no, fmt, request: gr.Reques
     kind = state.settings.kind
     folder = ctx.session_dir(state, request)
     if fmt == "json":
-        meta = {"source": desc, "kind": kind, "corpus": corpus.name, "sentence_index": idx}
+        meta = {"source": desc, "kind": kind, "corpus": ctx.corpus_of(state).name, "sentence_index": idx}
         path = folder / f"attention-{kind}-sentence{idx}.json"
         path.write_text(matrix_to_json(m, words, meta), encoding="utf-8")
     else:

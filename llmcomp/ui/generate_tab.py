@@ -17,14 +17,6 @@ from llmcomp.ui.runs import find_run, run_choices, visible_runs
 from llmcomp.ui.state import GenerationView, HeadView, Session
 
 
-def prefixes(prompt: str, max_words: int) -> list[list[str]]:
-    """Every prefix a generation of ``max_words`` words after ``prompt`` may score (the generated words
-    stood in for by the prompt's longest): what the owner's key is reserved for."""
-    words = prompt.split() or ["the"]
-    filler = words + [max(words, key=len)] * max(max_words, 0)
-    return [filler[:k] for k in range(1, len(filler) + 1)]
-
-
 @dataclass
 class GenerateTab:
     checkpoint: gr.Dropdown
@@ -90,7 +82,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
             source = build_source(ck.source_spec, keys=keys, cache=ctx.cache())
             try:
                 if keys.uses_owner_key(source):  # reserve for every prefix it may score, before any request
-                    scoring.check_budget(source, prefixes(str(prompt or ""), int(max_words)), keys)
+                    scoring.check_budget(source, scoring.generation_prefixes(str(prompt or ""), int(max_words)), keys)
                 generator = Generator(ck.model, ck.vocab, source)
                 gen = generator.generate(
                     str(prompt or ""),
