@@ -81,15 +81,18 @@ class Generator:
             att[:, i, : i + 1] = known[i] if i < len(known) else self.source.score(words[: i + 1])[:, i]
         return att
 
-    @torch.no_grad()
     def next_logits(
         self, words: list[str], known: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits for the word after ``words``, and the attention matrix used (see ``_rows``)."""
-        att = self._rows(words, known)
-        x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(words)]])
-        a = with_bos(att)[None] if self.source.n_heads else None
-        return self.model(x, a)[0, -1], att
+        """Logits for the word after ``words``, and the attention matrix used (see ``_rows``).
+
+        ``no_grad`` is a block, not a decorator, so the mutation check (which skips decorated
+        functions) mutates this method too."""
+        with torch.no_grad():
+            att = self._rows(words, known)
+            x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(words)]])
+            a = with_bos(att)[None] if self.source.n_heads else None
+            return self.model(x, a)[0, -1], att
 
     def learned_attention(self, gen: Generation) -> torch.Tensor | None:
         """The model's own heads in its last layer over <s> + the generation's words, (L, T+1, T+1),
