@@ -7,6 +7,7 @@ functions, so ``llmcomp --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.settings import EXAMPLE_CORPUS, Paths
@@ -26,7 +27,8 @@ def add_corpus_args(p: argparse.ArgumentParser) -> None:
         "--split",
         choices=["auto", "lines", "paragraphs"],
         default=CorpusConfig.split,
-        help="how text becomes sentences",
+        help="lines: each non-empty line is one sequence, never cut; paragraphs: blank-line-separated, cut "
+        "after . ! ?; auto: paragraphs if blank lines separate them, else lines cut after inner . ! ?",
     )
     g.add_argument("--max-words", type=int, default=CorpusConfig.max_words, help="longest sentence allowed (words)")
     g.add_argument(
@@ -94,10 +96,18 @@ def make_cli_source(args: argparse.Namespace, spec: dict[str, Any] | None = None
 
 
 def load_cli_corpus(args: argparse.Namespace) -> Corpus:
+    """The corpus the flags name; its notices (lines cut, words split by the tokenizer) go to stderr, once."""
     from llmcomp.text import load_corpus
 
     cfg = CorpusConfig(split=args.split, max_words=args.max_words, val_fraction=args.val_fraction)
-    return load_corpus(args.corpus, cfg)
+    corpus = load_corpus(args.corpus, cfg)
+    print_corpus_notices(corpus)
+    return corpus
+
+
+def print_corpus_notices(corpus: Corpus) -> None:
+    for notice in corpus.notices:
+        print(f"note: {notice}", file=sys.stderr)
 
 
 class ScoringBar:

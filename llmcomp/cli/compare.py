@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import BASELINES
-from llmcomp.cli.common import add_corpus_args
+from llmcomp.cli.common import add_corpus_args, print_corpus_notices
 from llmcomp.text.corpus import CorpusConfig
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     corpus = load_corpus(args.corpus, config.corpus)
+    print_corpus_notices(corpus)
     if config.max_sentences:
         corpus = Corpus(corpus.sentences[: config.max_sentences], name=corpus.name, config=corpus.config)
         config = replace(config, max_sentences=None)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmcomp.errors import LLMCompError, one_line
+from llmcomp.text.notices import cut_lines_notice, tokenizer_notice
 from llmcomp.text.tokenizer import split_sentences, tokenize
 from llmcomp.text.vocab import Vocab
 
@@ -27,7 +28,9 @@ class CorpusError(LLMCompError, ValueError):
 class CorpusConfig:
     """How text becomes sentences, what is rejected, and how validation is held out."""
 
-    split: SplitMode = "auto"  # lines: a line may hold several sentences; paragraphs: join wrapped lines
+    # lines: each non-empty line is one sequence, never cut; paragraphs: join wrapped lines, cut after . ! ?;
+    # auto: paragraphs when blank lines separate them, else lines cut after inner . ! ? (with a notice)
+    split: SplitMode = "auto"
     max_bytes: int = 5_000_000
     max_words: int = 64  # per sentence; longer ones are rejected, never silently cut
     # 5 MB of `a b.` lines is a million sentences: training on them took minutes and gigabytes before one step.
@@ -57,6 +60,8 @@ class Corpus:
     sentences: list[list[str]]
     name: str = "corpus"
     config: CorpusConfig = field(default_factory=CorpusConfig)
+    #: one line each: what loading did to the text that its author may not expect (see text/notices.py)
+    notices: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         order = list(range(len(self.sentences)))
@@ -153,12 +158,16 @@ def _check_controls(text: str, name: str) -> None:
         )
 
 
-def _chunks(text: str, mode: SplitMode) -> list[tuple[int, str]]:
-    """(first line number, text) pieces: each line, or each blank-line-separated paragraph."""
-    lines = text.splitlines()
+def _layout(lines: list[str], mode: SplitMode) -> Literal["lines", "paragraphs"]:
+    """What ``auto`` reads the text as: paragraphs when a blank line separates two lines, else lines."""
     if mode == "auto":
-        mode = "paragraphs" if any(not ln.strip() for ln in lines[1:-1]) else "lines"
-    if mode == "lines":
+        return "paragraphs" if any(not ln.strip() for ln in lines[1:-1]) else "lines"
+    return mode
+
+
+def _chunks(lines: list[str], layout: Literal["lines", "paragraphs"]) -> list[tuple[int, str]]:
+    """(first line number, text) pieces: each line, or each blank-line-separated paragraph."""
+    if layout == "lines":
         return [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
     chunks, start, buf = [], 0, []
     for i, ln in enumerate(lines + [""]):
@@ -184,9 +193,17 @@ def parse_corpus(text: str | bytes, name: str = "corpus", config: CorpusConfig |
         )
     _check_controls(text, shown)
     sentences: list[list[str]] = []
-    words = 0
-    for line_no, chunk in _chunks(text, config.split):
-        for sentence in split_sentences(tokenize(chunk)):
+    words = cut = 0
+    lines = text.splitlines()
+    layout = _layout(lines, config.split)
+    chunks = _chunks(lines, layout)
+    for line_no, chunk in chunks:
+        tokens = tokenize(chunk)
+        # --split lines: the line is the sequence, whatever full stops it holds (a recall keeps its binding)
+        pieces = ([tokens] if tokens else []) if config.split == "lines" else split_sentences(tokens)
+        if layout == "lines" and len(pieces) > 1:
+            cut += 1  # auto read this line as several sentences: said once, in a notice
+        for sentence in pieces:
             if len(sentence) > config.max_words:
                 raise CorpusError(
                     f"{shown} line {line_no} has a sentence of {len(sentence)} words; the limit is "
@@ -211,7 +228,8 @@ def parse_corpus(text: str | bytes, name: str = "corpus", config: CorpusConfig |
             f"{shown} has {len(sentences)} sentences; at least {config.min_sentences} are needed to hold out "
             "a validation set"
         )
-    return Corpus(sentences=sentences, name=name, config=config)
+    said = (cut_lines_notice(cut, len(chunks)), tokenizer_notice(text))
+    return Corpus(sentences=sentences, name=name, config=config, notices=[n for n in said if n])
 
 
 def load_corpus(path: str | Path, config: CorpusConfig | None = None) -> Corpus:

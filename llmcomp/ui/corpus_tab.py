@@ -72,6 +72,8 @@ def preview_frame(corpus: Corpus) -> pd.DataFrame:
 
 
 def view(corpus: Corpus, message: str) -> tuple:
+    """The tab's outputs; the corpus's notices (lines cut, words split) follow the message, one box each."""
+    message += "".join(note(n, "warn") for n in corpus.notices)
     return message, summary_html(corpus), histogram_html(corpus), preview_frame(corpus), split_html(corpus)
 
 
