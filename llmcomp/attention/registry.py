@@ -49,6 +49,15 @@ LABELS: dict[str, str] = {
 MODES: tuple[str, ...] = ("sentence", "prefix", "pair")
 #: the relation heads the OpenAI-compatible source has prompts for (other names are allowed)
 RELATIONS: tuple[str, ...] = ("meaning", "syntax", "coreference", "relatedness")
+#: options no person types, for every kind ("*") or for one kind: objects the application layer passes
+#: (cache, fallback, a whole config), the API key (the key policy decides it: never a flag, a label or a
+#: form field), a command's own mode (``dry_run``: ``llmcomp score --dry-run``), and the learned source's
+#: ``n_heads`` (always 0; accepted only so that its spec rebuilds it). Every other accepted option is
+#: user-facing: the CLI, ``--sources`` labels and the web form all reach it (tests/test_source_options.py).
+INTERNAL_OPTIONS: dict[str, frozenset[str]] = {
+    "*": frozenset({"cache", "fallback", "config", "api_key", "dry_run"}),
+    "learned": frozenset({"n_heads"}),
+}
 
 
 def source_class(kind: str) -> type[AttentionSource]:
@@ -80,6 +89,119 @@ def accepted_options(kind: str) -> frozenset[str]:
                 if dataclasses.is_dataclass(t):
                     names |= {f.name for f in dataclasses.fields(t)}
     return frozenset(names)
+
+
+def _hints(obj: Any) -> dict[str, Any]:
+    """Type hints, each resolved on its own: one that names a type imported only for type checkers
+    (an internal option's, such as ``cache``) is left as text instead of failing them all."""
+    import sys
+
+    module = sys.modules[obj.__module__]
+    out: dict[str, Any] = {}
+    for name, hint in inspect.get_annotations(obj).items():
+        try:
+            out[name] = eval(hint, vars(module)) if isinstance(hint, str) else hint  # noqa: S307 (our own source)
+        except NameError:
+            out[name] = str
+    return out
+
+
+def user_options(kind: str) -> dict[str, Any]:
+    """The options a person may set for ``kind`` (``accepted_options`` less ``INTERNAL_OPTIONS``), each
+    with its type hint, read from the constructor or the config dataclass like ``accepted_options``."""
+    import dataclasses
+    import typing
+
+    from llmcomp.attention.base import AttentionSource
+
+    cls = source_class(kind)
+    hints = _hints(AttentionSource.__init__)
+    init_hints = _hints(cls.__init__)
+    for t in typing.get_args(init_hints.get("config")) or (init_hints.get("config"),):
+        if dataclasses.is_dataclass(t):
+            hints |= _hints(t)
+    hints |= init_hints
+    hidden = INTERNAL_OPTIONS["*"] | INTERNAL_OPTIONS.get(kind, frozenset())
+    return {name: hints.get(name, str) for name in sorted(accepted_options(kind) - hidden)}
+
+
+def _is_union(hint: Any) -> bool:
+    import types
+    import typing
+
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _describe_type(hint: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if hint in (int, float, bool):
+        return {int: "an integer", float: "a number", bool: "true or false"}[hint]
+    if hint is str or (_is_union(hint) and str in args):
+        return "text"
+    if args and not _is_union(hint):
+        return "a comma-separated list"
+    return " or ".join(_describe_type(a) for a in args) if args else "text"
+
+
+def _parse_typed(hint: Any, text: str) -> Any:
+    """``text`` as ``hint`` says; ValueError when it cannot be read so."""
+    import collections.abc
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if text not in [str(a) for a in args]:
+            raise ValueError(text)
+        return text
+    if hint is bool:
+        if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "yes", "1")
+    if hint in (int, float):
+        return hint(text)
+    if hint is str or (_is_union(hint) and str in args):  # "last-2" and "0,1,2" both select layers
+        return text
+    if origin in (tuple, list, collections.abc.Sequence):
+        return [_parse_typed(args[0] if args else str, part.strip()) for part in text.split(",") if part.strip()]
+    for arg in args:  # a union without text: the first reading that works
+        try:
+            return _parse_typed(arg, text)
+        except ValueError:
+            pass
+    raise ValueError(text)
+
+
+def parse_option(kind: str, name: str, text: str) -> Any:
+    """A user-facing option's value read from text (a flag, a ``--sources`` label, a web field), typed
+    as the source declares it (``none`` for an optional one). AttentionError, one line, for an option
+    ``kind`` does not take (naming those it does) or a value that cannot be read."""
+    import functools
+    import operator
+    import typing
+
+    from llmcomp.attention.base import AttentionError
+
+    options = user_options(kind)
+    if name not in options:
+        raise AttentionError(
+            f"option {name!r} does not apply to the {kind!r} attention source; its options: {', '.join(options)}"
+        )
+    hint, text = options[name], str(text).strip()
+    if type(None) in typing.get_args(hint) and text.lower() == "none":
+        return None
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    if _is_union(hint) and len(inner) < len(typing.get_args(hint)):
+        hint = functools.reduce(operator.or_, inner)  # Optional[X] -> X
+    try:
+        return _parse_typed(hint, text)
+    except ValueError:
+        raise AttentionError(
+            f"cannot read {name}={text!r} for the {kind!r} attention source; it takes {_describe_type(hint)}"
+        ) from None
 
 
 def make_source(kind: str, **options: Any) -> AttentionSource:
