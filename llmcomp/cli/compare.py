@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import BASELINES
 from llmcomp.cli.common import add_corpus_args, print_corpus_notices
+from llmcomp.experiments.labels import parse_source, split_sources
 from llmcomp.text.corpus import CorpusConfig
 
 if TYPE_CHECKING:
@@ -27,7 +28,12 @@ CLI_DEFAULT_SOURCES = ",".join((*BASELINES, "local"))
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="train the same model with each attention source and tabulate")
     add_corpus_args(p)
-    p.add_argument("--sources", default=CLI_DEFAULT_SOURCES, help="comma-separated labels, or auto (the default)")
+    p.add_argument(
+        "--sources",
+        default=CLI_DEFAULT_SOURCES,
+        help="comma-separated labels, kind:option=value each (e.g. local:layers=last-2, openai:floor=0.2:score_max=5; "
+        "options as docs/sources.md lists them), or auto (the default)",
+    )
     p.add_argument("--seeds", type=int, help="seeds per source (default: CompareConfig's, 3)")
     p.add_argument("--steps", type=int, help="steps per run (default: CompareConfig's, 300)")
     p.add_argument("--out", help="folder for the runs, table and plot (default: a new folder under $LLMCOMP_RUNS)")
@@ -59,7 +65,7 @@ def config_from_args(args: Any) -> CompareConfig:
     base = CompareConfig()
     raw = getattr(args, "sources", None)
     # the declared default means the automatic list (plus oracle on the binding corpus, openai if configured)
-    sources = None if raw is None or raw == CLI_DEFAULT_SOURCES else [s for s in raw.split(",") if s.strip()]
+    sources = None if raw is None or raw == CLI_DEFAULT_SOURCES else split_sources(raw)
     seeds = _given(args, "seeds", len(base.seeds))
     model = replace(
         base.model,
@@ -155,6 +161,8 @@ def run_cli(args: argparse.Namespace) -> int:
         corpus = Corpus(corpus.sentences[: config.max_sentences], name=corpus.name, config=corpus.config)
         config = replace(config, max_sentences=None)
     labels, notes = resolve_sources(config.sources, corpus)
+    for label in labels:
+        parse_source(label)  # a label that cannot build a source stops here, before any training
     config.sources = labels
     for note in notes:
         print(note, file=sys.stderr)
