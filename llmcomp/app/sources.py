@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from llmcomp.app.cache_view import CacheView
 from llmcomp.app.keys import KeyPolicy, owner_endpoint
-from llmcomp.attention.openai_config import safe_url
-from llmcomp.attention.registry import CACHED, accepted_options, make_source, source_class
+from llmcomp.attention.openai_config import OpenAIConfig, safe_url
+from llmcomp.attention.registry import CACHED, accepted_options, make_source, parse_option, source_class
 from llmcomp.errors import LLMCompError
 
 if TYPE_CHECKING:
@@ -102,36 +102,109 @@ def build_source(
     return source
 
 
+#: options a web form may not set, whoever fills it in: a file path on the server (the command line's choice)
+SERVER_ONLY_OPTIONS = frozenset({"gguf_path"})
+#: the largest value a web form may give an option: more would let one visitor take the server's memory,
+#: threads or an endpoint's rate limit (the command line has no such limits)
+FORM_LIMITS: dict[str, float] = {
+    "n_heads": 64,
+    "learned_heads": 64,
+    "max_len": 1024,
+    "batch_size": 64,
+    "max_pieces": 2048,
+    "torch_threads": 8,
+    "max_concurrency": 16,
+    "pair_batch": 500,
+    "max_retries": 10,
+    "max_corrective_retries": 5,
+    "max_consecutive_failures": 50,
+    "timeout": 300,
+    "backoff_base": 30,
+    "backoff_max": 120,
+    "max_retry_after": 300,
+}
+#: the options the form has a field of its own for (the advanced options text leaves them to it)
+FORM_FIELDS: dict[str, str] = {
+    "n_heads": "Heads",
+    "learned_heads": "Heads",
+    "layers": "LLM layers",
+    "base_url": "Base URL",
+    "model": "Model",
+    "mode": "Scoring mode",
+    "heads": "Heads (one relation each)",
+    "floor": "Floor",
+    "score_max": "Highest score",
+}
+
+
+def parse_advanced(kind: str, text: str) -> dict[str, Any]:
+    """The web form's advanced options, ``name=value`` one per line (or ``;``-separated), typed by the
+    registry (``registry.parse_option``). SourceFormError, one line, for an option the form has a field
+    for, one no form may set (``SERVER_ONLY_OPTIONS``), or one the kind does not take."""
+    options: dict[str, Any] = {}
+    for item in (x.strip() for x in text.replace(";", "\n").splitlines()):
+        if not item:
+            continue
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not name:
+            raise SourceFormError(f"cannot read advanced option {item[:60]!r}; write option=value, one per line")
+        if name in FORM_FIELDS:
+            raise SourceFormError(f"set {name} in the form's {FORM_FIELDS[name]!r} field, not in advanced options")
+        if name in SERVER_ONLY_OPTIONS:
+            raise SourceFormError(f"{name} is set on the server's command line, never from the web form")
+        try:
+            options[name] = parse_option(kind, name, value)
+        except LLMCompError as e:
+            raise SourceFormError(str(e)) from None
+    return options
+
+
+def _within_form_limits(options: dict[str, Any]) -> dict[str, Any]:
+    for name, value in options.items():
+        top = FORM_LIMITS.get(name)
+        if top is not None and isinstance(value, int | float) and value > top:
+            raise SourceFormError(f"{name}={value} is more than the web form allows ({top:g})")
+    return options
+
+
 @dataclass(frozen=True)
 class SourceSettings:
-    """A source as the web form describes it (no secrets: the typed key is the key policy's)."""
+    """A source as the web form describes it (no secrets: the typed key is the key policy's).
+    Defaults come from the sources' config dataclasses."""
 
     kind: str = "local"
     n_heads: int = 1  # local: output heads; baselines: heads; learned: learned heads
     layers: str = "all"  # local only
     base_url: str = ""  # openai only; empty = the server's configured endpoint
     model: str = ""  # openai only; empty = the server's configured model
-    mode: str = "sentence"  # openai only
-    relations: tuple[str, ...] = ("meaning",)  # openai only: one head per relation
+    mode: str = OpenAIConfig.mode  # openai only
+    relations: tuple[str, ...] = OpenAIConfig.heads  # openai only: one head per relation
+    floor: float = OpenAIConfig.floor  # openai only
+    score_max: int = OpenAIConfig.score_max  # openai only
+    advanced: str = ""  # every other option of the kind: name=value, one per line (``parse_advanced``)
 
     def description(self) -> dict[str, Any]:
         """The description ``build_source`` takes; SourceFormError for settings that cannot work."""
         kind, n = self.kind, max(1, int(self.n_heads or 1))
+        extra = parse_advanced(kind, self.advanced)
         if kind == "local":
-            return {"kind": kind, "n_heads": n, "layers": self.layers.strip() or "all"}
+            return _within_form_limits({"kind": kind, "n_heads": n, "layers": self.layers.strip() or "all", **extra})
         if kind == "openai":
             if not self.relations:
                 raise SourceFormError("choose at least one relation head for the OpenAI-compatible source")
-            return {
+            return _within_form_limits({
                 "kind": kind,
                 "base_url": self.base_url.strip() or None,
                 "model": self.model.strip() or None,
                 "mode": self.mode,
                 "heads": list(self.relations),
-            }
+                "floor": float(self.floor),
+                "score_max": int(self.score_max),
+                **extra,
+            })  # fmt: skip
         if kind == "learned":
-            return {"kind": kind, "learned_heads": n}
-        return {"kind": kind, "n_heads": n}
+            return _within_form_limits({"kind": kind, "learned_heads": n, **extra})
+        return _within_form_limits({"kind": kind, "n_heads": n, **extra})
 
     def label(self) -> str:
         """A short description of the settings (no secrets), before any source is built."""
