@@ -12,8 +12,8 @@ import gradio as gr
 
 from llmcomp.app import scoring
 from llmcomp.app.attention_view import NotScoredError, Scored, head_labels, matrix_for, other_matrix
-from llmcomp.app.sources import SourceSettings, build_source
-from llmcomp.attention.registry import PAID
+from llmcomp.app.sources import FORM_FIELDS, SERVER_ONLY_OPTIONS, SourceSettings, build_source
+from llmcomp.attention.registry import PAID, user_options
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui.common import USER_ERRORS, AppContext, error, failed, note, progress_bar
@@ -29,7 +29,10 @@ LEARNED_NOTE = (
 )
 
 
-def read_settings(kind, n_heads, layers, base_url, model, mode, relations) -> SourceSettings:
+def read_settings(
+    kind, n_heads, layers, base_url, model, mode, relations, floor=None, score_max=None, advanced=None
+) -> SourceSettings:
+    d = SourceSettings()
     return SourceSettings(
         kind=str(kind or "local"),
         n_heads=max(1, int(n_heads or 1)),
@@ -38,7 +41,16 @@ def read_settings(kind, n_heads, layers, base_url, model, mode, relations) -> So
         model=str(model or ""),
         mode=str(mode or "sentence"),
         relations=tuple(relations or ()),
+        floor=d.floor if floor is None else float(floor),
+        score_max=d.score_max if score_max is None else int(score_max),
+        advanced=str(advanced or ""),
     )
+
+
+def advanced_hint(kind: str) -> str:
+    """Which options the advanced-options field takes for ``kind`` (those the form has no field for)."""
+    names = [n for n in user_options(kind) if n not in FORM_FIELDS and n not in SERVER_ONLY_OPTIONS]
+    return f"{kind}: {', '.join(names)} (docs/sources.md)" if names else f"{kind}: none"
 
 
 def subset(sentences: list[list[str]], max_sentences) -> list[list[str]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llmcomp.app.keys import owner_endpoint
+from llmcomp.app.sources import SourceSettings
 from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import LABELS, MODES, RELATIONS
 from llmcomp.ui import attention_actions as act
@@ -17,6 +18,7 @@ from llmcomp.ui.common import AppContext
 from llmcomp.ui.state import Session
 
 KIND_CHOICES: list[tuple[str, str]] = [(label, kind) for kind, label in LABELS.items()]
+D = SourceSettings()  # the form's defaults (the sources' config dataclasses, through the app layer)
 OTHER_CHOICES = [(label, kind) for label, kind in KIND_CHOICES if kind not in ("openai", "learned")]
 
 
@@ -30,6 +32,9 @@ class AttentionTab:
     api_key: gr.Textbox
     mode: gr.Radio
     relations: gr.CheckboxGroup
+    floor: gr.Number
+    score_max: gr.Number
+    advanced: gr.Textbox
     local_box: gr.Group
     openai_box: gr.Group
     estimate: gr.HTML
@@ -49,6 +54,9 @@ class AttentionTab:
             self.api_key,
             self.mode,
             self.relations,
+            self.floor,
+            self.score_max,
+            self.advanced,
         ]
 
 
@@ -79,10 +87,24 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             elem_id="openai-key",
         )
         with gr.Row():
-            mode = gr.Radio(list(MODES), value="sentence", label="Scoring mode", elem_id="openai-mode")
+            mode = gr.Radio(list(MODES), value=D.mode, label="Scoring mode", elem_id="openai-mode")
             relations = gr.CheckboxGroup(
-                list(RELATIONS), value=["meaning"], label="Heads (one relation each)", elem_id="openai-relations"
+                list(RELATIONS), value=list(D.relations), label="Heads (one relation each)", elem_id="openai-relations"
             )
+        with gr.Accordion("Scoring scale", open=False, elem_id="openai-scale"), gr.Row():
+            floor = gr.Number(
+                D.floor, minimum=0, label="Floor", info="added to every allowed cell before rows are normalised",
+                elem_id="openai-floor",
+            )  # fmt: skip
+            score_max = gr.Number(
+                D.score_max, precision=0, minimum=1, maximum=100, label="Highest score",
+                info="the model answers integers 0..this", elem_id="openai-score-max",
+            )  # fmt: skip
+    with gr.Accordion("Advanced options", open=False, elem_id="source-advanced-box"):
+        advanced = gr.Textbox(
+            "", lines=2, label="Other options of this source, option=value, one per line",
+            info="the options each source takes are listed in docs/sources.md", elem_id="source-advanced",
+        )  # fmt: skip
     with gr.Row():
         max_sentences = gr.Number(
             0, precision=0, minimum=0, label="Sentences to score (0 = the whole corpus)", elem_id="max-sentences"
@@ -117,35 +139,47 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         export_msg = gr.HTML()
 
     tab = AttentionTab(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, local_box, openai_box,
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, local_box, openai_box,
         estimate, progress, sentence, head, heatmap,
     )  # fmt: skip
 
     # --- handlers: thin, named as the API documents them ---------------------------------------
-    def remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, state: Session):
-        state.settings = act.read_settings(kind, n_heads, layers, base_url, model, mode, relations)
+    def remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state):
+        state.settings = act.read_settings(
+            kind, n_heads, layers, base_url, model, mode, relations, floor, score_max, advanced
+        )
         state.api_key = str(api_key or "")
 
-    def set_source(kind, n_heads, layers, base_url, model, api_key, mode, relations, state: Session):
-        """Choose this session's attention source (used by show_attention, start_training, ...)."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, state)
+    def set_source(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state: Session
+    ):
+        """Choose this session's attention source (used by show_attention, start_training, ...). floor and
+        score_max: the OpenAI-compatible source's scale; advanced: any other option, option=value per line."""
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
 
     def toggle(kind):
         return (
             gr.update(visible=kind == "local"),
             gr.update(visible=kind == "openai"),
             gr.update(visible=kind != "openai", label="Learned heads" if kind == "learned" else "Heads"),
+            gr.update(info=act.advanced_hint(kind)),
         )
 
-    def estimate_cost(kind, n_heads, layers, base_url, model, api_key, mode, relations, max_sentences, state: Session):
+    def estimate_cost(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, max_sentences,
+        state: Session,
+    ):  # fmt: skip
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, state)
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
         return act.estimate_cost(ctx, state, max_sentences)
 
-    def score_corpus(kind, n_heads, layers, base_url, model, api_key, mode, relations, max_sentences, state: Session):
+    def score_corpus(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, max_sentences,
+        state: Session,
+    ):  # fmt: skip
         """Score the corpus (or its first max_sentences) with the chosen source, streaming progress:
         done, cached, failed, requests and tokens. Ends with the heatmap of the first sentence."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, state)
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
         yield from act.score_corpus(ctx, state, max_sentences)
 
     def show_attention(sentence_no, head, state: Session):
@@ -181,7 +215,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             queue=False,
             show_progress="hidden",
         )
-    kind.change(toggle, kind, [local_box, openai_box, n_heads], api_visibility="private", queue=False)
+    kind.change(toggle, kind, [local_box, openai_box, n_heads, advanced], api_visibility="private", queue=False)
     estimate_btn.click(estimate_cost, [*tab.source_inputs, max_sentences, session], estimate, api_name="estimate_cost")
     score_btn.click(
         score_corpus,
