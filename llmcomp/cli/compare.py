@@ -36,6 +36,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seeds", type=int, help="seeds per source (default: CompareConfig's, 3)")
     p.add_argument("--steps", type=int, help="steps per run (default: CompareConfig's, 300)")
+    p.add_argument(
+        "--converge",
+        action="store_true",
+        help="train each run with early stopping up to --max-steps; report the loss at --steps (learning speed) "
+        "and the converged (best) loss",
+    )
+    p.add_argument("--max-steps", type=int, help="with --converge: the cap on steps (default: CompareConfig's, 3000)")
+    p.add_argument("--patience", type=int, help="with --converge: validations without improvement before stopping")
     p.add_argument("--out", help="folder for the runs, table and plot (default: a new folder under $LLMCOMP_RUNS)")
     g = p.add_argument_group("model and training (shared by every source; defaults: CompareConfig)")
     g.add_argument("--n-layer", type=int)
@@ -46,6 +54,11 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--dropout", type=float)
     g.add_argument("--max-sentences", type=int, help="use only the first N sentences of the corpus")
     g.add_argument("--focus", choices=["auto", "on", "off"], default="auto", help="loss on decided positions")
+    g.add_argument(
+        "--task",
+        help="where focus loss, accuracy and target mass are measured: binding, repeat, copy-after:WORD, "
+        "recall:cue=C,offset=N, a registered name, or none (default: auto, binding on the binding corpus)",
+    )
     g.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")
     g.add_argument("--cache", help="attention cache for local/openai (default: $LLMCOMP_CACHE)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the attention cache")
@@ -94,9 +107,13 @@ def config_from_args(args: Any) -> CompareConfig:
         train=train,
         corpus=corpus,
         focus=focus,
+        task=_given(args, "task", base.task),
         cache=cache,
         max_sentences=getattr(args, "max_sentences", None),
         threads=getattr(args, "threads", None),
+        converge=bool(getattr(args, "converge", False)),
+        max_steps=_given(args, "max_steps", base.max_steps),
+        patience=_given(args, "patience", base.patience),
     )
 
 
@@ -149,7 +166,7 @@ class _Bars:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
-    from llmcomp.experiments.compare import compare, is_binding_corpus, resolve_sources
+    from llmcomp.experiments.compare import compare, resolve_sources, resolve_task
     from llmcomp.settings import Paths
     from llmcomp.text.corpus import Corpus, load_corpus
     from llmcomp.training.run_folder import new_run_dir
@@ -168,14 +185,20 @@ def run_cli(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     out = getattr(args, "out", None)
     config.out = Path(out) if out else new_run_dir(Paths.from_env().runs, f"compare-{Path(corpus.name).stem}")
-    focus = is_binding_corpus(corpus) if config.focus is None else config.focus
+    task = resolve_task(config, corpus)
+    budget = f"{config.steps} steps each"
+    if config.converge:
+        budget = (
+            f"up to {config.max_steps} steps each (early stopping, patience {config.patience}; budget {config.steps})"
+        )
     print(
         f"comparing {', '.join(labels)} on {corpus.name} ({len(corpus.train_idx)} train / {len(corpus.val_idx)} val "
-        f"sentences), {len(config.seeds)} seed(s) x {config.steps} steps each; model {config.model.n_layer} layer(s) "
-        f"x {config.model.n_embd}; focus loss {'on' if focus else 'off'}; writing to {config.out}",
+        f"sentences), {len(config.seeds)} seed(s) x {budget}; model {config.model.n_layer} layer(s) "
+        f"x {config.model.n_embd}; task {task.name if task else 'none'}; writing to {config.out}",
         file=sys.stderr,
     )
-    bars = _Bars(len(labels) * len(config.seeds) * config.steps)
+    cap = config.max_steps if config.converge else config.steps  # early stops end a run sooner
+    bars = _Bars(len(labels) * len(config.seeds) * cap)
     try:
         result = compare(corpus, config, progress=bars)
     finally:

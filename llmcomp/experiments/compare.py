@@ -40,14 +40,12 @@ from llmcomp.experiments.tables import runs_frame, summary_table, table_markdown
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
+from llmcomp.text.tasks import Task, auto_task, choose_task, get_task
 from llmcomp.threads import torch_threads
 from llmcomp.training.data import PreparedData
 from llmcomp.training.run_folder import CorpusInfo, RunRecord, new_run_dir, slug, update_record, write_record
 from llmcomp.training.run_summary import RunSummary, summarise
 from llmcomp.training.trainer import TrainConfig, Trainer
-
-#: share of sentences with a decided position above which a corpus counts as the binding task
-BINDING_SHARE = 0.5
 
 
 @dataclass
@@ -69,10 +67,19 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, lr=3e-3, eval_every=50))
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # used when ``compare`` is given a path
     out: Path | None = None  # None: nothing is written
-    focus: bool | None = None  # measure val_focus_loss on decided positions; None: on for the binding corpus
+    focus: bool | None = None  # measure the task's positions; None: when a task applies; False: never
+    # a task name or rule (docs/tasks.md): where focus loss, accuracy and target mass are measured;
+    # "auto": binding on the binding corpus, else none; "none": no task
+    task: str = "auto"
     cache: Path | None = None  # persistent attention cache for the slow sources (local, openai)
     max_sentences: int | None = None  # use only the first N sentences of the corpus (before the split)
     threads: int | None = None  # torch threads while comparing (None: leave as is; baselines score on one)
+    # convergence budget: each run trains with early stopping (``patience`` validations) up to ``max_steps``;
+    # the table then gives the loss at ``steps`` (learning speed) beside the converged (best) loss. Off: every
+    # run trains exactly ``steps`` (no early stopping), the learning-speed comparison alone.
+    converge: bool = False
+    max_steps: int = 3000
+    patience: int = TrainConfig.patience
 
 
 @dataclass
@@ -85,10 +92,12 @@ class CompareResult:
     failures: dict[str, str] = field(default_factory=dict)  # source label -> one-line reason
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    task: str | None = None  # the measured task's name (docs/tasks.md); None when ``focus`` is False
+    budget: int | None = None  # a convergence comparison's fixed budget (its ``steps``); None: not converged
 
     @property
     def markdown(self) -> str:
-        return table_markdown(self.table)
+        return table_markdown(self.table, budget=self.budget)
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -96,9 +105,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 # --- sources ------------------------------------------------------------------------------------
 def is_binding_corpus(corpus: Corpus) -> bool:
-    """True when most sentences have a position whose next word an earlier word decides."""
-    hits = sum(1 for s in corpus.sentences if decided_positions(s))
-    return hits >= BINDING_SHARE * len(corpus.sentences)
+    """True when most sentences have a position whose next word an earlier word decides (the binding task)."""
+    return auto_task(corpus.sentences) is not None
 
 
 def openai_configured() -> bool:
@@ -153,6 +161,16 @@ def binding_focus(words: list[str]) -> Iterable[int]:
     return decided_positions(words).keys()
 
 
+def resolve_task(config: CompareConfig, corpus: Corpus) -> Task | None:
+    """The task a comparison measures: ``config.task`` by name, "auto" = binding on the binding corpus
+    (or wherever ``focus`` is True); None when there is none or ``focus`` is False."""
+    if config.focus is False:
+        return None
+    if config.focus and (config.task or "auto").strip() == "auto":
+        return get_task("binding")
+    return choose_task(config.task or "auto", corpus.sentences)
+
+
 # --- running --------------------------------------------------------------------------------------
 def compare(
     corpus: Corpus | str | Path, config: CompareConfig | None = None, progress: ProgressFn | None = None
@@ -174,10 +192,14 @@ def compare(
         raise CompareError("no seeds to run; give at least one (three or more to see the spread)")
     if config.steps < 1:
         raise CompareError(f"steps must be at least 1, got {config.steps}")
+    if config.converge and (config.max_steps < config.steps or config.patience < 1):
+        raise CompareError(f"to converge, max_steps ({config.max_steps}) must be at least steps ({config.steps}) "
+                           f"and patience ({config.patience}) at least 1")  # fmt: skip
     out = Path(config.out) if config.out else None
     if out is not None and out.is_dir() and any(out.iterdir()):
         raise CompareError(f"{out} already holds files; give compare a new or empty folder")
-    focus = is_binding_corpus(corpus) if config.focus is None else config.focus
+    task = resolve_task(config, corpus)
+    focus = task is not None
     labels, notes = resolve_sources(config.sources, corpus)
     emit = progress or (lambda _event: None)
     runs: list[RunSummary] = []
@@ -186,12 +208,13 @@ def compare(
         for index, label in enumerate(labels):
             emit({"event": "source", "label": label, "index": index, "total": len(labels)})
             try:
-                runs += _compare_source(corpus, label, config, focus, out, emit)
+                runs += _compare_source(corpus, label, config, task, out, emit)
             except (LLMCompError, ValueError, RuntimeError, OSError, ImportError) as e:
                 failures[label] = reason = _first_line(e)
                 emit({"event": "failed", "label": label, "reason": reason})
-    table = summary_table(runs_frame(runs), order=labels)
-    result = CompareResult(runs, table, out, focus, labels, failures, notes)
+    table = summary_table(runs_frame(runs, budget=config.steps), order=labels)
+    result = CompareResult(runs, table, out, focus, labels, failures, notes, task=task.name if task else None,
+                           budget=config.steps if config.converge else None)  # fmt: skip
     if out is not None:
         result.files = write_outputs(result, corpus, config)
     return result
@@ -202,7 +225,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _compare_source(
-    corpus: Corpus, label: str, config: CompareConfig, focus: bool, out: Path | None, emit: ProgressFn
+    corpus: Corpus, label: str, config: CompareConfig, task: Task | None, out: Path | None, emit: ProgressFn
 ) -> list[RunSummary]:
     """Every seed of one source: the first scores the corpus, the others train on its examples."""
     kind, options = parse_source(label)
@@ -212,7 +235,9 @@ def _compare_source(
     first_run: str | None = None
     try:
         for seed in config.seeds:
-            train_cfg = replace(config.train, steps=config.steps, seed=seed)
+            train_cfg = replace(config.train, steps=config.steps, seed=seed, patience=0)  # a fixed budget
+            if config.converge:
+                train_cfg = replace(train_cfg, steps=config.max_steps, patience=config.patience)
             if config.threads:
                 train_cfg = replace(train_cfg, threads=config.threads)
             run_dir = new_run_dir(out, label, seed, stamped=False) if out is not None else None
@@ -220,9 +245,7 @@ def _compare_source(
                 status = "scoring" if prepared is None else "training"
                 write_record(run_dir, RunRecord.start(label, corpus, source, seed, status=status))
             try:
-                trainer = Trainer(
-                    corpus, source, config.model, train_cfg, run_dir, focus=binding_focus if focus else None
-                )
+                trainer = Trainer(corpus, source, config.model, train_cfg, run_dir, task=task)
                 if prepared is None:
                     t0 = time.perf_counter()
                     with torch_threads(1 if isinstance(source, PerSentenceSource) else None):

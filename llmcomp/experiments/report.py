@@ -25,19 +25,39 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def _convergence_note(config: CompareConfig) -> str:
+    """How to read the best-loss and AUC columns (docs/results.md)."""
+    auc = f"val AUC: the mean validation loss over the validations up to step {config.steps} (lower = learned faster)"
+    if not config.converge:
+        return (
+            f"Every run trained {config.steps} steps; best val loss is the lowest validation loss on the way; {auc}.\n"
+        )
+    return (
+        f"Converged: each run trained with early stopping (patience {config.patience} validations) up to "
+        f"{config.max_steps} steps; val loss at step {config.steps} is the fixed budget (learning speed), best val "
+        f"loss the converged loss (its weights in checkpoint-best/), val loss the last; {auc}.\n"
+    )
+
+
 def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) -> dict[str, Path]:
     """runs.csv, table.csv, table.md, curves.html (+ curves.png with kaleido) and compare.json."""
     out = result.out
     assert out is not None
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in ("runs.csv", "table.csv", "table.md", "curves.html", "compare.json")}
-    runs_frame(result.runs).to_csv(files["runs.csv"], index=False)
+    runs_frame(result.runs, budget=config.steps).to_csv(files["runs.csv"], index=False)
     result.table.to_csv(files["table.csv"], index=False)
     header = (
         f"Corpus {corpus.name}: {len(corpus.train_idx)} train / {len(corpus.val_idx)} validation sentences; "
         f"{config.steps} steps, seeds {', '.join(map(str, config.seeds))}; final validation loss in nats per word"
-        + ("; focus loss on the decided positions" if result.focus else "")
-        + ".\n\n"
+        + (
+            f"; focus loss, accuracy and target mass on the decided positions of task {result.task}"
+            if result.focus
+            else ""
+        )
+        + ".\n"
+        + _convergence_note(config)
+        + "\n"
     )
     files["table.md"].write_text(header + result.markdown + "\n", encoding="utf-8")
     fig = source_curves_figure(result.runs, title=f"{corpus.name}: validation loss by attention source")
@@ -59,7 +79,11 @@ def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) 
         "sources": result.sources,
         "seeds": list(config.seeds),
         "steps": config.steps,
+        "converge": config.converge,
+        "max_steps": config.max_steps if config.converge else None,
+        "patience": config.patience if config.converge else 0,
         "focus": result.focus,
+        "task": result.task,
         "model": {k: v for k, v in config.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
         "train": asdict(config.train),
         "failures": result.failures,

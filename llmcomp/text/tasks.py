@@ -202,6 +202,27 @@ def get_task(spec: str | Task) -> Task:
     raise TaskError(f"unknown task {spec!r}; known: {', '.join(known_tasks())}")
 
 
+#: share of sentences with a binding position above which "auto" picks the binding task
+BINDING_SHARE = 0.5
+
+
+def auto_task(sentences: list[list[str]]) -> Task | None:
+    """What "auto" means: the binding task when most sentences have a binding position, else no task."""
+    binding = TASKS["binding"]
+    hits = sum(1 for s in sentences if binding.decided(s))
+    return binding if sentences and hits >= BINDING_SHARE * len(sentences) else None
+
+
+def choose_task(name: str | Task | None, sentences: list[list[str]]) -> Task | None:
+    """A task from a ``--task`` value: "auto" (``auto_task``), "none" or None (no task), or ``get_task``."""
+    if name is None or isinstance(name, Task):
+        return name
+    name = name.strip()
+    if name == "none":
+        return None
+    return auto_task(sentences) if name == "auto" else get_task(name)
+
+
 def as_task(task: str | Task | TaskFn | None, name: str = "focus") -> Task | None:
     """A Task from a name, a Task or a bare function (``Trainer(focus=fn)``); None stays None."""
     if task is None or isinstance(task, Task):

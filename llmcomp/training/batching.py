@@ -8,7 +8,7 @@ to it: the supplied matrix is embedded as the lower-right block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,15 +35,29 @@ class Example:
     y: torch.Tensor
     att: torch.Tensor
     focus: torch.Tensor  # bool (T+1,): target positions measured separately (e.g. decided words)
+    # long (T+1,): at a focus position, the model column of the word that decides its target (a task's
+    # target j sits at column j+1); -1 where not known. None: built without it (counts as all -1)
+    target: torch.Tensor | None = None
 
 
-def encode_example(words: Sequence[str], att: torch.Tensor, vocab: Vocab, focus_words: Sequence[int] = ()) -> Example:
-    """``focus_words``: indices i of words whose *next* word is measured separately."""
+def encode_example(
+    words: Sequence[str],
+    att: torch.Tensor,
+    vocab: Vocab,
+    focus_words: Sequence[int] = (),
+    deciding: Mapping[int, int | None] | None = None,
+) -> Example:
+    """``focus_words``: indices i of words whose *next* word is measured separately; ``deciding``: for some
+    of them, the index j <= i of the word that decides it (a task's targets)."""
     ids = [vocab.bos_id, *vocab.encode(words), vocab.eos_id]
     focus = torch.zeros(len(words) + 1, dtype=torch.bool)
     for i in focus_words:
         focus[i + 1] = True
-    return Example(torch.tensor(ids[:-1]), torch.tensor(ids[1:]), with_bos(att), focus)
+    target = torch.full((len(words) + 1,), -1, dtype=torch.long)
+    for i, j in (deciding or {}).items():
+        if j is not None:
+            target[i + 1] = j + 1
+    return Example(torch.tensor(ids[:-1]), torch.tensor(ids[1:]), with_bos(att), focus, target)
 
 
 @dataclass
