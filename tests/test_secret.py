@@ -248,3 +248,34 @@ def test_a_failed_request_and_a_bad_config_do_not_show_the_key(caplog):
     with pytest.raises(OpenAIConfigError) as bad:
         OpenAIConfig(base_url=f"ftp://user:{KEY}@example.com/v1?key={KEY}#{KEY}", api_key=KEY)
     assert_hidden("".join(traceback.format_exception(bad.value)), "a bad base URL's error")
+
+
+def test_the_secret_shows_one_fixed_mask_whatever_it_holds():
+    """What a person sees in a config's repr or a log line: the type's name and the mask, the same for any key
+    (so not even the key's length shows), and the key itself only through ``get()``."""
+    masked = "Secret('********')"
+    for value in (KEY, "", "x", KEY * 10):
+        secret = Secret(value)
+        assert repr(secret) == str(secret) == format(secret) == f"{secret}" == masked
+        assert secret.get() == value
+    assert f"key={Secret(KEY)!r}" == f"key={masked}"
+
+
+def test_the_secret_is_truthy_exactly_when_it_holds_a_key():
+    """``if config.api_key:`` asks whether a key was given, without reading it."""
+    assert Secret(KEY) and Secret("x")
+    assert not Secret("")
+
+
+def test_copies_of_the_secret_are_the_secret_itself():
+    """Nothing of the key is copied into another object (dataclasses.asdict deep-copies its fields)."""
+    secret = Secret(KEY)
+    assert copy.copy(secret) is secret and copy.deepcopy(secret) is secret
+    assert copy.deepcopy({"key": secret})["key"] is secret
+
+
+def test_pickling_the_secret_is_refused_with_one_plain_line():
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(TypeError) as refused:
+            pickle.dumps(Secret(KEY), protocol=protocol)
+        assert str(refused.value) == "a Secret cannot be pickled"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from llmcomp.attention import AttentionError, make_source
+from llmcomp.attention.base import AttentionSource
 from llmcomp.attention.baselines import UniformSource
 from llmcomp.model import GPTConfig
 from llmcomp.settings import EXAMPLE_CORPUS
 from llmcomp.text import Corpus, CorpusConfig, load_corpus
 from llmcomp.training import TrainConfig, Trainer
+from llmcomp.training.batching import Batch
+from llmcomp.training.data import PreparedData, data_key, prepare_data
 from llmcomp.training.trainer import TrainingError
 
 MODEL = GPTConfig(n_layer=1, n_embd=32)
@@ -76,3 +82,192 @@ def test_a_source_that_fails_every_sentence_stops_training_and_keeps_the_reasons
     # the reasons and counts stay readable after the refusal (the app's job record shows them)
     assert len(trainer.failed_sentences) == 60 and trainer.attention_stats.failed == 60
     assert trainer.step == 0 and not trainer.train_examples
+
+
+# --- the seeded batch draw and its length windows ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(small) -> PreparedData:
+    """54 distinct training sentences of 6 to 13 words under uniform attention."""
+    data = prepare_data(small, make_source("uniform"), small.vocab())
+    assert len(data.train_examples) == 54 and len({tuple(e.x.tolist()) for e in data.train_examples}) == 54
+    return data
+
+
+_RANKS: dict[int, dict[tuple[int, ...], int]] = {}
+
+
+def drawn_ranks(data: PreparedData, batch: Batch) -> list[int]:
+    """Each row of ``batch`` as its training example's rank by length (0: shortest), checking the row is that
+    example unchanged."""
+    if id(data) not in _RANKS:
+        _RANKS[id(data)] = {tuple(data.train_examples[j].x.tolist()): r for r, j in enumerate(data.by_length)}
+    rank_of = _RANKS[id(data)]
+    ranks = []
+    for row in range(len(batch.x)):
+        n = int((batch.y[row] != -100).sum())
+        rank = rank_of[tuple(batch.x[row, :n].tolist())]
+        example = data.train_examples[data.by_length[rank]]
+        assert torch.equal(batch.y[row, :n], example.y) and torch.equal(batch.att[row, :, :n, :n], example.att)
+        ranks.append(rank)
+    return ranks
+
+
+def test_a_batch_is_drawn_by_its_seed_alone(prepared, small):
+    pad = small.vocab().pad_id
+    torch.manual_seed(0)
+    first = prepared.batch(7, 8, 1, pad)
+    torch.manual_seed(1)  # the global generator (dropout's) has no say in which sentences are drawn
+    torch.rand(5)
+    again = prepared.batch(7, 8, 1, pad)
+    assert len(first.x) == 8
+    assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y) and torch.equal(first.att, again.att)
+    others = {tuple(drawn_ranks(prepared, prepared.batch(seed, 8, 1, pad))) for seed in range(20)}
+    assert len(others) == 20  # another seed, another batch
+
+
+def test_without_a_window_every_sentence_can_be_drawn_with_any_other(prepared, small):
+    pad, n = small.vocab().pad_id, len(prepared.train_examples)
+    ranks = [drawn_ranks(prepared, prepared.batch(seed, 4, 1, pad)) for seed in range(300)]
+    assert {r for batch in ranks for r in batch} == set(range(n))  # the shortest and the longest too
+    assert max(max(b) - min(b) for b in ranks) > n // 2  # one batch mixes short and long sentences
+
+
+@pytest.mark.parametrize(("batch_size", "length_window"), [(4, 2), (3, 5), (8, 10)])
+def test_a_length_window_draws_neighbours_in_length_and_still_reaches_every_sentence(
+    prepared, small, batch_size, length_window
+):
+    """Windows of ``batch_size * length_window`` sentences in length order (the whole set when that is more),
+    clamped at both ends, so the shortest and the longest sentences are drawn too."""
+    pad, n = small.vocab().pad_id, len(prepared.train_examples)
+    window = min(n, batch_size * length_window)
+    lengths = sorted(len(e.x) for e in prepared.train_examples)
+    seen: set[int] = set()
+    for seed in range(2000):  # the two ends are rarely drawn (clamped windows): enough draws to reach them
+        batch = prepared.batch(seed, batch_size, length_window, pad)
+        ranks = drawn_ranks(prepared, batch)
+        assert len(ranks) == batch_size
+        assert max(ranks) - min(ranks) < window, f"seed {seed}: ranks {ranks} span more than a window"
+        assert batch.x.shape[1] <= lengths[min(min(ranks) + window, n) - 1]  # padded at most to a window's longest
+        seen.update(ranks)
+        if len(seen) == n:
+            break
+    assert seen == set(range(n))
+
+
+# --- preparing the examples ------------------------------------------------------------------------------------
+
+
+class SomeFailSource(UniformSource):
+    """Uniform attention, except for the sentences in ``fail``, which it cannot score (a flaky endpoint)."""
+
+    def __init__(self, fail: set[tuple[str, ...]], fallback=None):
+        super().__init__(fallback=fallback)
+        self.fail = fail
+
+    def matrix(self, words):
+        if tuple(words) in self.fail:
+            raise AttentionError(f"cannot score {' '.join(words)!r}")
+        return super().matrix(words)
+
+
+def sentences_of(examples: list) -> list[list[int]]:
+    return [e.x.tolist() for e in examples]
+
+
+def encoded(small: Corpus, indices) -> list[list[int]]:
+    vocab = small.vocab()
+    return [[vocab.bos_id, *vocab.encode(small.sentences[i])] for i in indices]
+
+
+def test_sentences_without_attention_are_left_out_and_their_reasons_kept(small):
+    failing = [small.train_idx[0], small.train_idx[5], small.train_idx[-1], small.val_idx[1]]
+    source = SomeFailSource({tuple(small.sentences[i]) for i in failing})
+    data = prepare_data(small, source, small.vocab())
+    # every other sentence stays, in split order, each under its own attention
+    assert sentences_of(data.train_examples) == encoded(small, [i for i in small.train_idx if i not in failing])
+    assert sentences_of(data.val_examples) == encoded(small, [i for i in small.val_idx if i not in failing])
+    assert sorted(data.failures) == sorted(failing)
+    assert all(data.failures[i] == f"cannot score {' '.join(small.sentences[i])!r}" for i in failing)
+    assert data.stats.failed == len(failing) and data.stats.scored == len(small.sentences) - len(failing)
+    assert data.usable
+
+
+def test_a_fallback_fills_the_failed_sentences_and_leaves_no_failure_behind(small):
+    failing = [small.train_idx[2], small.val_idx[0]]
+    source = SomeFailSource({tuple(small.sentences[i]) for i in failing}, fallback=make_source("previous"))
+    data = prepare_data(small, source, small.vocab())
+    assert sentences_of(data.train_examples) == encoded(small, small.train_idx)
+    assert sentences_of(data.val_examples) == encoded(small, small.val_idx)
+    assert data.failures == {} and data.stats.fallbacks == 2  # "failures" lists only sentences left out
+    filled = data.train_examples[2].att[0, 1:, 1:]  # the fallback's matrix, not the source's
+    assert torch.equal(filled, make_source("previous").score(small.sentences[failing[0]])[0])
+
+
+def test_focus_positions_mark_the_word_before_each_measured_word(small):
+    data = prepare_data(small, make_source("uniform"), small.vocab(), focus=lambda words: [0, len(words) - 2])
+    for example in [*data.train_examples, *data.val_examples]:
+        n_words = len(example.x) - 1  # the model reads <s> + words: word i sits at position i + 1
+        assert example.focus.tolist() == [p in (1, n_words - 1) for p in range(n_words + 1)]
+    plain = prepare_data(small, make_source("uniform"), small.vocab())
+    assert not any(bool(e.focus.any()) for e in [*plain.train_examples, *plain.val_examples])
+
+
+def test_training_examples_are_indexed_shortest_first(prepared):
+    assert sorted(prepared.by_length) == list(range(len(prepared.train_examples)))
+    lengths = [len(prepared.train_examples[i].x) for i in prepared.by_length]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+
+
+def test_scoring_reports_progress(small):
+    seen: list[int] = []
+    prepare_data(small, make_source("uniform"), small.vocab(), progress=lambda stats: seen.append(stats.scored))
+    assert seen and seen[-1] == len(small.sentences)
+
+
+class ThreadsSeen(UniformSource):
+    """Records the torch thread count it is scored under."""
+
+    def matrix(self, words):
+        self.threads = torch.get_num_threads()
+        return super().matrix(words)
+
+
+class HeavyThreadsSeen(AttentionSource):
+    """Not a per-sentence source (as the local LLM): it scores a whole batch and picks its own threads."""
+
+    kind = "uniform"
+
+    def _score_batch(self, sentences, stats, progress):
+        self.threads = torch.get_num_threads()
+        return [make_source("uniform").score(words) for words in sentences]
+
+
+def test_per_sentence_sources_score_on_the_threads_asked_for_and_heavy_ones_on_their_own(small):
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        per_sentence, heavy = ThreadsSeen(), HeavyThreadsSeen()
+        prepare_data(small, per_sentence, small.vocab(), threads=1)
+        prepare_data(small, heavy, small.vocab(), threads=1)
+        assert per_sentence.threads == 1 and heavy.threads == 3
+        assert torch.get_num_threads() == 3  # the caller's setting is back
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_prepared_data_is_usable_only_with_examples_in_both_splits(prepared):
+    some = prepared.train_examples[:1]
+    assert PreparedData(some, some).usable
+    assert not PreparedData(some, []).usable and not PreparedData([], some).usable
+
+
+def test_the_data_key_changes_with_the_corpus_its_split_and_the_source(small):
+    uniform = make_source("uniform")
+    key = data_key(small, uniform)
+    assert key == data_key(Corpus(list(small.sentences), name="renamed", config=small.config), make_source("uniform"))
+    assert key != data_key(Corpus(small.sentences[:50], name=small.name, config=small.config), uniform)
+    assert key != data_key(Corpus(small.sentences, name=small.name, config=CorpusConfig(val_fraction=0.3)), uniform)
+    assert key != data_key(small, make_source("uniform", n_heads=2))
+    json.dumps(key)  # plain data: it can be shown and compared anywhere
