@@ -91,17 +91,13 @@ class Generator:
         with torch.no_grad():
             att = self._rows(words, known)
             x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(words)]])
-            a = with_bos(att)[None] if self.source.n_heads else None
-            return self.model(x, a)[0, -1], att
+            return self.model(x, with_bos(att)[None])[0, -1], att  # no supplied heads: (1, 0, T+1, T+1)
 
     def learned_attention(self, gen: Generation) -> torch.Tensor | None:
         """The model's own heads in its last layer over <s> + the generation's words, (L, T+1, T+1),
         with the supplied rows it generated with; None if the model has no learned heads."""
-        if not self.model.config.n_learned_heads:
-            return None
         x = torch.tensor([[self.vocab.bos_id, *self.vocab.encode(gen.all_words)]])
-        a = with_bos(gen.attention)[None] if gen.attention.shape[0] else None
-        weights = self.model.learned_attention(x, a)
+        weights = self.model.learned_attention(x, with_bos(gen.attention)[None])
         return None if weights is None else weights[0]
 
     def generate(
@@ -144,14 +140,14 @@ class Generator:
                 break
             logits, att = self.next_logits(words, rows)
             rows = [att[:, i, : i + 1] for i in range(len(words))]
-            logits[[self.vocab.pad_id, self.vocab.unk_id, self.vocab.bos_id]] = -float("inf")
+            logits[[self.vocab.pad_id, self.vocab.unk_id, self.vocab.bos_id]] = -torch.inf
             if cfg.temperature == 0:
                 nxt = int(logits.argmax())
             else:
                 logits = logits / cfg.temperature
                 if cfg.top_k:
                     kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
-                    logits = logits.masked_fill(logits < kth, -float("inf"))
+                    logits = logits.masked_fill(logits < kth, -torch.inf)
                 nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
             if nxt == self.vocab.eos_id:
                 stopped_by = "end of sentence"
