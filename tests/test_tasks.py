@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -102,8 +103,9 @@ def test_registry_errors_are_one_line_and_name_what_is_known(registered):
     for bad in ("recall:cue=:", "recall:cue=:,offset=x", "recall:offset", "copy-after:a=b"):
         with pytest.raises(TaskError):
             get_task(bad)
-    with pytest.raises(TaskError, match="built-in rule"):
-        register_task("recall", article_task)
+    for reserved in ("recall", "copy-after", "auto", "none"):
+        with pytest.raises(TaskError, match="built-in rule or choice"):
+            register_task(reserved, article_task)
     with pytest.raises(TaskError, match="must be non-empty"):
         register_task("a:b", article_task)
     looking_ahead = Task("ahead", lambda words: {0: 1})
@@ -196,6 +198,15 @@ def test_compare_reports_a_custom_tasks_focus_loss_accuracy_and_target_mass(regi
     assert table.loc["gaussian", "target_mass_mean"] != pytest.approx(table.loc["uniform", "target_mass_mean"])
     md = (tmp_path / "cmp" / "table.md").read_text()
     assert "focus acc (mean ± std)" in md and "target mass" in md and "task articles" in md
+    # the app's Compare tab shows them beside the losses, and leaves them out where no task was measured
+    from llmcomp.ui.compare_tab import per_source_table
+
+    shown = per_source_table(result.runs).set_index("source")
+    assert shown.loc["gaussian", "focus accuracy (mean)"] == round(table.loc["gaussian", "val_focus_acc_mean"], 4)
+    assert shown.loc["uniform", "target mass (mean)"] == round(table.loc["uniform", "target_mass_mean"], 4)
+    plain = [replace(r, final_val_focus_loss=None, final_val_focus_acc=None, final_val_target_mass=None)
+             for r in result.runs]  # fmt: skip
+    assert not {"focus loss (mean)", "focus accuracy (mean)", "target mass (mean)"} & set(per_source_table(plain))
 
 
 def test_cli_compare_and_train_take_a_declarative_task(example, tmp_path, capsys):

@@ -133,8 +133,8 @@ def register_task(name: str, task: Task | TaskFn, description: str = "", peeks_n
     """Add a task by name (replacing one of that name); ``task`` is a Task or ``fn(words)``. Returns the Task."""
     if not name or ":" in name or "," in name or name != name.strip():
         raise TaskError(f"task name {name!r} must be non-empty, without ':' ',' or outer spaces")
-    if name in _RULES:
-        raise TaskError(f"{name!r} is a built-in rule; register your task under another name")
+    if name in _RULES or name in ("auto", "none"):
+        raise TaskError(f"{name!r} is a built-in rule or choice; register your task under another name")
     if not isinstance(task, Task):
         if not callable(task):
             raise TaskError(f"task {name!r} must be a Task or a function of the words, got {type(task).__name__}")
