@@ -1,0 +1,156 @@
+"""The Trainer's data methods: prepare() scores for it, use() refuses what does not fit, batch() is seeded, and
+validate() measures exactly the held-out sentences, token by token.
+
+Each loss here is recomputed independently: one sentence at a time, no padding, no batching, straight from the
+corpus's held-out sentences. A validation loss that included padding, weighted batches instead of tokens, or
+read one training sentence would differ from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcomp.attention import make_source
+from llmcomp.attention.baselines import UniformSource
+from llmcomp.model import GPTConfig
+from llmcomp.settings import EXAMPLE_CORPUS
+from llmcomp.text import Corpus, load_corpus
+from llmcomp.training import TrainConfig, Trainer
+from llmcomp.training.data import evaluate
+from llmcomp.training.trainer import TrainingError
+
+MODEL = GPTConfig(n_layer=1, n_embd=32)
+
+
+def first_and_last(words: list[str]) -> list[int]:
+    """Measure the first word's next word and the end of the sentence (the last word predicts </s>)."""
+    return [0, len(words) - 1]
+
+
+@pytest.fixture(scope="module")
+def small() -> Corpus:
+    full = load_corpus(EXAMPLE_CORPUS)
+    return Corpus(full.sentences[:60], name="example-60", config=full.config)
+
+
+def trainer_for(corpus: Corpus, source=None, focus=None, **cfg) -> Trainer:
+    config = TrainConfig(**{"steps": 4, "batch_size": 4, "seed": 3, **cfg})
+    return Trainer(corpus, source or make_source("uniform"), MODEL, config, focus=focus)
+
+
+def reference_losses(trainer: Trainer, sentences: list[list[str]], focus=None) -> tuple[float, float | None]:
+    """Mean cross-entropy over every predicted token of ``sentences`` (and over the focus positions), one
+    unpadded sentence at a time, with the trainer's source scoring each sentence afresh."""
+    vocab, model = trainer.vocab, trainer.model
+    was_training = model.training
+    model.eval()
+    tokens, focus_losses = [], []
+    with torch.no_grad():
+        for words in sentences:
+            x = torch.tensor([[vocab.bos_id, *vocab.encode(words)]])
+            y = torch.tensor([*vocab.encode(words), vocab.eos_id])
+            att = torch.zeros(1, 1, len(words) + 1, len(words) + 1)
+            att[0, :, 0, 0] = 1.0
+            att[0, :, 1:, 1:] = trainer.source.score(words)
+            losses = F.cross_entropy(model(x, att)[0], y, reduction="none")
+            tokens += losses.tolist()
+            focus_losses += [float(losses[i + 1]) for i in (focus(words) if focus else [])]
+    model.train(was_training)
+    return sum(tokens) / len(tokens), (sum(focus_losses) / len(focus_losses) if focus_losses else None)
+
+
+def test_validation_is_the_token_weighted_loss_of_exactly_the_held_out_sentences(small):
+    trainer = trainer_for(small, focus=first_and_last, batch_size=2)  # validates in batches of 4: padding
+    trainer.prepare()
+    loss, focus_loss = reference_losses(trainer, small.val, first_and_last)
+    trainer.model.train()
+    val = trainer.validate()
+    # to five digits: a loss that read a training sentence, a padded position or weighted batches is another
+    assert val["loss"] == pytest.approx(loss, rel=1e-5)
+    assert val["focus_loss"] == pytest.approx(focus_loss, rel=1e-5)
+    assert trainer.model.training  # validation hands the model back in training mode (dropout on)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_evaluate_weights_every_token_alike_whatever_the_batching(small, batch_size):
+    """Sentences of 6 to 13 words: a mean of per-batch or per-sentence means would weight short ones more."""
+    trainer = trainer_for(small, focus=first_and_last)
+    trainer.prepare()
+    loss, focus_loss = reference_losses(trainer, small.val, first_and_last)
+    out = evaluate(trainer.model, trainer.val_examples, trainer.vocab.pad_id, batch_size)
+    assert out["loss"] == pytest.approx(loss, rel=1e-5) and out["focus_loss"] == pytest.approx(focus_loss, rel=1e-5)
+    assert "focus_loss" not in evaluate(trainer.model, trainer_for(small).prepare().val_examples, 0, batch_size)
+
+
+def test_use_refuses_another_corpus_source_or_focus_in_one_plain_line(small):
+    prepared = trainer_for(small).prepare()
+    others = [
+        trainer_for(Corpus(small.sentences[:59], name=small.name, config=small.config)),
+        trainer_for(small, source=make_source("previous")),
+        trainer_for(small, focus=first_and_last),
+    ]
+    for other in others:
+        with pytest.raises(TrainingError) as refused:
+            other.use(prepared)
+        assert str(refused.value) == "prepared examples come from another corpus, split, source or focus; prepare anew"
+        assert other.prepared is None  # nothing of the refused examples is kept
+    focused = trainer_for(small, focus=first_and_last)
+    with pytest.raises(TrainingError, match="another corpus"):
+        trainer_for(small).use(focused.prepare())  # focus given where none was asked for
+
+
+def test_use_refuses_examples_too_few_to_train_and_says_why(small):
+    trainer = trainer_for(small)
+    prepared = trainer.prepare()
+    no_held_out = dataclasses.replace(prepared, val_examples=[])
+    with pytest.raises(TrainingError) as refused:
+        trainer.use(no_held_out)
+    assert str(refused.value) == (
+        "attention could not be obtained for enough sentences to train (0 failed; first: no sentences); "
+        "choose a fallback baseline or fix the source"
+    )
+    assert trainer.prepared is no_held_out  # kept: its stats and failures say why
+    reasons = dataclasses.replace(no_held_out, failures={4: "the server said no", 9: "timed out"})
+    with pytest.raises(TrainingError, match=r"\(2 failed; first: the server said no\)"):
+        trainer.use(reasons)
+
+
+class ThreadsAndCalls(UniformSource):
+    """Uniform attention that records the torch thread count it is scored under."""
+
+    def matrix(self, words):
+        self.threads = torch.get_num_threads()
+        return super().matrix(words)
+
+
+def test_prepare_scores_on_the_configured_threads_and_reports_progress(small):
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        source = ThreadsAndCalls()
+        trainer = trainer_for(small, source=source, threads=2)
+        seen: list[int] = []
+        prepared = trainer.prepare(progress=lambda stats: seen.append(stats.scored))
+        assert source.threads == 2 and torch.get_num_threads() == 3
+        assert seen and seen[-1] == len(small.sentences)
+        assert trainer.prepared is prepared and prepared.usable
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_batch_of_a_step_depends_on_the_seed_and_the_step_alone(small):
+    prepared = trainer_for(small).prepare()
+
+    def batch(seed: int, step: int) -> list[list[int]]:
+        trainer = trainer_for(small, seed=seed)
+        trainer.use(prepared)
+        return trainer.batch(step).x.tolist()
+
+    assert batch(3, 5) == batch(3, 5)  # another trainer, same seed and step: the same sentences
+    draws = [batch(seed, step) for seed in (3, 4) for step in range(4)]
+    assert all(len(b) == 4 for b in draws)
+    assert len({str(b) for b in draws}) == len(draws)  # every (seed, step) its own batch
