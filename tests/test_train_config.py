@@ -36,7 +36,7 @@ def test_invalid_configs_are_one_line_errors_even_after_replace(changes, message
 
 
 def test_warmup_follows_the_run_length_unless_given():
-    assert TrainConfig().warmup == 30  # the default 600-step run: as before
+    assert TrainConfig().warmup == 30  # the default run (a 2000-step cap): as before
     assert TrainConfig(steps=100).warmup == 10 and TrainConfig(steps=5).warmup == 1
     assert TrainConfig(steps=100, warmup_steps=40).warmup == 40
     assert replace(TrainConfig(steps=600), steps=20).warmup == 2  # derived from the run it ends up in
@@ -55,7 +55,7 @@ def test_log_and_eval_intervals_follow_the_run():
 
 def test_model_defaults_agree():
     """One dropout default: GPTConfig's (the CLI and the app used to say 0.1 beside its 0.0)."""
-    assert GPTConfig().dropout == 0.0 and TrainConfig().steps == 600
+    assert GPTConfig().dropout == 0.0 and TrainConfig().steps == 2000
 
 
 @pytest.mark.parametrize(

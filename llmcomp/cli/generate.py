@@ -12,7 +12,13 @@ from llmcomp.generation.config import GenerateConfig
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by train (or its run folder)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder written by train, or its run folder: then the best checkpoint (lowest validation "
+        "loss) when the run kept one",
+    )
+    p.add_argument("--last", action="store_true", help="with a run folder: its last checkpoint, not its best")
     p.add_argument("--prompt", default="", help="words to start from")
     p.add_argument("--interactive", "-i", action="store_true", help="read prompts from standard input")
     p.add_argument("--max-words", type=int, default=GenerateConfig.max_words, help="longest generation in words")
@@ -32,11 +38,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from llmcomp.app.sources import build_source
     from llmcomp.generation import Generator
     from llmcomp.training import load_checkpoint
-    from llmcomp.training.run_folder import checkpoint_dir
+    from llmcomp.training.run_folder import checkpoint_dir, checkpoint_to_use
 
     path = Path(args.checkpoint)
     if not (path / "checkpoint.json").is_file() and (checkpoint_dir(path) / "checkpoint.json").is_file():
-        path = checkpoint_dir(path)  # a run folder: its checkpoint
+        path = checkpoint_to_use(path, best=not args.last)  # a run folder: its best checkpoint, or its last
+        print(f"checkpoint: {path}", file=sys.stderr)
     ck = load_checkpoint(path)
     overrides = {k: v for k, v in {"base_url": args.base_url, "model": args.llm_model}.items() if v}
     # the checkpoint names where it was scored; the key goes there only if this command names it too

@@ -20,6 +20,18 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")
     g.add_argument("--lr", type=float, default=TrainConfig.lr, help="default: %(default)s")
     g.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="default: %(default)s")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=TrainConfig.patience,
+        help="stop after this many validations without improvement (0: train every step); default: %(default)s",
+    )
+    g.add_argument(
+        "--min-delta",
+        type=float,
+        default=TrainConfig.min_delta,
+        help="least improvement that counts; default: %(default)s",
+    )
     g.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, help="0: only at the end")
     g.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer, help="default: %(default)s")
@@ -28,6 +40,12 @@ def add_parser(sub: Any) -> None:
         "--learned-heads", type=int, default=GPTConfig.n_learned_heads, help="learned heads beside the supplied ones"
     )
     g.add_argument("--dropout", type=float, default=GPTConfig.dropout, help="default: %(default)s")
+    g.add_argument(
+        "--task",
+        default="auto",
+        help="where focus loss, accuracy and target mass are measured: binding, repeat, copy-after:WORD, "
+        "recall:cue=C,offset=N, a registered name, or none (default: auto, binding on the binding corpus)",
+    )
     g = p.add_argument_group("run folder")
     g.add_argument("--run-dir", help="output folder (default: a new folder under $LLMCOMP_RUNS)")
     g.add_argument(
@@ -43,8 +61,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from llmcomp.app.training import TrainRequest, resume_point, start_training
+    from llmcomp.text.tasks import choose_task
+    from llmcomp.training.data import sentences_to_score
+    from llmcomp.training.run_summary import LEAK_NOTE
 
     corpus = load_cli_corpus(args)
+    task = choose_task(getattr(args, "task", "auto"), corpus.sentences)
     if args.resume and args.attention is None:
         source = make_cli_source(args, spec=resume_point(args.resume).source_spec)
     else:
@@ -61,8 +83,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            patience=args.patience,
+            min_delta=args.min_delta,
         )
-        request = TrainRequest(corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume)
+        request = TrainRequest(
+            corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume, task=task
+        )
         run = start_training(request)
         trainer = run.trainer
         stats = corpus.stats()
@@ -71,7 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{len(corpus.val_idx)} val), vocab {len(trainer.vocab)}; attention: {source.describe()}; "
             f"model: {trainer.model.num_params():,} parameters; run: {run.run_dir}"
         )
-        bar = ScoringBar(len(corpus.sentences))
+        if not source.prefix_causal:
+            print(f"warning: {source.describe()}: {LEAK_NOTE}", file=sys.stderr)
+        bar = ScoringBar(len(sentences_to_score(corpus, source)))
         end = min(args.stop_at or train_cfg.steps, train_cfg.steps)
         steps: list[Any] = []
         last_val: list[float] = []
@@ -102,6 +130,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         source.close()
     val = result.final_val_loss
-    print(f"step {result.step}: val loss {val:.4f}" if val is not None else f"step {result.step}")
+    print(
+        f"step {result.step}: val loss {val:.4f}{seen_note(result.metrics)}"
+        if val is not None
+        else f"step {result.step}"
+    )
+    print(best_line(result))
+    if task is not None:
+        print(task_line(task.name, result.metrics))
     print(f"checkpoint: {result.checkpoint}")
+    if result.best_checkpoint is not None:
+        print(f"best checkpoint: {result.best_checkpoint} (generate uses it; --last for the last)")
     return 0
+
+
+def best_line(result: Any) -> str:
+    """The run's best validation loss and its step, and why it ended (the best is what generate uses)."""
+    from llmcomp.training.convergence import STOP_REASONS
+
+    why = STOP_REASONS.get(result.stop_reason, result.stop_reason)
+    if result.best_val_loss is None:
+        return f"ended: {why}"
+    return f"best val loss {result.best_val_loss:.4f} at step {result.best_step}; ended: {why}"
+
+
+def seen_note(metrics: list[dict[str, Any]]) -> str:
+    """`` (leak-free; under training-time rows X)`` when the run reported ``val_loss_seen``, else nothing."""
+    last = next((m for m in reversed(metrics) if "val_loss" in m), {})
+    seen = last.get("val_loss_seen")
+    return "" if seen is None else f" (leak-free; under the training-time rows: {seen:.4f})"
+
+
+def task_line(name: str, metrics: list[dict[str, Any]]) -> str:
+    """The last validation's numbers at the task's decided positions, in one line."""
+    last = next((m for m in reversed(metrics) if "val_loss" in m), {})
+    if "val_focus_loss" not in last:
+        return f"task {name}: no decided positions in the validation sentences"
+    mass = last.get("val_target_mass")
+    return f"task {name}: focus loss {last['val_focus_loss']:.4f}, focus accuracy {last['val_focus_acc']:.3f}, " + (
+        f"target mass {mass:.3f}" if mass is not None else "target mass – (no supplied heads or targets)"
+    )

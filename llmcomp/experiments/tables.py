@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from llmcomp.experiments.labels import CompareError
-from llmcomp.training.run_summary import RunSummary, read_run, run_folders
+from llmcomp.training.convergence import val_at, val_auc
+from llmcomp.training.run_summary import LEAK_NOTE, RunSummary, read_run, run_folders
 
 RUN_COLUMNS = [
     "run",
@@ -26,7 +27,14 @@ RUN_COLUMNS = [
     "final_val_loss",
     "final_val_ppl",
     "final_val_focus_loss",
-    "best_val_loss",
+    "final_val_focus_acc",  # top-1 accuracy at the task's decided positions
+    "final_val_target_mass",  # supplied attention weight on the task's deciding word
+    "best_val_loss",  # the converged loss: the lowest validation loss of the run (its checkpoint-best/)
+    "best_step",
+    "budget_val_loss",  # validation loss at the fixed budget (the last validation at or before it): learning speed
+    "val_auc",  # mean validation loss over the validations up to the fixed budget (convergence.val_auc)
+    "stop_reason",  # steps, early_stop or stopped (convergence.STOP_REASONS); empty when not recorded
+    "final_val_loss_seen",  # under the training-time rows; set only when they may see later words (leaky)
     "tokens_per_s",
     "train_seconds",
     "attention_seconds",
@@ -41,11 +49,13 @@ RUN_COLUMNS = [
 ]
 
 
-def runs_frame(runs: Iterable[RunSummary]) -> pd.DataFrame:
-    """One row per run with the columns of ``RUN_COLUMNS`` (what ``runs.csv`` holds)."""
+def runs_frame(runs: Iterable[RunSummary], budget: int | None = None) -> pd.DataFrame:
+    """One row per run with the columns of ``RUN_COLUMNS`` (what ``runs.csv`` holds). ``budget``: the fixed
+    budget in steps that ``budget_val_loss`` and ``val_auc`` read the curve up to; None: each run's own length."""
     rows = []
     for r in runs:
         a = r.attention or {}
+        upto = budget if budget is not None else r.total_steps
         rows.append(
             {
                 "run": r.name,
@@ -56,7 +66,14 @@ def runs_frame(runs: Iterable[RunSummary]) -> pd.DataFrame:
                 "final_val_loss": r.final_val_loss,
                 "final_val_ppl": r.final_val_ppl,
                 "final_val_focus_loss": r.final_val_focus_loss,
+                "final_val_focus_acc": r.final_val_focus_acc,
+                "final_val_target_mass": r.final_val_target_mass,
                 "best_val_loss": r.best_val_loss,
+                "best_step": r.best_step,
+                "budget_val_loss": val_at(r.metrics, upto),
+                "val_auc": val_auc(r.metrics, upto),
+                "stop_reason": r.stop_reason,
+                "final_val_loss_seen": r.final_val_loss_seen,
                 "tokens_per_s": r.tokens_per_s,
                 "train_seconds": r.train_seconds,
                 "attention_seconds": r.attention_seconds,
@@ -92,10 +109,23 @@ TABLE_COLUMNS = [
     "delta_vs_reference_std",
     "val_ppl_mean",
     "val_ppl_std",
+    "best_val_loss_mean",  # converged: each run's lowest validation loss (see docs/results.md)
+    "best_val_loss_std",
+    "best_step_mean",
+    "budget_val_loss_mean",  # at the fixed budget: learning speed
+    "budget_val_loss_std",
+    "val_auc_mean",  # mean validation loss up to the fixed budget
+    "val_auc_std",
+    "early_stops",  # runs that stopped because patience ran out
     "val_focus_loss_mean",
     "val_focus_loss_std",
     "val_focus_loss_min",
     "val_focus_loss_max",
+    "val_focus_acc_mean",
+    "val_focus_acc_std",
+    "target_mass_mean",
+    "target_mass_std",
+    "val_loss_seen_mean",  # NaN unless the source's training rows may see later words (marked † in markdown)
     "tokens_per_s_mean",
     "attention_seconds",
     "requests",
@@ -159,7 +189,8 @@ def summary_tables(
 
 def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None, reference: str = "uniform") -> pd.DataFrame:
     """One row per source from a runs frame (``runs_frame`` or ``summarize_runs``): mean, sample std,
-    min and max across seeds of the final validation loss, perplexity and focus loss; the difference
+    min and max across seeds of the final validation loss, perplexity and focus loss (mean and std of
+    the focus accuracy and target mass, docs/tasks.md); the difference
     from ``reference`` paired by seed (same initialisation and batches, so it is less noisy than the
     means); mean tokens/s; and the attention cost summed over the runs (a comparison scores each
     source once, so the seeds after the first add nothing).
@@ -181,8 +212,15 @@ def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None, refere
         speed = col("tokens_per_s")
         lm, ls, lmin, lmax = _stats(col("final_val_loss"))
         pm, ps, _, _ = _stats(col("final_val_ppl"))
+        bm, bs, _, _ = _stats(col("best_val_loss"))
+        um, us, _, _ = _stats(col("budget_val_loss")) if "budget_val_loss" in g.columns else (math.nan,) * 4
+        cm, cs, _, _ = _stats(col("val_auc")) if "val_auc" in g.columns else (math.nan,) * 4
+        best_steps = col("best_step") if "best_step" in g.columns else []
         fm, fs, fmin, fmax = _stats(col("final_val_focus_loss"))
+        am, as_, _, _ = _stats(col("final_val_focus_acc"))
+        mm, ms, _, _ = _stats(col("final_val_target_mass"))
         dm, ds = _paired_delta(runs, label, reference) if has_reference else (math.nan, math.nan)
+        seen = col("final_val_loss_seen") if "final_val_loss_seen" in g.columns else []
         rows.append(
             {
                 "source": label,
@@ -195,10 +233,23 @@ def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None, refere
                 "delta_vs_reference_std": ds,
                 "val_ppl_mean": pm,
                 "val_ppl_std": ps,
+                "best_val_loss_mean": bm,
+                "best_val_loss_std": bs,
+                "best_step_mean": statistics.fmean(best_steps) if best_steps else math.nan,
+                "budget_val_loss_mean": um,
+                "budget_val_loss_std": us,
+                "val_auc_mean": cm,
+                "val_auc_std": cs,
+                "early_stops": int((g["stop_reason"] == "early_stop").sum()) if "stop_reason" in g.columns else 0,
                 "val_focus_loss_mean": fm,
                 "val_focus_loss_std": fs,
                 "val_focus_loss_min": fmin,
                 "val_focus_loss_max": fmax,
+                "val_focus_acc_mean": am,
+                "val_focus_acc_std": as_,
+                "target_mass_mean": mm,
+                "target_mass_std": ms,
+                "val_loss_seen_mean": statistics.fmean(seen) if seen else math.nan,
                 "tokens_per_s_mean": statistics.fmean(speed) if speed else math.nan,
                 "attention_seconds": sum(col("attention_seconds")),
                 "requests": int(sum(col("requests"))),
@@ -214,17 +265,23 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "–" if x is None or pd.isna(x) else f"{x:.{nd}f}"
 
 
-def table_markdown(table: pd.DataFrame, reference: str = "uniform") -> str:
-    """The summary table as GitHub markdown: mean ± sample std across seeds, then min–max."""
+def table_markdown(table: pd.DataFrame, reference: str = "uniform", budget: int | None = None) -> str:
+    """The summary table as GitHub markdown: mean ± sample std across seeds, then min–max. ``budget``: a
+    convergence run's fixed budget, whose validation loss (learning speed) then gets its own column."""
     focus = table["val_focus_loss_mean"].notna().any() if len(table) else False
     head = ["source", "seeds", "val loss (mean ± std)", "val loss min–max", f"Δ vs {reference}, paired", "perplexity"]
+    head += [*([f"val loss at step {budget}"] if budget else []), "best val loss (mean ± std)", "best step"]
+    head += [f"val AUC to step {budget}" if budget else "val AUC"]
     if focus:
-        head += ["focus loss (mean ± std)", "focus loss min–max"]
+        head += ["focus loss (mean ± std)", "focus loss min–max", "focus acc (mean ± std)", "target mass"]
     head += ["tokens/s", "attention s", "requests", "tokens", "cached"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    leaky: list[str] = []
     for r in table.to_dict("records"):
+        if not pd.isna(r.get("val_loss_seen_mean", math.nan)):
+            leaky.append(f"{r['source']} {_fmt(r['val_loss_seen_mean'])}")
         cells = [
-            r["source"],
+            f"{r['source']} †" if not pd.isna(r.get("val_loss_seen_mean", math.nan)) else r["source"],
             str(r["seeds"]),
             f"{_fmt(r['val_loss_mean'])} ± {_fmt(r['val_loss_std'])}",
             f"{_fmt(r['val_loss_min'])}–{_fmt(r['val_loss_max'])}",
@@ -232,11 +289,19 @@ def table_markdown(table: pd.DataFrame, reference: str = "uniform") -> str:
             if not pd.isna(r["delta_vs_reference_mean"])
             else "–",
             f"{_fmt(r['val_ppl_mean'], 2)} ± {_fmt(r['val_ppl_std'], 2)}",
+            *([f"{_fmt(r['budget_val_loss_mean'])} ± {_fmt(r['budget_val_loss_std'])}"] if budget else []),
+            f"{_fmt(r['best_val_loss_mean'])} ± {_fmt(r['best_val_loss_std'])}",
+            _fmt(r["best_step_mean"], 0),
+            f"{_fmt(r['val_auc_mean'])} ± {_fmt(r['val_auc_std'])}",
         ]
         if focus:
             cells += [
                 f"{_fmt(r['val_focus_loss_mean'])} ± {_fmt(r['val_focus_loss_std'])}",
                 f"{_fmt(r['val_focus_loss_min'])}–{_fmt(r['val_focus_loss_max'])}",
+                f"{_fmt(r['val_focus_acc_mean'])} ± {_fmt(r['val_focus_acc_std'])}",
+                "–"
+                if pd.isna(r["target_mass_mean"])
+                else f"{_fmt(r['target_mass_mean'])} ± {_fmt(r['target_mass_std'])}",
             ]
         speed = r["tokens_per_s_mean"]
         cells += [
@@ -247,6 +312,8 @@ def table_markdown(table: pd.DataFrame, reference: str = "uniform") -> str:
             f"{r['cached']:,}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if leaky:
+        lines += ["", f"† {LEAK_NOTE}. val_loss_seen (mean): {', '.join(leaky)}."]
     return "\n".join(lines)
 
 

@@ -25,7 +25,9 @@ class TrainConfig:
     the run, at most 30 steps (a fixed 30 would never reach the learning rate in a short run), and a
     log line about 20 times a run, at least every 10 steps and every validation."""
 
-    steps: int = 600
+    # a cap: early stopping (``patience``) ends a run once validation stops improving. The learning rate is
+    # constant after warm-up, so the cap does not change the curve, only how far it may go (docs/results.md)
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
     # cosine decays to lr * min_lr_ratio; 1 keeps the rate constant after warm-up, which learned faster within
@@ -45,6 +47,11 @@ class TrainConfig:
     # draws). Off by default: same-length batches saved padding but their correlated gradients delayed learning
     # most of all the differences from a plain loop (docs/benchmarks.md, ``python -m bench.recipe``)
     length_window: int = 1
+    # early stopping: stop once this many validations in a row have not lowered the best validation loss by
+    # more than min_delta (0 = never stop early: train every step). ``steps`` is then a cap; the best
+    # checkpoint is kept beside the last (llmcomp.training.convergence, docs/results.md)
+    patience: int = 3
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -62,7 +69,13 @@ class TrainConfig:
         whole("steps", 1)
         whole("batch_size", 1, "the batch size")
         whole("eval_every", 1, "eval_every (validate every N steps)")
-        for name, minimum in (("checkpoint_every", 0), ("seed", 0), ("threads", 0), ("length_window", 1)):
+        for name, minimum in (
+            ("checkpoint_every", 0),
+            ("seed", 0),
+            ("threads", 0),
+            ("length_window", 1),
+            ("patience", 0),
+        ):
             whole(name, minimum)
         for name in ("warmup_steps", "log_every"):
             if getattr(self, name) is not None:
@@ -71,6 +84,14 @@ class TrainConfig:
             raise TrainConfigError(f"the learning rate must be above 0 and at most 1 (try 0.003), got {self.lr!r}")
         if not (0 <= self.min_lr_ratio <= 1) or not (self.weight_decay >= 0) or not (self.grad_clip >= 0):
             raise TrainConfigError("min_lr_ratio must be in 0..1, weight_decay and grad_clip 0 or more")
+        if (
+            isinstance(self.min_delta, bool)
+            or not isinstance(self.min_delta, int | float)
+            or not (0 <= self.min_delta < math.inf)
+        ):
+            raise TrainConfigError(
+                f"min_delta (the least improvement that counts) must be 0 or more, got {self.min_delta!r}"
+            )
 
     @property
     def warmup(self) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT, METRICS, RECORD, LEGACY_JOB = "checkpoint", "metrics.jsonl", "run.json", "job.json"
+BEST_CHECKPOINT = "checkpoint-best"  # the weights of the lowest validation loss; ``checkpoint/`` is the last
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 1_000_000  # run.json, job.json, checkpoint.json: configs and counts, never data
 MAX_METRICS_BYTES = 64_000_000  # a metrics stream: ~200 bytes a logged step
@@ -56,8 +57,15 @@ def new_run_dir(root: str | Path, label: str, seed: int | None = None, stamped: 
     raise FileExistsError(f"could not find a free run folder name under {root}")
 
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT
+def checkpoint_dir(run_dir: str | Path, best: bool = False) -> Path:
+    """The run's last checkpoint (what resume continues), or with ``best`` the one of its lowest val loss."""
+    return Path(run_dir) / (BEST_CHECKPOINT if best else CHECKPOINT)
+
+
+def checkpoint_to_use(run_dir: str | Path, best: bool = True) -> Path:
+    """The checkpoint to generate from: the best when asked and the run has one, else the last."""
+    path = checkpoint_dir(run_dir, best=True)
+    return path if best and (path / "checkpoint.json").is_file() else checkpoint_dir(run_dir)
 
 
 # --- the run record --------------------------------------------------------------------------

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import describe_spec
-from llmcomp.training.run_folder import CHECKPOINT, CorpusInfo, RunRecord, read_metrics, read_record, read_small
+from llmcomp.training.convergence import EARLY_STOP, stop_reason, validations
+from llmcomp.training.run_folder import (
+    CHECKPOINT,
+    CorpusInfo,
+    RunRecord,
+    checkpoint_to_use,
+    read_metrics,
+    read_record,
+    read_small,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,11 +57,27 @@ class RunSummary:
     status: str = "finished"
     modified: float = 0.0
     corpus: CorpusInfo | None = None  # which sentences and split; None when not recorded
+    # at the task's decided positions (docs/tasks.md): top-1 accuracy, and the supplied attention's weight
+    # on the deciding word; None when no task was measured (or, for the mass, no supplied heads)
+    final_val_focus_acc: float | None = None
+    final_val_target_mass: float | None = None
+    # the held-out loss under the training-time rows, for a source whose rows may see later words (its
+    # final_val_loss is then scored prefix by prefix, leak-free); None for every other source
+    final_val_loss_seen: float | None = None
+    # the step of ``best_val_loss`` (its weights are in ``checkpoint-best/``) and why the run ended
+    # (llmcomp.training.convergence: "steps", "early_stop", "stopped"); None when not recorded
+    best_step: int | None = None
+    stop_reason: str | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
+
+    @property
+    def generation_checkpoint(self) -> Path:
+        """The checkpoint to generate from: the best (lowest validation loss) when the run kept one."""
+        return checkpoint_to_use(self.path)
 
     @property
     def corpus_key(self) -> str | None:
@@ -77,14 +102,27 @@ def summarise(metrics: list[dict[str, Any]], **fields: Any) -> RunSummary:
         return [float(m[key]) for m in metrics if isinstance(m.get(key), int | float)]
 
     vals, focus, speeds, elapsed = (numbers(k) for k in ("val_loss", "val_focus_loss", "tokens_per_s", "elapsed"))
+    acc, mass = numbers("val_focus_acc"), numbers("val_target_mass")
+    seen = numbers("val_loss_seen")
     final = vals[-1] if vals else None
+    # the trainer's own best (that of the saved best checkpoint: min_delta counted); else, for runs recorded
+    # before it was, the lowest validation loss and its first step
+    tracked = next((m for m in reversed(metrics) if isinstance(m.get("best_val_loss"), int | float)), None)
+    curve = validations(metrics)
+    lowest = min(curve, key=lambda sv: sv[1]) if curve else (None, None)
+    best_loss, best_step = (tracked["best_val_loss"], tracked.get("best_step")) if tracked else lowest[::-1]
     return RunSummary(
         final_val_loss=final,
         final_val_ppl=math.exp(min(final, 50)) if final is not None else None,
         final_val_focus_loss=focus[-1] if focus else None,
-        best_val_loss=min(vals) if vals else None,
+        final_val_focus_acc=acc[-1] if acc else None,
+        final_val_target_mass=mass[-1] if mass else None,
+        best_val_loss=best_loss,
+        final_val_loss_seen=seen[-1] if seen else None,
         tokens_per_s=sum(speeds) / len(speeds) if speeds else None,
         train_seconds=elapsed[-1] if elapsed else None,
+        best_step=best_step,
+        stop_reason=stop_reason(metrics),
         metrics=metrics,
         **fields,
     )
@@ -133,7 +171,7 @@ def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
             attention=record.attention,
             attention_seconds=record.attention_seconds,
             owner=record.owner,
-            status=status or ("finished" if step >= total else "stopped"),
+            status=status or ("finished" if step >= total or stop_reason(metrics) == EARLY_STOP else "stopped"),
             modified=meta_path.stat().st_mtime,
             corpus=corpus or _corpus_from_checkpoint(train_config),
         )
@@ -185,12 +223,21 @@ def _round(x: float | None, nd: int) -> float | None:
     return None if x is None else round(x, nd)
 
 
-RUNS_TABLE_COLUMNS = ["run", "source", "steps", "final val loss", "val perplexity", "tokens/s",
-                      "API requests", "status"]  # fmt: skip
+#: a run table's column for ``final_val_loss_seen``: empty unless the source's rows may see later words
+SEEN_COLUMN = "† val loss, training-time rows"
+#: What a run of a source whose rows may see later words says beside its loss (CLI warning, compare's † note).
+LEAK_NOTE = (
+    "its training rows may see later words, so validation is scored prefix by prefix as generation sees it: "
+    "val_loss is that leak-free loss; val_loss_seen is the loss under the training-time rows (often lower, "
+    "never reachable when generating)"
+)
+RUNS_TABLE_COLUMNS = ["run", "source", "steps", "best val loss", "best step", "final val loss", "val perplexity", "tokens/s",
+                      "API requests", "status", SEEN_COLUMN]  # fmt: skip
 
 
 def runs_table(runs: Iterable[RunSummary]) -> pd.DataFrame:
-    """One row per run: source, steps, final validation loss and perplexity, tokens/s, API requests."""
+    """One row per run: source, steps, best validation loss and its step, final validation loss and
+    perplexity, tokens/s, API requests."""
     import pandas as pd
 
     rows = [
@@ -198,11 +245,14 @@ def runs_table(runs: Iterable[RunSummary]) -> pd.DataFrame:
             "run": r.name,
             "source": r.source,
             "steps": f"{r.steps}/{r.total_steps}",
+            "best val loss": _round(r.best_val_loss, 4),
+            "best step": r.best_step,
             "final val loss": _round(r.final_val_loss, 4),
             "val perplexity": _round(r.final_val_ppl, 2),
             "tokens/s": None if r.tokens_per_s is None else int(round(r.tokens_per_s)),
             "API requests": r.api_requests,
-            "status": r.status,
+            "status": r.status if r.stop_reason != "early_stop" else f"{r.status} (early stop)",
+            SEEN_COLUMN: _round(r.final_val_loss_seen, 4),
         }
         for r in runs
     ]

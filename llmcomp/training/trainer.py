@@ -21,6 +21,7 @@ from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.corpus import Corpus
+from llmcomp.text.tasks import Task, as_task
 from llmcomp.threads import torch_threads
 from llmcomp.training.batching import Batch, Example
 from llmcomp.training.checkpoint import (
@@ -30,6 +31,7 @@ from llmcomp.training.checkpoint import (
     save_checkpoint,
 )
 from llmcomp.training.config import TrainConfig, TrainConfigError  # noqa: F401 - re-exported: its old home
+from llmcomp.training.convergence import EARLY_STOP, STEPS_DONE, STOPPED, EarlyStopping
 from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data
 from llmcomp.training.run_folder import append_metric, checkpoint_dir
 from llmcomp.training.state import new_model, new_optimizer, resumable_checkpoint
@@ -52,6 +54,10 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     attention: ScoreStats
     failed_sentences: dict[int, str] = field(default_factory=dict)
+    stop_reason: str = STEPS_DONE  # convergence.STEPS_DONE, EARLY_STOP (patience ran out) or STOPPED (asked to)
+    best_val_loss: float | None = None  # the lowest validation loss of the run, at ``best_step``
+    best_step: int | None = None
+    best_checkpoint: Path | None = None  # the weights of ``best_step`` (run folders only)
 
     @property
     def final_val_loss(self) -> float | None:
@@ -61,6 +67,10 @@ class TrainResult:
 
 class Trainer:
     """Train a GPT on a corpus with attention from ``source``. Use ``run()``; ``stop()`` is thread-safe.
+
+    ``task`` (a name such as ``"binding"`` or ``"copy-after:the"``, or a ``Task``; docs/tasks.md) marks
+    the decided positions: validation then also reports ``val_focus_loss``, ``val_focus_acc`` and, where
+    the task knows the deciding word, ``val_target_mass``. ``focus=fn`` is the older positions-only form.
 
     ``prepared``: the examples another trainer prepared for the same corpus, source and focus
     (``prepare()``'s return value), so seeds share one scoring pass; see ``use``.
@@ -76,8 +86,14 @@ class Trainer:
         resume_from: str | Path | None = None,
         focus: FocusFn | None = None,
         prepared: PreparedData | None = None,
+        task: str | Task | None = None,
     ):
-        self.corpus, self.source, self.focus = corpus, source, focus
+        if task is not None and focus is not None:
+            raise TrainingError("give a task or a focus function, not both (a focus function is a task's shorthand)")
+        self.corpus, self.source = corpus, source
+        #: where loss, accuracy and target mass are measured apart (``focus=fn`` is the positions-only shorthand)
+        self.task: Task | None = as_task(task if task is not None else focus)
+        self.focus = self.task
         self.config = train_config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir else None
         self._stop = threading.Event()
@@ -90,8 +106,11 @@ class Trainer:
             self._resume = ck = resumable_checkpoint(resume_from, self.vocab, source)
             self.model, self.step, self.metrics = ck.model, ck.step, list(ck.metrics)
             self._elapsed0 = self.metrics[-1]["elapsed"] if self.metrics else 0.0
+            self.metrics = [{k: v for k, v in m.items() if k != "stop_reason"} for m in self.metrics]
         else:
             self.model = new_model(corpus, self.vocab, source, model_config, self.config.seed)
+        #: best validation loss so far (recomputed from a resumed run's metrics) and the patience left
+        self.best = EarlyStopping.from_metrics(self.metrics, self.config.patience, self.config.min_delta)
         self.optimizer = new_optimizer(self.model, self.config.lr, self.config.weight_decay)
         if self._resume and self._resume.optimizer_state:
             optimizer_from_tensors(self.optimizer, self._resume.optimizer_state)
@@ -115,7 +134,7 @@ class Trainer:
 
     def use(self, prepared: PreparedData) -> None:
         """Train on examples prepared for this corpus, source and focus (by this trainer or another)."""
-        if prepared.key != data_key(self.corpus, self.source) or prepared.focus is not self.focus:
+        if prepared.key != data_key(self.corpus, self.source) or prepared.focus != self.focus:
             raise TrainingError("prepared examples come from another corpus, split, source or focus; prepare anew")
         self.prepared = prepared  # kept even when unusable: its stats and failures say why
         if not prepared.usable:
@@ -155,7 +174,14 @@ class Trainer:
         return self.prepared.batch(cfg.seed * 1_000_003 + step, cfg.batch_size, cfg.length_window, self.vocab.pad_id)
 
     def validate(self) -> dict[str, float]:
-        return evaluate(self.model, self.val_examples, self.vocab.pad_id, self.config.batch_size * 2)
+        """Held-out loss (and focus measures) under the rows generation would see. For a source whose rows
+        may see later words it also gives ``seen_loss``: the same sentences under the training-time rows,
+        shown beside the leak-free loss and never instead of it."""
+        size = self.config.batch_size * 2
+        out = evaluate(self.model, self.val_examples, self.vocab.pad_id, size)
+        if self.prepared is not None and self.prepared.val_seen_examples:
+            out["seen_loss"] = evaluate(self.model, self.prepared.val_seen_examples, self.vocab.pad_id, size)["loss"]
+        return out
 
     def run(
         self,
@@ -175,6 +201,7 @@ class Trainer:
         model.train()
         t0 = time.perf_counter()
         window_loss, window_steps, window_tokens, window_t = 0.0, 0, 0, time.perf_counter()
+        early = False  # patience ran out at this run's last validation
         while self.step < end and not self._stop.is_set():
             step = self.step
             lr = cfg.lr_at(step)
@@ -206,27 +233,47 @@ class Trainer:
                     "elapsed": self._elapsed0 + now - t0,
                     "total_steps": cfg.steps,
                 }
+                improved = False
                 if do_eval:
                     val = self.validate()
                     record["val_loss"] = val["loss"]
                     record["val_ppl"] = math.exp(min(val["loss"], 50))
+                    if "seen_loss" in val:  # training-time rows that may see later words: not the reported loss
+                        record["val_loss_seen"] = val["seen_loss"]
                     if "focus_loss" in val:
                         record["val_focus_loss"] = val["focus_loss"]
+                        record["val_focus_acc"] = val["focus_acc"]
+                    if "target_mass" in val:
+                        record["val_target_mass"] = val["target_mass"]
+                    improved = self.best.update(self.step, val["loss"])
+                    record["best_val_loss"], record["best_step"] = self.best.best_val_loss, self.best.best_step
+                    early = self.best.exhausted
+                if early or self.step == cfg.steps:
+                    record["stop_reason"] = EARLY_STOP if early else STEPS_DONE
                 self._emit(record, on_metric)
                 window_loss, window_steps, window_tokens, window_t = 0.0, 0, 0, time.perf_counter()
+                if improved and self.run_dir:
+                    self.save(checkpoint_dir(self.run_dir, best=True), optimizer=False)
+                if early:
+                    break
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                 self.save()
-        stopped = self.step < cfg.steps
+        reason = EARLY_STOP if early else STOPPED if self.step < cfg.steps else STEPS_DONE
+        best = checkpoint_dir(self.run_dir, best=True) if self.run_dir else None
         return TrainResult(
             step=self.step,
-            stopped=stopped,
+            stopped=reason == STOPPED,
             checkpoint=self.save(),
             metrics=list(self.metrics),
             attention=self.attention_stats,
             failed_sentences=self.failed_sentences,
+            stop_reason=reason,
+            best_val_loss=self.best.best_val_loss,
+            best_step=self.best.best_step,
+            best_checkpoint=best if best is not None and (best / "checkpoint.json").is_file() else None,
         )
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, optimizer: bool = True) -> Checkpoint:
         return Checkpoint(
             model=self.model,
             vocab=self.vocab,
@@ -241,12 +288,14 @@ class Trainer:
                 "val_fraction": self.corpus.config.val_fraction,
             },
             metrics=self.metrics,
-            optimizer_state=optimizer_to_tensors(self.optimizer),
+            optimizer_state=optimizer_to_tensors(self.optimizer) if optimizer else {},
         )
 
-    def save(self, folder: str | Path | None = None) -> Path | None:
+    def save(self, folder: str | Path | None = None, optimizer: bool = True) -> Path | None:
+        """Save to ``folder`` (default: the run's last checkpoint); the best is saved without the optimizer
+        moments, since runs resume from the last."""
         folder = folder or (checkpoint_dir(self.run_dir) if self.run_dir else None)
-        return save_checkpoint(self.checkpoint(), folder) if folder else None
+        return save_checkpoint(self.checkpoint(optimizer), folder) if folder else None
 
 
 def train(

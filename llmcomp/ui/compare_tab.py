@@ -17,9 +17,16 @@ from llmcomp.ui.state import Session
 SOURCE_COLUMNS = {
     "source": "source",
     "seeds": "seeds",
-    "val_loss_mean": "val loss (mean)",
+    "best_val_loss_mean": "best val loss (mean)",
+    "best_val_loss_std": "best val loss (std)",
+    "best_step_mean": "best step (mean)",
+    "val_loss_mean": "final val loss (mean)",
     "val_loss_std": "val loss (std)",
     "val_ppl_mean": "perplexity (mean)",
+    "val_loss_seen_mean": "† val loss, training-time rows (mean)",  # only where rows may see later words
+    "val_focus_loss_mean": "focus loss (mean)",  # at a task's decided positions (docs/tasks.md), when measured
+    "val_focus_acc_mean": "focus accuracy (mean)",
+    "target_mass_mean": "target mass (mean)",
     "tokens_per_s_mean": "tokens/s",
     "requests": "API requests",
     "tokens": "API tokens",
@@ -37,6 +44,10 @@ def per_source_table(runs: list[RunSummary]) -> pd.DataFrame | None:
     except Exception:  # noqa: BLE001 - the per-run table is enough to go on
         log.exception("summary_table failed")
         return None
+    table = table.sort_values("best_val_loss_mean", kind="stable")  # ranked by the converged loss, not the last
+    unmeasured = [c for c in ("val_focus_loss_mean", "val_focus_acc_mean", "target_mass_mean") if c in table.columns
+                  and table[c].isna().all()]  # fmt: skip
+    table = table.drop(columns=unmeasured)
     table = table[[c for c in SOURCE_COLUMNS if c in table.columns]].rename(columns=SOURCE_COLUMNS)
     rounded = table.round(4).astype(object)
     return rounded.map(lambda v: None if isinstance(v, float) and math.isnan(v) else v)
@@ -45,7 +56,8 @@ def per_source_table(runs: list[RunSummary]) -> pd.DataFrame | None:
 def build(ctx: AppContext, session: gr.State):
     gr.Markdown(
         "Runs trained in this browser, and runs made with the command line (`llmcomp train`, `llmcomp compare`) "
-        "in the runs folder. Lower validation loss is better; a source is worth its cost only if it beats the "
+        "in the runs folder, ranked by best validation loss (each run's lowest: the last one may be past an overfit). "
+        "Lower is better; a source is worth its cost only if it beats the "
         "baselines (uniform, previous, gaussian, random, learned) on the same corpus."
     )
     refresh = gr.Button("↻ Refresh", elem_id="compare-refresh")
@@ -68,7 +80,8 @@ def build(ctx: AppContext, session: gr.State):
         sources = per_source_table(runs)
         if sources is None:
             sources = pd.DataFrame(columns=list(SOURCE_COLUMNS.values()))
-        return msg, val_curves_figure(curves), runs_table(runs), sources
+        ranked = runs_table(runs).sort_values("best val loss", kind="stable", na_position="last").reset_index(drop=True)
+        return msg, val_curves_figure(curves), ranked, sources
 
     outputs = [message, plot, table, by_source]
     refresh.click(compare_runs, session, outputs, api_name="compare_runs")

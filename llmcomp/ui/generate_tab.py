@@ -78,7 +78,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                     raise UserError("no trained model yet: train one in the Train tab first")
                 checkpoint = runs[-1].name
             run = find_run(ctx, owner, str(checkpoint))
-            ck = load_checkpoint(run.checkpoint)
+            ck = load_checkpoint(run.generation_checkpoint)  # the best (lowest val loss) when the run kept one
             source = build_source(ck.source_spec, keys=keys, cache=ctx.cache())
             try:
                 if keys.uses_owner_key(source):  # reserve for every prefix it may score, before any request
@@ -109,6 +109,8 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                 views[f"learned head {h} (last layer)"] = HeadView(learned[h], ["<s>", *words], n_prompt + 1)
         state.generation = GenerationView(gen.text, views)
         msgs = [f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {source.describe()}"]
+        which = "best" if run.generation_checkpoint != run.checkpoint else "last"
+        msgs[0] += f"; model: the run's {which} checkpoint (step {ck.step})"
         kind = "ok"
         if gen.unknown:
             msgs.append(f"unknown word(s) read as <unk>: {', '.join(sorted(set(gen.unknown)))}")

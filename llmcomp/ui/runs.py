@@ -20,6 +20,8 @@ def run_choices(runs: list[RunSummary], new_label: str | None = None) -> list[tu
     out = [(new_label, NEW_RUN)] if new_label else []
     for r in reversed(runs):
         val = f"val {r.final_val_loss:.3f}" if r.final_val_loss is not None else "no val yet"
+        if r.best_val_loss is not None:
+            val += f" · best {r.best_val_loss:.3f} at step {r.best_step}"
         out.append((f"{r.name} · {r.source} · step {r.steps}/{r.total_steps} · {val}", r.name))
     return out
 

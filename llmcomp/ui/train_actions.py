@@ -53,6 +53,11 @@ def status_line(snap: JobSnapshot) -> str:
     parts = [f"step {snap.step}/{snap.total_steps}"]
     if snap.last_val_loss is not None:
         parts.append(f"val loss {snap.last_val_loss:.3f}")
+    best = best_of(snap)
+    if best["best_val_loss"] is not None:
+        parts.append(f"best {best['best_val_loss']:.3f} at step {best['best_step']}")
+    if best["stop_reason"] == "early_stop":
+        parts.append("stopped early: validation stopped improving (the best checkpoint is kept)")
     if snap.tokens_per_s:
         parts.append(f"{snap.tokens_per_s:,.0f} tokens/s")
     if snap.status == "training":
@@ -62,6 +67,15 @@ def status_line(snap: JobSnapshot) -> str:
     if snap.status == "failed":
         return f"failed at step {snap.step}: {snap.error}"
     return f"{snap.status}: " + " · ".join(parts) + (f" ({snap.error})" if snap.error else "")
+
+
+def best_of(snap: JobSnapshot) -> dict[str, Any]:
+    """The run's best validation loss so far, its step, and why the run ended (from its metrics)."""
+    from llmcomp.training.convergence import stop_reason
+
+    tracked = next((m for m in reversed(snap.metrics) if "best_val_loss" in m), {})
+    return {"best_val_loss": tracked.get("best_val_loss"), "best_step": tracked.get("best_step"),
+            "stop_reason": stop_reason(list(snap.metrics))}  # fmt: skip
 
 
 def job_json(snap: JobSnapshot) -> dict[str, Any]:
@@ -76,6 +90,7 @@ def job_json(snap: JobSnapshot) -> dict[str, Any]:
         "scoring": dict(snap.scoring),
         "metrics": [dict(m) for m in snap.metrics],
         "error": snap.error,
+        **best_of(snap),
         "run": Path(snap.run_dir).name if snap.run_dir else None,
         "summary": status_line(snap),
     }
