@@ -48,6 +48,7 @@ class TrainRequest:
     resume: str | Path | None = None  # a run folder, or its checkpoint folder, to continue
     owner: str | None = None  # the owner's tag for the record (already hashed, e.g. app.jobs.owner_tag)
     label: str | None = None  # the source as comparisons name it; None: its kind
+    task: str | None = None  # where focus loss/accuracy/target mass are measured (text.tasks.get_task); None: none
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def start_training(request: TrainRequest, check: CheckFn | None = None) -> Train
             request.train,
             run_dir=run_dir,
             resume_from=resumed.checkpoint if resumed else None,
+            task=request.task,
         )
     except BaseException:
         if made:

@@ -13,28 +13,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from llmcomp.attention.base import AttentionSource, PerSentenceSource, ProgressFn, ScoreStats
 from llmcomp.model.gpt import GPT
 from llmcomp.text.corpus import Corpus
+from llmcomp.text.tasks import Task, as_task
 from llmcomp.text.vocab import Vocab
 from llmcomp.threads import torch_threads
 from llmcomp.training.batching import Batch, Example, collate, encode_example
 
-#: words -> indices i whose next word is measured separately (e.g. the binding task's recalls)
+#: words -> indices i whose next word is measured separately (e.g. the binding task's recalls); a Task is one
 FocusFn = Callable[[list[str]], Iterable[int]]
 
 
 def build_examples(
-    corpus: Corpus, matrices: list[torch.Tensor | None], indices: list[int], vocab: Vocab, focus: FocusFn | None
+    corpus: Corpus,
+    matrices: list[torch.Tensor | None],
+    indices: list[int],
+    vocab: Vocab,
+    focus: Task | FocusFn | None,
 ) -> list[Example]:
-    """The encoded sentences ``indices`` of ``corpus``; sentences without a matrix are left out."""
+    """The encoded sentences ``indices`` of ``corpus``, with the task's decided positions and their deciding
+    words (``focus``: a Task, or a bare function of the words giving positions only); sentences without a
+    matrix are left out."""
+    task = as_task(focus)
     out = []
     for i in indices:
         if matrices[i] is None:
             continue
         words = corpus.sentences[i]
-        out.append(encode_example(words, matrices[i], vocab, list(focus(words)) if focus else ()))
+        targets = task.targets(words) if task else {}
+        out.append(encode_example(words, matrices[i], vocab, list(targets), targets))
     return out
 
 
@@ -52,7 +63,7 @@ class PreparedData:
     failures: dict[int, str] = field(default_factory=dict)  # sentence index -> reason, for sentences left out
     by_length: list[int] = field(default_factory=list)  # train example indices, shortest first (batch windows)
     key: dict[str, Any] = field(default_factory=dict)
-    focus: FocusFn | None = None
+    focus: Task | FocusFn | None = None
 
     @property
     def usable(self) -> bool:
@@ -88,7 +99,7 @@ def prepare_data(
     corpus: Corpus,
     source: AttentionSource,
     vocab: Vocab,
-    focus: FocusFn | None = None,
+    focus: Task | FocusFn | None = None,
     threads: int | None = None,
     progress: ProgressFn | None = None,
 ) -> PreparedData:
@@ -108,22 +119,51 @@ def prepare_data(
     )
 
 
-@torch.no_grad()
 def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int = 64) -> dict[str, float]:
-    """Token-weighted mean cross-entropy over the examples, and over their focus positions."""
+    """Token-weighted mean cross-entropy over the examples; at their focus (decided) positions also the loss,
+    ``focus_acc`` (share whose top-1 prediction is the true next word) and, where the deciding word is known
+    and the model has supplied heads, ``target_mass`` (the supplied weight on it, averaged over those heads)."""
     was_training = model.training
     model.eval()
-    total = count = focus_total = focus_count = 0.0
-    for start in range(0, len(examples), batch_size):
-        b = collate(examples[start : start + batch_size], pad_id)
-        losses, mask = model.token_losses(b.x, b.att if b.att.shape[1] else None, b.y)
-        total += float(losses.sum())
-        count += losses.numel()
-        focus = b.focus[mask]
-        focus_total += float(losses[focus].sum())
-        focus_count += int(focus.sum())
+    total = count = focus_total = focus_count = focus_right = mass_total = mass_count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            b = collate(chunk, pad_id)
+            att = b.att if b.att.shape[1] else None
+            mask = b.y != -100
+            logits = model.lm_head(model.hidden(b.x, att)[mask])
+            losses = F.cross_entropy(logits, b.y[mask], reduction="none")
+            total += float(losses.sum())
+            count += losses.numel()
+            focus = b.focus[mask]
+            focus_total += float(losses[focus].sum())
+            focus_count += int(focus.sum())
+            focus_right += int((logits[focus].argmax(-1) == b.y[mask][focus]).sum())
+            if att is not None:
+                s, m = _target_mass(chunk, att, b.focus)
+                mass_total, mass_count = mass_total + s, mass_count + m
     model.train(was_training)
     out = {"loss": total / max(count, 1)}
     if focus_count:
         out["focus_loss"] = focus_total / focus_count
+        out["focus_acc"] = focus_right / focus_count
+    if mass_count:
+        out["target_mass"] = mass_total / mass_count
     return out
+
+
+def _target_mass(examples: list[Example], att: torch.Tensor, focus: torch.Tensor) -> tuple[float, int]:
+    """Sum over focus positions with a known deciding column of the head-averaged supplied weight there, and
+    how many there were. ``att``: (B, H, T, T), row p of example b is what model position p attends with."""
+    tgt = pad_sequence([_targets_of(e) for e in examples], batch_first=True, padding_value=-1)
+    known = focus & (tgt >= 0)
+    if not bool(known.any()):
+        return 0.0, 0
+    b_idx, p_idx = known.nonzero(as_tuple=True)
+    weights = att[b_idx, :, p_idx, tgt[b_idx, p_idx]]  # (N, H)
+    return float(weights.mean(-1).sum()), int(known.sum())
+
+
+def _targets_of(e: Example) -> torch.Tensor:
+    return e.target if e.target is not None else torch.full((len(e.x),), -1, dtype=torch.long)
