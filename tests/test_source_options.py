@@ -12,6 +12,7 @@ OpenAI-compatible source points at the fake server, which must see nothing).
 
 from __future__ import annotations
 
+import json
 import typing
 
 import pytest
@@ -200,3 +201,36 @@ def test_values_are_typed_as_the_source_declares_them():
     assert parse_option("local", "layers", "3,7,11") == "3,7,11"  # text first: a layer selection
     assert parse_option("local", "torch_threads", "2") == 2
     assert set(FORM_LIMITS) <= {o for kind in SOURCES for o in user_options(kind)}
+
+
+@pytest.mark.slow
+def test_the_app_endpoints_take_floor_score_max_and_advanced_options(tmp_path, fake_openai, monkeypatch):
+    """Over HTTP, as a browser or gradio_client sends them: floor changes what the fake server's
+    scores become; a bad advanced option comes back as one line naming the options."""
+    from gradio_client import Client
+
+    from llmcomp.app.jobs import JobManager
+    from llmcomp.settings import Paths
+    from llmcomp.ui.app import build_app, launch_options
+
+    monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # the owner lets visitors use the fake server on 127.0.0.1
+    paths = Paths(home=tmp_path, cache=tmp_path / "cache.sqlite", runs=tmp_path / "runs")
+    demo = build_app(paths=paths, jobs=JobManager())
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
+    try:
+        c = Client(demo.local_url, verbose=False)
+        refused = c.predict(kind="uniform", advanced="sigma=2", max_sentences=2, api_name="/estimate_cost")
+        assert "its options: n_heads" in refused
+        src = dict(kind="openai", base_url=fake_openai.url, model="fake-model", api_key="sk-visitor", max_sentences=1)
+        rows = {}
+        for floor in (0.0, 100.0):
+            progress, heat, *_ = c.predict(**src, floor=floor, score_max=9, api_name="/score_corpus")
+            assert "done <b>1</b>" in progress and "failed <b>0</b>" in progress, progress
+            z = json.loads(heat["plot"])["data"][0]["z"]
+            rows[floor] = [v for v in z[-1] if v is not None]  # the last word's row
+        flat = 1 / len(rows[100.0])
+        assert all(abs(v - flat) < 0.02 for v in rows[100.0])  # a floor far above the scores: nearly uniform
+        assert rows[0.0] != pytest.approx(rows[100.0], abs=0.02)
+    finally:
+        demo.close()
