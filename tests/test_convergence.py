@@ -163,3 +163,29 @@ def test_val_at_and_auc_read_the_curve_up_to_the_budget():
     assert val_at(metrics, 25) == 3.0 and val_at(metrics, 5) is None and val_at(metrics, 30) == 2.0
     assert val_auc(metrics, 20) == pytest.approx(3.5) and val_auc(metrics) == pytest.approx(3.0)
     assert val_auc(metrics, 29) == pytest.approx(3.5) and val_auc(metrics, 10) == 4.0 and val_auc([]) is None
+
+
+def test_cli_reports_best_and_generate_uses_the_best_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    run = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "llmcomp", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
+
+    r = cli("train", "--corpus", "data/example.txt", "--attention", "uniform", "--steps", "300", "--eval-every", "10",
+            "--patience", "2", "--lr", "0.01", "--n-embd", "32", "--batch-size", "16", "--run-dir", str(run),
+            "--no-cache")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = read_run(run)
+    assert summary is not None and summary.stop_reason == EARLY_STOP and summary.steps < 300
+    assert f"best val loss {summary.best_val_loss:.4f} at step {summary.best_step}; ended: early stop" in r.stdout
+    assert f"best checkpoint: {checkpoint_dir(run, best=True)}" in r.stdout
+    best = cli("generate", "--checkpoint", str(run), "--prompt", "the", "--seed", "1")
+    last = cli("generate", "--checkpoint", str(run), "--prompt", "the", "--seed", "1", "--last")
+    assert best.returncode == last.returncode == 0, best.stderr + last.stderr
+    assert f"checkpoint: {checkpoint_dir(run, best=True)}" in best.stderr
+    assert f"checkpoint: {checkpoint_dir(run)}\n" in last.stderr
