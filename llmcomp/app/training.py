@@ -187,8 +187,10 @@ def start_training(request: TrainRequest, check: CheckFn | None = None) -> Train
         raise TrainRequestError(
             f"run {name} is already at step {resumed.step}; set steps above {resumed.step} to continue it"
         )
-    if check is not None:
-        check(request.source, request.corpus.sentences)
+    if check is not None:  # counts what the scoring pass sends: held-out prefixes too for a non-prefix-causal source
+        from llmcomp.training.data import sentences_to_score
+
+        check(request.source, sentences_to_score(request.corpus, request.source))
     run_dir, made = _run_dir(request, resumed)
     try:
         trainer = Trainer(

@@ -5,6 +5,9 @@ word itself and the previous word; in the ``sentence`` task a word that appears 
 words shape earlier rows there, as they can with a real LLM. A ``Fault`` is applied to the next requests that
 match it; ``FAULTS`` lists every kind. A hostile server is scripted the same way: a server that always answers 500
 is ``Fault("server_error", times=None)``, one that never answers ``Fault("hang", times=None)``.
+
+A model name chooses another valid model instead (``MODELS``): ``leak`` answers like a source that peeks at the
+next word, the case leak-free validation exists for (ask for ``model="leak"``).
 """
 
 from __future__ import annotations
@@ -123,6 +126,39 @@ def row_scores(words: list[str], i: int, head: int, score_max: int, later: list[
             s = min(score_max, s + 2)
         row.append(s)
     return row
+
+
+#: Model names (the request's ``model``) that answer another valid model's scores; any other name gets ``answer_for``.
+MODELS: dict[str, str] = {
+    "leak": "sentence task: row i puts all its score on the latest earlier occurrence of the NEXT word (words[i+1]), "
+    "else on word i itself; prefix task: the last word has no next word, so on itself; pair task: as usual",
+}
+LEAK_MODEL = "leak"
+
+
+def leak_row(words: list[str], i: int, score_max: int, next_word: str | None) -> list[int]:
+    """Scores of word i over words 0..i: ``score_max`` on the latest j <= i holding ``next_word``, else on i."""
+    target = next((j for j in range(i, -1, -1) if words[j] == next_word), i) if next_word is not None else i
+    return [score_max if j == target else 0 for j in range(i + 1)]
+
+
+def leak_answer(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``leak`` model's valid answer: in the sentence task each row looks at the word after it, which a
+    generating model never has; scored prefix by prefix the same model has nothing to peek at."""
+    task, words, heads = data["task"], data["words"], data["heads"]
+    score_max = int(data.get("score_max", 9))
+    if task == "pair":
+        return answer_for(data)
+    out: dict[str, Any] = {}
+    for name in heads:
+        if task == "sentence":
+            nxt = [words[i + 1] if i + 1 < len(words) else None for i in range(len(words))]
+            out[name] = [leak_row(words, i, score_max, nxt[i]) for i in range(len(words))]
+        elif task == "prefix":
+            out[name] = leak_row(words, len(words) - 1, score_max, None)
+        else:
+            raise ValueError(f"unknown task {task!r}")
+    return out
 
 
 def answer_for(data: dict[str, Any]) -> dict[str, Any]:

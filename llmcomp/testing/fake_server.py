@@ -8,7 +8,9 @@ json_object, or prose around a fenced JSON block when no format is given), and c
 Faults are scripted per request: ``server.add_fault("rate_limit", times=2)`` or
 ``add_fault("nan", match="cat")`` (only requests whose words include "cat"). The first rule that
 matches a request and still has uses left is applied. Kinds are listed in ``FAULTS``, hostile servers
-included (one that never answers, drips its body, nests JSON 100,000 deep, echoes the key...).
+included (one that never answers, drips its body, nests JSON 100,000 deep, echoes the key...). A request
+for a model named in ``MODELS`` gets that model's valid answers instead: ``model="leak"`` peeks at the
+next word in ``sentence`` mode (what leak-free validation must not report as a good loss).
 
 Run it for a demo::
 
@@ -32,6 +34,8 @@ from llmcomp.testing.behaviours import (
     CORRUPTIONS,
     DELIVERY,
     FAULTS,
+    LEAK_MODEL,
+    MODELS,
     Fault,
     Response,
     answer_for,
@@ -39,12 +43,13 @@ from llmcomp.testing.behaviours import (
     corrupt,
     error_response,
     http_fault,
+    leak_answer,
     parse_fault,
     spoil_content,
 )
 from llmcomp.testing.fake_http import Handler, Server
 
-__all__ = ["FAULTS", "FakeOpenAIServer", "Fault", "answer_for", "main"]
+__all__ = ["FAULTS", "MODELS", "FakeOpenAIServer", "Fault", "answer_for", "main"]
 
 
 class FakeOpenAIServer:
@@ -178,7 +183,8 @@ class FakeOpenAIServer:
         try:
             data = json.loads(next(m["content"] for m in messages if m.get("role") == "user"))
             task, words = data["task"], [str(w) for w in data["words"]]
-            answer = answer_for(data)
+            model = str(req.get("model", self.model))
+            answer = leak_answer(data) if model == LEAK_MODEL else answer_for(data)
         except (StopIteration, ValueError, KeyError, TypeError, IndexError):
             return error_response(400, "invalid_request", "the first user message is not llmcomp JSON data")
         with self._lock:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from llmcomp.attention.base import AttentionSource, PerSentenceSource, ProgressFn, ScoreStats
+from llmcomp.attention.prefix_rows import assemble_rows, unique_prefixes
 from llmcomp.model.gpt import GPT
 from llmcomp.text.corpus import Corpus
 from llmcomp.text.tasks import Task, as_task
@@ -64,6 +65,11 @@ class PreparedData:
     by_length: list[int] = field(default_factory=list)  # train example indices, shortest first (batch windows)
     key: dict[str, Any] = field(default_factory=dict)
     focus: Task | FocusFn | None = None
+    #: True when the source's training rows may see later words (``prefix_causal`` False): ``val_examples`` were
+    #: then scored prefix by prefix, as generation sees them, and ``val_seen_examples`` hold the same sentences
+    #: under the training-time matrices (the ``val_loss_seen`` metric); both empty/False for causal sources.
+    val_scored_by_prefix: bool = False
+    val_seen_examples: list[Example] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -103,20 +109,51 @@ def prepare_data(
     threads: int | None = None,
     progress: ProgressFn | None = None,
 ) -> PreparedData:
-    """Score the whole corpus in one bulk call (cached sources make this near-free the second time)."""
+    """Score the whole corpus in one bulk call (cached sources make this near-free the second time).
+
+    For a source whose rows may see later words (``prefix_causal`` False) the same call also scores every
+    prefix of the validation sentences (``sentences_to_score``), and validation is built from those rows
+    (``attention.prefix_rows``): the reported loss is then the one a generating model could reach."""
+    sentences = sentences_to_score(corpus, source)
     # Per-sentence sources run many tiny ops: ``threads`` (one, by default); heavy sources choose their own.
     with torch_threads(threads if isinstance(source, PerSentenceSource) else None):
-        result = source.score_many(corpus.sentences, progress=progress)
-    train = build_examples(corpus, result.matrices, corpus.train_idx, vocab, focus)
+        result = source.score_many(sentences, progress=progress)
+    n = len(corpus.sentences)
+    matrices, failures = result.matrices[:n], {i: r for i, r in result.failures.items() if i < n}
+    train = build_examples(corpus, matrices, corpus.train_idx, vocab, focus)
+    val = seen = build_examples(corpus, matrices, corpus.val_idx, vocab, focus)
+    by_prefix = not source.prefix_causal
+    if by_prefix:
+        held_out = [corpus.sentences[i] for i in corpus.val_idx]
+        rows = assemble_rows(held_out, sentences, result)
+        leak_free: list[torch.Tensor | None] = list(matrices)
+        for i, m in zip(corpus.val_idx, rows.matrices, strict=True):
+            leak_free[i] = m
+        for k, reason in rows.failures.items():
+            failures.setdefault(corpus.val_idx[k], reason)
+        val = build_examples(corpus, leak_free, corpus.val_idx, vocab, focus)
+        matrices = leak_free
     return PreparedData(
         train_examples=train,
-        val_examples=build_examples(corpus, result.matrices, corpus.val_idx, vocab, focus),
+        val_examples=val,
         stats=result.stats,
-        failures={i: r for i, r in result.failures.items() if result.matrices[i] is None},
+        failures={i: r for i, r in failures.items() if matrices[i] is None},
         by_length=sorted(range(len(train)), key=lambda i: len(train[i].x)),
         key=data_key(corpus, source),
         focus=focus,
+        val_scored_by_prefix=by_prefix,
+        val_seen_examples=seen if by_prefix else [],
     )
+
+
+def sentences_to_score(corpus: Corpus, source: AttentionSource) -> list[list[str]]:
+    """What preparing ``corpus`` for ``source`` scores, in one call: every sentence, then (for a source whose
+    rows may see later words) each prefix of a validation sentence not already among them. The estimate and
+    the budget check of a training run count this same list."""
+    sentences = [list(s) for s in corpus.sentences]
+    if source.prefix_causal:
+        return sentences
+    return sentences + unique_prefixes([corpus.sentences[i] for i in corpus.val_idx], exclude=sentences)
 
 
 def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int = 64) -> dict[str, float]:

@@ -12,12 +12,14 @@ Layout and wiring only: what the buttons do is in ``llmcomp.ui.train_actions``.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from llmcomp.training.run_summary import LEAK_NOTE
 from llmcomp.ui import train_actions as act
 from llmcomp.ui.common import AppContext, UserError, failed
 from llmcomp.ui.runs import NEW_RUN
@@ -85,6 +87,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
     message = gr.HTML(elem_id="train-message")
     progress = gr.HTML(elem_id="train-progress")
     status = gr.HTML(elem_id="train-status")
+    badge = gr.HTML(elem_id="train-leak-badge")  # beside the loss: validation scored prefix by prefix
     plot = gr.Plot(label="Loss", elem_id="loss-plot")
     ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file", visible=False)
     with gr.Accordion("Job details (JSON)", open=False):
@@ -144,4 +147,20 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         download_checkpoint, [resume, session], [ckpt_file, message], api_name="download_checkpoint"
     ).then(lambda: gr.update(visible=True), None, ckpt_file, api_visibility="private", show_progress="hidden")
     refresh.click(describe_setup, session, [setup, resume], api_visibility="private")
+    job.change(leak_badge, job, badge, api_visibility="private", show_progress="hidden")
     return tab
+
+
+def leak_badge(job: dict[str, Any] | None) -> str:
+    """A label beside the loss when the run reports ``val_loss_seen``: its source's training rows may see later
+    words, so the val loss shown is scored prefix by prefix (leak-free) and the other is only beside it."""
+    metrics = (job or {}).get("metrics") or []
+    seen = [m["val_loss_seen"] for m in metrics if isinstance(m, dict) and isinstance(m.get("val_loss_seen"), float)]
+    if not seen:
+        return ""
+    title = html.escape(f"This source {LEAK_NOTE}.", quote=True)
+    return (
+        f'<span class="llmcomp-badge" title="{title}" style="border:1px solid #b45309;border-radius:6px;'
+        f'padding:1px 6px;color:#b45309;font-size:0.85em">leak-free val loss · training-time rows: {seen[-1]:.3f}'
+        "</span>"
+    )
