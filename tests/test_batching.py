@@ -86,3 +86,25 @@ def test_collate_of_one_full_length_example_changes_nothing():
     ex = encode_example(WORDS[:5], m, vocab)
     b = collate([ex], vocab.pad_id)
     assert torch.equal(b.x[0], ex.x) and torch.equal(b.y[0], ex.y) and torch.equal(b.att[0], ex.att)
+
+
+def test_encode_example_records_the_deciding_column_at_each_decided_position():
+    """A task's target j (the word that decides word i+1) is model column j+1, stored at position i+1; every
+    other position, and a decided one whose deciding word is unknown, holds -1."""
+    vocab = Vocab(WORDS)
+    ex = encode_example(
+        WORDS[:5], random_causal(1, 5, seed=2), vocab, focus_words=[1, 3, 4], deciding={1: 0, 3: None, 4: 2}
+    )
+    assert ex.target is not None and ex.target.dtype == torch.long
+    assert ex.target.tolist() == [-1, -1, 1, -1, -1, 3]
+    assert ex.focus.tolist() == [False, False, True, False, True, True]
+    plain = encode_example(WORDS[:3], random_causal(1, 3, seed=2), vocab)
+    assert plain.target is not None and plain.target.tolist() == [-1, -1, -1, -1]
+
+
+def test_collate_pads_inputs_with_the_pad_id_it_is_given():
+    vocab = Vocab(WORDS)
+    short, long = (encode_example(WORDS[:n], random_causal(1, n, seed=n), vocab) for n in (2, 4))
+    b = collate([short, long], pad_id=7)
+    assert b.x[0].tolist() == [*short.x.tolist(), 7, 7] and b.x[1].tolist() == long.x.tolist()
+    assert b.focus.dtype == torch.bool and not bool(b.focus.any())

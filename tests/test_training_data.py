@@ -114,16 +114,18 @@ def drawn_ranks(data: PreparedData, batch: Batch) -> list[int]:
     return ranks
 
 
-def test_a_batch_is_drawn_by_its_seed_alone(prepared, small):
+@pytest.mark.parametrize("length_window", [1, 2])
+def test_a_batch_is_drawn_by_its_seed_alone(prepared, small, length_window):
     pad = small.vocab().pad_id
-    torch.manual_seed(0)
-    first = prepared.batch(7, 8, 1, pad)
-    torch.manual_seed(1)  # the global generator (dropout's) has no say in which sentences are drawn
-    torch.rand(5)
-    again = prepared.batch(7, 8, 1, pad)
-    assert len(first.x) == 8
-    assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y) and torch.equal(first.att, again.att)
-    others = {tuple(drawn_ranks(prepared, prepared.batch(seed, 8, 1, pad))) for seed in range(20)}
+    for seed in range(10):
+        torch.manual_seed(0)
+        first = prepared.batch(seed, 8, length_window, pad)
+        torch.manual_seed(1)  # the global generator (dropout's) has no say in which sentences are drawn
+        torch.rand(5)
+        again = prepared.batch(seed, 8, length_window, pad)
+        assert len(first.x) == 8
+        assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y) and torch.equal(first.att, again.att)
+    others = {tuple(drawn_ranks(prepared, prepared.batch(seed, 8, length_window, pad))) for seed in range(20)}
     assert len(others) == 20  # another seed, another batch
 
 
@@ -206,7 +208,11 @@ def test_a_fallback_fills_the_failed_sentences_and_leaves_no_failure_behind(smal
 
 
 def test_focus_positions_mark_the_word_before_each_measured_word(small):
-    data = prepare_data(small, make_source("uniform"), small.vocab(), focus=lambda words: [0, len(words) - 2])
+    def focus(words: list[str]) -> list[int]:
+        return [0, len(words) - 2]
+
+    data = prepare_data(small, make_source("uniform"), small.vocab(), focus=focus)
+    assert data.focus is focus  # kept, so a trainer asked for another focus refuses these examples
     for example in [*data.train_examples, *data.val_examples]:
         n_words = len(example.x) - 1  # the model reads <s> + words: word i sits at position i + 1
         assert example.focus.tolist() == [p in (1, n_words - 1) for p in range(n_words + 1)]
@@ -214,7 +220,9 @@ def test_focus_positions_mark_the_word_before_each_measured_word(small):
     assert not any(bool(e.focus.any()) for e in [*plain.train_examples, *plain.val_examples])
 
 
-def test_training_examples_are_indexed_shortest_first(prepared):
+def test_training_examples_are_indexed_shortest_first(small):
+    prepared = prepare_data(small, make_source("uniform"), small.vocab())  # here, not in a shared fixture:
+    # mutmut runs only the tests that call prepare_data themselves
     assert sorted(prepared.by_length) == list(range(len(prepared.train_examples)))
     lengths = [len(prepared.train_examples[i].x) for i in prepared.by_length]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
