@@ -69,7 +69,7 @@ class OpenAIConfig:
     base_url: str = DEFAULT_BASE_URL
     model: str = DEFAULT_MODEL
     api_key: Secret | None = field(default=None, repr=False, compare=False)
-    mode: Mode = "sentence"
+    mode: Mode = "sentence"  # cheapest; validation is leak-free in every mode (docs/sources.md says why)
     heads: tuple[str, ...] = ("meaning",)
     score_max: int = 9  # answers are integers 0..score_max
     floor: float = 0.5  # added (in score units) to every allowed cell before rows are normalised

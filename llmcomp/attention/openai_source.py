@@ -22,7 +22,8 @@ Modes (``mode=``), each a trade between cost and what the matrix may depend on:
 
 * ``sentence``: one request per sentence returns the whole lower-triangular matrix for every head.
   Cheapest, but the LLM sees the whole sentence, so row i may be shaped by words after i:
-  ``prefix_causal`` is False. Fine for training on a fixed corpus; not what generation needs.
+  ``prefix_causal`` is False: generation and validation score each row from its own prefix instead
+  (``attention.prefix_rows``), so the model trains on rows it never gets when generating.
 * ``prefix``: one request per row, showing only words 0..i. Row i can never depend on a later
   word, rows are cached by prefix (a second sentence sharing a prefix reuses them), and appending
   words never changes earlier rows. About T requests per sentence.
