@@ -200,6 +200,8 @@ def test_values_are_typed_as_the_source_declares_them():
     assert parse_option("openai", "heads", "meaning, syntax") == ["meaning", "syntax"]
     assert parse_option("local", "layers", "3,7,11") == "3,7,11"  # text first: a layer selection
     assert parse_option("local", "torch_threads", "2") == 2
+    args = build_parser().parse_args(["score", "--attention", "local", "--llm-threads", "none", "--no-cache"])
+    assert make_cli_source(args).config.torch_threads is None  # none is a value here, not "not given"
     assert set(FORM_LIMITS) <= {o for kind in SOURCES for o in user_options(kind)}
 
 

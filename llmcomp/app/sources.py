@@ -11,7 +11,9 @@ source may use.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,18 @@ def _drop_unset(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
     keep_none = {
         n for n, p in params.items() if p.default not in (inspect.Parameter.empty, None) and "None" in str(p.annotation)
     }
+    config = params.get("config")  # the local source's options are its config's fields (torch_threads=None)
+    for t in typing.get_args(_hint(source_class(kind), "config")) if config is not None else ():
+        if dataclasses.is_dataclass(t):
+            keep_none |= {f.name for f in dataclasses.fields(t) if f.default is not None and "None" in str(f.type)}
     return {k: v for k, v in options.items() if v is not None or k in keep_none}
+
+
+def _hint(cls: type, name: str) -> Any:
+    try:
+        return typing.get_type_hints(cls.__init__).get(name)
+    except NameError:  # a type imported only for type checkers: no config dataclass to read
+        return None
 
 
 def _min_cap(a: int | None, b: int | None) -> int | None:
