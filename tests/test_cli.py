@@ -56,7 +56,7 @@ def test_help_and_the_parser_load_no_torch():
     r = subprocess.run(
         [sys.executable, "-m", "llmcomp", "train", "--help"], capture_output=True, text=True, timeout=120
     )
-    assert r.returncode == 0 and "default: 600" in r.stdout and "--layers" in r.stdout
+    assert r.returncode == 0 and "default: 2000" in r.stdout and "--layers" in r.stdout
 
 
 def test_compare_takes_compare_config_defaults():

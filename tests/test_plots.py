@@ -239,7 +239,8 @@ def test_list_runs_hides_other_owners_and_table_has_the_columns(two_runs):
     assert list_runs(two_runs, visible_to=owner_tag("alice"), everyone=False)[0].name == "b-previous"
     table = runs_table(everyone)
     assert list(table.columns) == [
-        "run", "source", "steps", "final val loss", "val perplexity", "tokens/s", "API requests", "status",
+        "run", "source", "steps", "best val loss", "best step", "final val loss", "val perplexity", "tokens/s",
+        "API requests", "status", "† val loss, training-time rows",
     ]  # fmt: skip
     row = table.set_index("run").loc["b-previous"]
     assert row["API requests"] == 7
