@@ -20,6 +20,7 @@ from llmcomp.model import GPTConfig
 from llmcomp.settings import EXAMPLE_CORPUS
 from llmcomp.text import Corpus, load_corpus
 from llmcomp.training import TrainConfig, Trainer
+from llmcomp.training.batching import encode_example
 from llmcomp.training.data import evaluate
 from llmcomp.training.trainer import TrainingError
 
@@ -154,3 +155,46 @@ def test_the_batch_of_a_step_depends_on_the_seed_and_the_step_alone(small):
     draws = [batch(seed, step) for seed in (3, 4) for step in range(4)]
     assert all(len(b) == 4 for b in draws)
     assert len({str(b) for b in draws}) == len(draws)  # every (seed, step) its own batch
+
+
+def decided_examples(trainer: Trainer, sentences: list[list[str]]) -> list:
+    """Each sentence's first word decided by itself, its last word's successor by its second word, the middle
+    word measured with no known deciding word; every third example built without targets at all."""
+    out = []
+    for k, words in enumerate(sentences):
+        last, middle = len(words) - 1, len(words) // 2
+        deciding = {0: 0, last: 1, middle: None}
+        ex = encode_example(words, trainer.source.score(words), trainer.vocab, sorted(deciding), deciding)
+        out.append(dataclasses.replace(ex, target=None) if k % 3 == 2 else ex)
+    return out
+
+
+def test_evaluate_measures_accuracy_and_the_weight_on_the_deciding_word_at_the_decided_positions(small):
+    trainer = trainer_for(small, source=make_source("gaussian"), steps=40, lr=1e-2)  # two supplied heads
+    trainer.run()  # enough to predict some decided words (</s> after ".") and miss others
+    examples = decided_examples(trainer, small.sentences[:9])
+    model = trainer.model.eval()
+    right = decided = 0
+    masses = []
+    with torch.no_grad():
+        for ex in examples:
+            logits = model(ex.x[None], ex.att[None])[0]
+            for p in ex.focus.nonzero().flatten().tolist():
+                decided += 1
+                right += int(logits[p].argmax() == ex.y[p])
+                if ex.target is not None and ex.target[p] >= 0:
+                    masses.append(float(ex.att[:, p, ex.target[p]].mean()))  # averaged over the heads
+    assert 0 < right < decided
+    for batch_size in (1, 4, 64):
+        out = evaluate(model, examples, trainer.vocab.pad_id, batch_size)
+        assert out["focus_acc"] == pytest.approx(right / decided)
+        assert out["target_mass"] == pytest.approx(sum(masses) / len(masses), rel=1e-5)
+        assert len(masses) == 2 * 6 and 0 < out["target_mass"] < 1
+    assert "target_mass" not in evaluate(model, [dataclasses.replace(e, target=None) for e in examples], 0)
+
+
+def test_a_model_without_supplied_heads_reports_no_target_mass(small):
+    trainer = trainer_for(small, source=make_source("learned"))
+    examples = decided_examples(trainer, small.sentences[:4])
+    out = evaluate(trainer.model, examples, trainer.vocab.pad_id)
+    assert "focus_acc" in out and "target_mass" not in out
