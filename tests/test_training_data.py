@@ -279,3 +279,14 @@ def test_the_data_key_changes_with_the_corpus_its_split_and_the_source(small):
     assert key != data_key(Corpus(small.sentences, name=small.name, config=CorpusConfig(val_fraction=0.3)), uniform)
     assert key != data_key(small, make_source("uniform", n_heads=2))
     json.dumps(key)  # plain data: it can be shown and compared anywhere
+
+
+def test_a_focus_that_names_the_deciding_words_puts_them_in_the_examples(small):
+    """A task's ``{i: j}``: word j decides word i+1; the example holds model column j+1 at position i+1."""
+    data = prepare_data(small, make_source("uniform"), small.vocab(), focus=lambda words: {1: 0, len(words) - 1: 1})
+    for example in [*data.train_examples, *data.val_examples]:
+        n_words = len(example.x) - 1
+        expected = [-1] * (n_words + 1)
+        expected[2], expected[n_words] = 1, 2
+        assert example.target is not None and example.target.tolist() == expected
+        assert example.focus.tolist() == [p in (2, n_words) for p in range(n_words + 1)]
