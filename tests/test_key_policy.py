@@ -64,10 +64,10 @@ def crafted(uniform_run: Path, tmp_path: Path, base_url: str) -> Path:
     src = make_source("openai", base_url=base_url, api_key="unused", heads=["meaning"])
     spec = src.spec()
     src.close()
-    meta_path = run / "checkpoint" / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["source_spec"] = spec
-    meta_path.write_text(json.dumps(meta))
+    for meta_path in run.glob("checkpoint*/checkpoint.json"):  # the last and the best
+        meta = json.loads(meta_path.read_text())
+        meta["source_spec"] = spec
+        meta_path.write_text(json.dumps(meta))
     return run
 
 
@@ -98,7 +98,7 @@ def test_a_checkpoint_cannot_send_the_environments_key_to_its_author(clean_env, 
         f"error: this checkpoint was scored at {fake_openai.url}; pass --base-url {fake_openai.url} "
         "to send your key there"
     )
-    assert capsys.readouterr().err.strip() == refusal
+    assert capsys.readouterr().err.strip().splitlines()[-1] == refusal  # after the line naming the checkpoint
     # resuming goes through the same factory: refused before any scoring
     assert main(["train", "--corpus", str(corpus), "--resume", str(run), *TINY[:-1], "--steps", "3"]) == 2
     assert capsys.readouterr().err.strip() == refusal

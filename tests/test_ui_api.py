@@ -490,9 +490,10 @@ def test_visitors_cannot_reach_private_addresses_or_send_their_key_where_a_run_p
     run = app.paths.runs / "made-by-cli"
     tiny = ["--steps", "1", "--n-layer", "1", "--n-embd", "16", "--batch-size", "4", "--no-cache"]
     assert main(["train", "--corpus", str(corpus), "--attention", "uniform", "--run-dir", str(run), *tiny]) == 0
-    meta = json.loads((run / "checkpoint" / "checkpoint.json").read_text())
-    meta["source_spec"] = {"kind": "openai", "base_url": fake_openai.url, "model": "fake-model", "heads": ["meaning"]}
-    (run / "checkpoint" / "checkpoint.json").write_text(json.dumps(meta))
+    for meta_path in run.glob("checkpoint*/checkpoint.json"):  # the last and the best
+        meta = json.loads(meta_path.read_text())
+        meta["source_spec"] = {"kind": "openai", "base_url": fake_openai.url, "model": "fake-model", "heads": ["meaning"]}
+        meta_path.write_text(json.dumps(meta))
     monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # so that only the key rule stands in the way
     key = "planted-visitor-secret-for-a-capture-server"
     c.predict(kind="openai", base_url="https://api.example.com/v1", api_key=key, api_name="/set_source")
