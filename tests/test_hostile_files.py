@@ -29,7 +29,8 @@ from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.corpus import CorpusConfig, CorpusError, load_corpus, parse_corpus
 from llmcomp.text.vocab import Vocab
 from llmcomp.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from llmcomp.training.run_folder import METRICS, append_metric, read_jsonl
+from llmcomp.training.metrics_log import append_metric, read_jsonl
+from llmcomp.training.run_folder import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["the", "cat", "saw", "a", "dog", "."]

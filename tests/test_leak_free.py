@@ -20,7 +20,8 @@ from llmcomp.attention.openai_source import OpenAISource
 from llmcomp.attention.prefix_rows import score_prefix_rows, unique_prefixes
 from llmcomp.attention.registry import make_source
 from llmcomp.cli import main
-from llmcomp.experiments.tables import summarize_runs, summary_table, table_markdown
+from llmcomp.experiments.table_markdown import table_markdown
+from llmcomp.experiments.tables import summarize_runs, summary_table
 from llmcomp.generation.generator import Generator
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.testing.behaviours import leak_answer

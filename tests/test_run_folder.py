@@ -14,12 +14,11 @@ from llmcomp.model import GPTConfig
 from llmcomp.text import parse_corpus
 from llmcomp.text.binding import generate_binding_corpus
 from llmcomp.training import TrainConfig, Trainer
+from llmcomp.training.metrics_log import append_metric, read_jsonl
 from llmcomp.training.run_folder import (
     MAX_RECORD_BYTES,
     RunRecord,
-    append_metric,
     new_run_dir,
-    read_jsonl,
     read_record,
     slug,
     update_record,

@@ -19,7 +19,7 @@ from llmcomp.text.binding import decided_positions
 from llmcomp.text.tasks import TASKS, Task, TaskError, get_task, register_task
 from llmcomp.training import TrainConfig, Trainer
 from llmcomp.training.checkpoint import load_checkpoint
-from llmcomp.training.run_folder import read_metrics
+from llmcomp.training.metrics_log import read_metrics
 
 MODEL = GPTConfig(n_layer=1, n_embd=32)
 TRAIN = TrainConfig(batch_size=16, eval_every=10, log_every=5)

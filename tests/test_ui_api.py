@@ -492,7 +492,12 @@ def test_visitors_cannot_reach_private_addresses_or_send_their_key_where_a_run_p
     assert main(["train", "--corpus", str(corpus), "--attention", "uniform", "--run-dir", str(run), *tiny]) == 0
     for meta_path in run.glob("checkpoint*/checkpoint.json"):  # the last and the best
         meta = json.loads(meta_path.read_text())
-        meta["source_spec"] = {"kind": "openai", "base_url": fake_openai.url, "model": "fake-model", "heads": ["meaning"]}
+        meta["source_spec"] = {
+            "kind": "openai",
+            "base_url": fake_openai.url,
+            "model": "fake-model",
+            "heads": ["meaning"],
+        }
         meta_path.write_text(json.dumps(meta))
     monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # so that only the key rule stands in the way
     key = "planted-visitor-secret-for-a-capture-server"

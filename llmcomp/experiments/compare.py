@@ -36,7 +36,8 @@ from llmcomp.attention.registry import BASELINES, CACHED, describe_spec
 from llmcomp.errors import LLMCompError
 from llmcomp.experiments.labels import CompareError, parse_source
 from llmcomp.experiments.report import write_outputs
-from llmcomp.experiments.tables import runs_frame, summary_table, table_markdown
+from llmcomp.experiments.table_markdown import table_markdown
+from llmcomp.experiments.tables import runs_frame, summary_table
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus

@@ -43,7 +43,8 @@ from llmcomp.errors import LLMCompError, one_line
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.vocab import Vocab
 from llmcomp.training.checkpoint_check import check_meta, check_metrics
-from llmcomp.training.run_folder import MAX_METRICS_BYTES, MAX_RECORD_BYTES, read_jsonl, read_small
+from llmcomp.training.metrics_log import MAX_METRICS_BYTES, read_jsonl
+from llmcomp.training.run_folder import MAX_RECORD_BYTES, read_small
 
 FORMAT_VERSION = 1
 MAX_VOCAB_BYTES = 64_000_000  # a vocabulary of a million words is about 10 MB

@@ -8,6 +8,7 @@ several trainers (one per seed, as ``llmcomp compare`` runs them) can share one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,3 +205,19 @@ def _target_mass(examples: list[Example], att: torch.Tensor, focus: torch.Tensor
 
 def _targets_of(e: Example) -> torch.Tensor:
     return e.target if e.target is not None else torch.full((len(e.x),), -1, dtype=torch.long)
+
+
+VALIDATION_FIELDS = {  # evaluate's (and validate's) key -> the metrics stream's
+    "seen_loss": "val_loss_seen",
+    "focus_loss": "val_focus_loss",
+    "focus_acc": "val_focus_acc",
+    "target_mass": "val_target_mass",
+}
+
+
+def validation_record(val: dict[str, float]) -> dict[str, float]:
+    """The metrics-stream fields of one validation. ``val_loss`` is the leak-free loss; the loss under
+    training-time rows that may see later words is only ever ``val_loss_seen``, beside it."""
+    record = {"val_loss": val["loss"], "val_ppl": math.exp(min(val["loss"], 50))}
+    record.update({name: val[key] for key, name in VALIDATION_FIELDS.items() if key in val})
+    return record

@@ -1,10 +1,11 @@
-"""The run folder, owned here alone: its layout, its name, its record, its metrics, reading it back.
+"""The run folder, owned here alone: its layout, its name, its record, reading it back.
 
 A run folder holds ``checkpoint/`` (``llmcomp.training.checkpoint``), ``metrics.jsonl`` (one JSON
 object per logged step, appended while training) and ``run.json`` (the run record: label, seed,
 corpus with its content hash, source, owner tag, status, attention cost). Older folders hold
 ``job.json`` (the web app's record) or a shorter ``run.json`` (``llmcomp compare``'s); both still
-read. Reading is JSON only, from bounded regular files: a damaged run is skipped, never fatal.
+read. The metrics stream's format is ``llmcomp.training.metrics_log``'s. Reading is JSON only, from bounded
+regular files: a damaged run is skipped, never fatal.
 Nothing here imports torch, so the web app can list runs before torch has loaded.
 """
 
@@ -24,7 +25,6 @@ CHECKPOINT, METRICS, RECORD, LEGACY_JOB = "checkpoint", "metrics.jsonl", "run.js
 BEST_CHECKPOINT = "checkpoint-best"  # the weights of the lowest validation loss; ``checkpoint/`` is the last
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 1_000_000  # run.json, job.json, checkpoint.json: configs and counts, never data
-MAX_METRICS_BYTES = 64_000_000  # a metrics stream: ~200 bytes a logged step
 STATUSES = ("created", "scoring", "training", "finished", "stopped", "failed")
 
 
@@ -157,7 +157,7 @@ def _check(rec: RunRecord) -> None:
         raise ValueError("run record has a field of the wrong type")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -168,7 +168,7 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
     _check(record)
     path = Path(run_dir) / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, record.to_json())
+    write_atomic(path, record.to_json())
     return path
 
 
@@ -238,71 +238,3 @@ def read_record(run_dir: str | Path) -> RunRecord | None:
     if job is not None and isinstance(job.get("attention"), dict):  # job.json counted floats as ints
         job["attention"] = {k: int(v) for k, v in job["attention"].items() if isinstance(v, int | float)}
     return _legacy(data, job)
-
-
-# --- the metrics stream --------------------------------------------------------------------------
-def append_metric(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """Append one logged step to ``metrics.jsonl``. A resumed run logs again the steps logged after its
-    checkpoint before a kill, and a kill mid-append tears the last line: both are cut away first."""
-    path = Path(run_dir) / METRICS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(path) and not _follows(path, record.get("step")):
-        _trim_stream(path, record.get("step"))
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _later(a: Any, b: Any) -> bool:
-    """Whether step ``a`` is at or after step ``b`` (both numbers)."""
-    return isinstance(a, int | float) and isinstance(b, int | float) and a >= b
-
-
-def _follows(path: Path, step: Any) -> bool:
-    """Whether the file ends in a whole line of an earlier step (read from its last 4 KB: a record is ~200 B)."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - 4096))
-        tail = f.read()
-    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-    if not tail.endswith(b"\n") or (len(lines) < 2 and size > len(tail)):
-        return False  # a torn last line, or one longer than the window: look at the whole file
-    try:
-        return not _later(json.loads(lines[-1]).get("step"), step)
-    except (ValueError, AttributeError):
-        return False
-
-
-def _trim_stream(path: Path, step: Any) -> None:
-    """Rewrite the stream without a torn last line and without records at or after ``step`` (atomically)."""
-    try:
-        kept = [r for r in read_jsonl(path) if not _later(r.get("step"), step)]
-    except (OSError, ValueError):
-        return  # not ours to repair (a link, a huge or damaged file): append as before
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def read_jsonl(path: Path, limit: int = MAX_METRICS_BYTES) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; blank lines and a torn last line (a crash mid-append) skipped."""
-    out = []
-    lines = read_small(path, limit).splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:
-                break
-            raise
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The metrics up to the saved checkpoint (else the live stream); [] if there are none."""
-    folder = Path(run_dir)
-    for path in (folder / CHECKPOINT / METRICS, folder / METRICS):
-        if path.is_file():
-            return read_jsonl(path)
-    return []

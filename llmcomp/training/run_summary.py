@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import describe_spec
 from llmcomp.training.convergence import EARLY_STOP, stop_reason, validations
+from llmcomp.training.metrics_log import read_metrics
 from llmcomp.training.run_folder import (
     CHECKPOINT,
     CorpusInfo,
     RunRecord,
     checkpoint_to_use,
-    read_metrics,
     read_record,
     read_small,
 )

@@ -7,7 +7,6 @@ same batches as a run that never stopped, and ends on the same loss.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +31,9 @@ from llmcomp.training.checkpoint import (
 )
 from llmcomp.training.config import TrainConfig, TrainConfigError  # noqa: F401 - re-exported: its old home
 from llmcomp.training.convergence import EARLY_STOP, STEPS_DONE, STOPPED, EarlyStopping
-from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data
-from llmcomp.training.run_folder import append_metric, checkpoint_dir
+from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data, validation_record
+from llmcomp.training.metrics_log import append_metric
+from llmcomp.training.run_folder import checkpoint_dir
 from llmcomp.training.state import new_model, new_optimizer, resumable_checkpoint
 
 # ``evaluate`` lives in llmcomp.training.data; validation calls it through this module's name for it.
@@ -236,15 +236,7 @@ class Trainer:
                 improved = False
                 if do_eval:
                     val = self.validate()
-                    record["val_loss"] = val["loss"]
-                    record["val_ppl"] = math.exp(min(val["loss"], 50))
-                    if "seen_loss" in val:  # training-time rows that may see later words: not the reported loss
-                        record["val_loss_seen"] = val["seen_loss"]
-                    if "focus_loss" in val:
-                        record["val_focus_loss"] = val["focus_loss"]
-                        record["val_focus_acc"] = val["focus_acc"]
-                    if "target_mass" in val:
-                        record["val_target_mass"] = val["target_mass"]
+                    record.update(validation_record(val))
                     improved = self.best.update(self.step, val["loss"])
                     record["best_val_loss"], record["best_step"] = self.best.best_val_loss, self.best.best_step
                     early = self.best.exhausted
