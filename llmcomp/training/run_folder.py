@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT, METRICS, RECORD, LEGACY_JOB = "checkpoint", "metrics.jsonl", "run.json", "job.json"
+HEADS = "heads.json"  # the heads an atlas chose for the run (llmcomp.app.head_choice owns its format)
 BEST_CHECKPOINT = "checkpoint-best"  # the weights of the lowest validation loss; ``checkpoint/`` is the last
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 1_000_000  # run.json, job.json, checkpoint.json: configs and counts, never data
