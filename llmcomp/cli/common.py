@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import MODES
@@ -74,14 +75,31 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "shift": ("baselines", "--oracle-shift", "oracle: point this many words off the deciding word"),
     "weight": ("baselines", "--oracle-weight", "oracle: share of each row on the word it points at (0..1)"),
 }
+#: flags of an option that another kind takes under another flag: (kind, option) -> (group, flag, help).
+#: The local source's ``heads`` (layer.head pairs) is not openai's ``heads`` (relation names, ``--heads``).
+KIND_FLAGS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("local", "heads"): (
+        "local",
+        "--llm-heads",
+        "chosen LLM heads, one supplied head each: layer.head pairs (21.4,23.5) or all (every head of --layers); "
+        "default: the layers' heads averaged into --heads groups",
+    ),
+}
 #: ``--heads N`` is ``n_heads`` (``learned_heads`` for the learned source); ``--heads a,b`` names
 #: openai's relation heads
 HEADS_OPTIONS = ("n_heads", "learned_heads", "heads")
 _GROUPS = {"local": "local LLM source", "openai": "OpenAI-compatible source", "baselines": "baselines and oracle"}
 
 
-def _dest(option: str) -> str:
-    return f"source_{option}"
+def _dest(option: str, kind: str | None = None) -> str:
+    return f"source_{kind}_{option}" if kind else f"source_{option}"
+
+
+def flag_of(kind: str, option: str) -> str:
+    """The command-line flag that sets ``kind``'s ``option``."""
+    if (kind, option) in KIND_FLAGS:
+        return KIND_FLAGS[kind, option][1]
+    return SOURCE_FLAGS[option][1] if option in SOURCE_FLAGS else "--heads"
 
 
 def _openai_default(option: str) -> str:
@@ -110,6 +128,8 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "uniform")
     for option, (group, flag, text) in SOURCE_FLAGS.items():
         extra = _openai_default(option) if group == "openai" else ""
         groups[group].add_argument(flag, dest=_dest(option), metavar=option.upper(), help=text + extra)
+    for (kind, option), (group, flag, text) in KIND_FLAGS.items():
+        groups[group].add_argument(flag, dest=_dest(option, kind), metavar=option.upper(), help=text)
 
 
 def source_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -119,13 +139,14 @@ def source_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     from llmcomp.attention.registry import parse_option, user_options
 
     valid = user_options(kind)
+    flags = ", ".join(dict.fromkeys(flag_of(kind, o) for o in valid))
     opts: dict[str, Any] = {}
-    for option, (_group, flag, _help) in SOURCE_FLAGS.items():
-        text = getattr(args, _dest(option), None)
+    given = [(None, o, flag, getattr(args, _dest(o), None)) for o, (_g, flag, _h) in SOURCE_FLAGS.items()]
+    given += [(k, o, flag, getattr(args, _dest(o, k), None)) for (k, o), (_g, flag, _h) in KIND_FLAGS.items()]
+    for only, option, flag, text in given:
         if text is None:
             continue
-        if option not in valid:
-            flags = ", ".join(SOURCE_FLAGS[o][1] if o in SOURCE_FLAGS else "--heads" for o in valid)
+        if option not in valid or only not in (None, kind):
             raise AttentionError(f"{flag} does not apply to the {kind!r} attention source; its flags: {flags}")
         try:
             opts[option] = parse_option(kind, option, text)
@@ -135,6 +156,10 @@ def source_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     if heads is not None:
         number = heads.strip().isdigit()
         option = ("learned_heads" if kind == "learned" else "n_heads") if number else "heads"
+        if option == "heads" and flag_of(kind, "heads") != "--heads":
+            raise AttentionError(
+                f"--heads takes a number for the {kind!r} attention source; name heads with {flag_of(kind, 'heads')}"
+            )
         opts[option] = parse_option(kind, option, heads)
     return opts
 
@@ -148,14 +173,23 @@ def make_cli_source(args: argparse.Namespace, spec: dict[str, Any] | None = None
 
     The environment's key goes only where this command names: ``--base-url``, else ``OPENAI_BASE_URL``
     (else OpenAI); a checkpoint naming another endpoint is refused (``KeyPolicy.command_line``)."""
+    return cli_builder(args)(cli_description(args, spec))
+
+
+def cli_description(args: argparse.Namespace, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"kind": ..., **options}`` from the flags (over ``spec``, a checkpoint's, when given)."""
+    kind = str((spec or {}).get("kind") or args.attention)
+    given = source_options(args, kind)
+    return {**(spec or {}), **given} if spec else {"kind": kind, **given}
+
+
+def cli_builder(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], AttentionSource]:
+    """description -> source with the command's cache, fallback and key policy (``make_cli_source``'s)."""
     from llmcomp.app.keys import KeyPolicy
     from llmcomp.app.sources import build_source
 
-    kind = str((spec or {}).get("kind") or args.attention)
-    given = source_options(args, kind)
-    description = {**(spec or {}), **given} if spec else {"kind": kind, **given}
     keys = KeyPolicy.command_line(getattr(args, _dest("base_url"), None))
-    return build_source(description, cache=cache_path(args), fallback=args.fallback, keys=keys)
+    return lambda d: build_source(d, cache=cache_path(args), fallback=args.fallback, keys=keys)
 
 
 def load_cli_corpus(args: argparse.Namespace) -> Corpus:
