@@ -52,6 +52,13 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--eval-every", type=int)
     g.add_argument("--dropout", type=float)
+    g.add_argument(
+        "--mix",
+        type=int,
+        metavar="M",
+        help="each source's heads mixed by M learned softmax weightings per layer (GPTConfig.mix_heads; "
+        "0: as they are); each run folder keeps its weights in mixture.json",
+    )
     g.add_argument("--max-sentences", type=int, help="use only the first N sentences of the corpus")
     g.add_argument("--focus", choices=["auto", "on", "off"], default="auto", help="loss on decided positions")
     g.add_argument(
@@ -85,6 +92,7 @@ def config_from_args(args: Any) -> CompareConfig:
         n_layer=_given(args, "n_layer", base.model.n_layer),
         n_embd=_given(args, "n_embd", base.model.n_embd),
         dropout=_given(args, "dropout", base.model.dropout),
+        mix_heads=_given(args, "mix", base.model.mix_heads),
     )
     train = replace(
         base.train,

@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from llmcomp.cli.common import ScoringBar, add_corpus_args, add_source_args, load_cli_corpus, make_cli_source
+from llmcomp.cli.common import (
+    ScoringBar,
+    add_corpus_args,
+    add_source_args,
+    cli_builder,
+    cli_description,
+    load_cli_corpus,
+    make_cli_source,
+)
 from llmcomp.model.config import GPTConfig
 from llmcomp.training.config import TrainConfig
 
@@ -39,6 +47,14 @@ def add_parser(sub: Any) -> None:
     g.add_argument(
         "--learned-heads", type=int, default=GPTConfig.n_learned_heads, help="learned heads beside the supplied ones"
     )
+    g.add_argument(
+        "--mix",
+        type=int,
+        default=GPTConfig.mix_heads,
+        metavar="M",
+        help="learn, per layer, M heads that each mix the source's heads by softmax weights (0: use them as "
+        "they are); the chosen weights are printed and kept in the run's mixture.json; default: %(default)s",
+    )
     g.add_argument("--dropout", type=float, default=GPTConfig.dropout, help="default: %(default)s")
     g.add_argument(
         "--task",
@@ -63,18 +79,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from llmcomp.app.training import TrainRequest, resume_point, start_training
     from llmcomp.text.tasks import choose_task
     from llmcomp.training.data import sentences_to_score
+    from llmcomp.training.mixture import mixture_lines, model_mixture
     from llmcomp.training.run_summary import LEAK_NOTE
 
     corpus = load_cli_corpus(args)
     task = choose_task(getattr(args, "task", "auto"), corpus.sentences)
     if args.resume and args.attention is None:
-        source = make_cli_source(args, spec=resume_point(args.resume).source_spec)
+        source, choice = make_cli_source(args, spec=resume_point(args.resume).source_spec), None
     else:
         args.attention = args.attention or "uniform"
-        source = make_cli_source(args)
+        source, choice = chosen_source(args, corpus)
     try:
         model_cfg = GPTConfig(
-            n_layer=args.n_layer, n_embd=args.n_embd, n_learned_heads=args.learned_heads, dropout=args.dropout
+            n_layer=args.n_layer,
+            n_embd=args.n_embd,
+            n_learned_heads=args.learned_heads,
+            dropout=args.dropout,
+            mix_heads=args.mix,
         )
         train_cfg = TrainConfig(
             steps=args.steps,
@@ -87,8 +108,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             min_delta=args.min_delta,
         )
         request = TrainRequest(
-            corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume, task=task
-        )
+            corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume, task=task,
+            head_choice=choice,
+        )  # fmt: skip
         run = start_training(request)
         trainer = run.trainer
         stats = corpus.stats()
@@ -138,10 +160,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(best_line(result))
     if task is not None:
         print(task_line(task.name, result.metrics))
+    mixture = model_mixture(trainer.model, source, result.step)
+    if mixture is not None:
+        print("heads the model chose (softmax weights over the source's heads, per layer):")
+        print("\n".join("  " + line for line in mixture_lines(mixture)))
     print(f"checkpoint: {result.checkpoint}")
     if result.best_checkpoint is not None:
         print(f"best checkpoint: {result.best_checkpoint} (generate uses it; --last for the last)")
     return 0
+
+
+def chosen_source(args: argparse.Namespace, corpus: Any) -> tuple[Any, Any]:
+    """The flags' source; ``--llm-heads top:K:PATTERN`` first picks K heads on the training split
+    (``app.head_choice``) and says which."""
+    from llmcomp.app.head_choice import HeadChoiceConfig, parse_top, source_for_corpus
+
+    description = cli_description(args)
+    if parse_top(description.get("heads")) is None:
+        return cli_builder(args)(description), None
+    limit = HeadChoiceConfig.max_sentences or len(corpus.train_idx)
+    bar = ScoringBar(min(limit, len(corpus.train_idx)), desc="head atlas (training split)")
+    try:
+        source, choice = source_for_corpus(corpus, description, cli_builder(args), progress=bar)
+    finally:
+        bar.close()
+    picked = ", ".join(f"{label} {score:.3f}" for label, score in zip(choice.labels, choice.scores, strict=True))
+    print(f"heads {description['heads']}: {picked} ({choice.sentences} training sentences)")
+    return source, choice
 
 
 def best_line(result: Any) -> str:

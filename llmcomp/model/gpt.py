@@ -4,6 +4,11 @@ Each attention layer has ``n_external_heads`` heads whose weights are given (one
 head, the same for every layer) and ``n_learned_heads`` ordinary causal self-attention heads. An
 external head applies its matrix to a learned value projection; all heads are concatenated and go
 through a learned output projection. The model does not know where the matrices came from.
+
+With ``mix_heads`` M > 0 the supplied heads are a bank of K matrices and each layer learns M softmax
+weightings of them (logits start at zero: equal weights); each of the layer's M external heads uses its
+convex mixture. A convex mixture of causal, row-stochastic matrices is causal and row-stochastic, so the
+mixture can choose among the source's heads, per layer, without ever seeing a later word.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ class MixedAttention(nn.Module):
         super().__init__()
         if cfg.n_head < 1:
             raise ValueError("the model needs at least one attention head (external or learned)")
-        self.n_ext, self.n_learned = cfg.n_external_heads, cfg.n_learned_heads
+        self.n_ext, self.n_learned = cfg.n_layer_external, cfg.n_learned_heads
+        self.n_bank = cfg.n_external_heads  # the supplied heads this layer receives
+        # (M, K) logits over the bank, one row per mixed head; zero: equal weights
+        self.mix_logits = nn.Parameter(torch.zeros(cfg.mix_heads, self.n_bank)) if cfg.mix_heads else None
         self.head_dim = max(1, cfg.n_embd // cfg.n_head)
         inner = self.head_dim * cfg.n_head  # n_embd, or just under it when the heads do not divide it
         self.value = nn.Linear(cfg.n_embd, self.n_ext * self.head_dim) if self.n_ext else None
@@ -39,13 +47,23 @@ class MixedAttention(nn.Module):
         b, seq, _ = t.shape
         return t.view(b, seq, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
 
+    def mix_weights(self) -> torch.Tensor | None:
+        """(M, K): each mixed head's weights over the bank (rows sum to 1), or None without a mixture."""
+        return None if self.mix_logits is None else torch.softmax(self.mix_logits, dim=-1)
+
+    def supplied_heads(self, att: torch.Tensor | None) -> torch.Tensor:
+        """This layer's external heads (B, n_ext, T, T): the supplied ones, or their learned mixtures."""
+        if att is None or att.shape[1] != self.n_bank:
+            raise ValueError(f"the model expects {self.n_bank} supplied attention heads")
+        if self.mix_logits is None:
+            return att
+        return torch.einsum("mk,bkij->bmij", self.mix_weights(), att)
+
     def forward(self, x: torch.Tensor, att: torch.Tensor | None) -> torch.Tensor:
         b, seq, _ = x.shape
         outs = []
         if self.value is not None:
-            if att is None or att.shape[1] != self.n_ext:
-                raise ValueError(f"the model expects {self.n_ext} supplied attention heads")
-            outs.append(att @ self._heads(self.value(x), self.n_ext))
+            outs.append(self.supplied_heads(att) @ self._heads(self.value(x), self.n_ext))
         if self.qkv is not None:
             q, k, v = (self._heads(t, self.n_learned) for t in self.qkv(x).split(self.n_learned * self.head_dim, dim=2))
             if self.keep_weights:
@@ -130,7 +148,8 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T) token ids; att (B, n_external_heads, T, T) supplied weights. Returns logits (B, T, V)."""
+        """idx (B, T) token ids; att (B, n_external_heads, T, T) supplied weights (the bank, when mixing).
+        Returns logits (B, T, V)."""
         return self.lm_head(self.hidden(idx, att))
 
     def token_losses(

@@ -42,7 +42,7 @@ from safetensors.torch import save as safetensors_bytes
 from llmcomp.errors import LLMCompError, one_line
 from llmcomp.model.gpt import GPT, GPTConfig
 from llmcomp.text.vocab import Vocab
-from llmcomp.training.checkpoint_check import check_meta, check_metrics
+from llmcomp.training.checkpoint_check import check_meta, check_metrics, weights_asked
 from llmcomp.training.metrics_log import MAX_METRICS_BYTES, read_jsonl
 from llmcomp.training.run_folder import MAX_RECORD_BYTES, read_small
 
@@ -203,10 +203,7 @@ def _fit(cfg: GPTConfig, shapes: dict[str, tuple[int, ...]], folder: Path) -> No
             f"the weights hold {len(blocks)} layers)"
         )
     held = sum(math.prod(s) for s in shapes.values())
-    e = cfg.n_embd
-    asks = {"vocab_size": cfg.vocab_size * e, "block_size": cfg.block_size * e, "n_embd": e * e,
-            "heads": (cfg.n_external_heads + cfg.n_learned_heads) * e}  # fmt: skip
-    for name, size in asks.items():
+    for name, size in weights_asked(cfg).items():
         if size > held:
             raise CheckpointError(
                 f"checkpoint {folder}: weights do not fit the saved config ({name} asks for {size:,} weights; "

@@ -13,7 +13,10 @@ import dataclasses
 import inspect
 import math
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmcomp.model.config import GPTConfig
 
 #: options a spec never holds: secrets and live objects are given when a source is built, not stored
 NOT_IN_SPEC = frozenset({"api_key", "cache", "fallback", "config"})
@@ -109,6 +112,17 @@ def _defaults(kind: str) -> dict[str, Any]:
                 elif f.default_factory is not dataclasses.MISSING:
                     out[f.name] = f.default_factory()
     return out
+
+
+def weights_asked(cfg: GPTConfig) -> dict[str, int]:
+    """Weights a model of ``cfg`` stores for each size in its config: none may exceed the file's, so a crafted
+    size (block_size 10**12 would ask for 256 TB) is refused before a model is built."""
+    e = cfg.n_embd
+    asks = {"vocab_size": cfg.vocab_size * e, "block_size": cfg.block_size * e, "n_embd": e * e,
+            "heads": cfg.n_head * e}  # fmt: skip
+    if cfg.mix_heads:  # each layer's (mix_heads, n_external_heads) logits over the bank
+        asks["mix_heads"] = cfg.n_layer * cfg.mix_heads * cfg.n_external_heads
+    return asks
 
 
 def check_metrics(metrics: list[dict[str, Any]], step: int) -> str | None:

@@ -29,6 +29,7 @@ def new_model(corpus: Corpus, vocab: Vocab, source: AttentionSource, config: GPT
         block_size=max(cfg.block_size, corpus.config.max_words + 2),
         n_external_heads=source.n_heads,
         n_learned_heads=learned,
+        mix_heads=cfg.mix_heads if source.n_heads else 0,  # a source with no heads (learned) has nothing to mix
     )
     torch.manual_seed(seed)
     return GPT(cfg)
@@ -71,14 +72,22 @@ def _unresumable(ck: Checkpoint) -> str | None:
     return None
 
 
+def _decay_split(model: GPT) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """(decayed, not decayed): weight decay on matrices only, not on biases, norms or a mixture's logits
+    (decay would pull the logits back to equal weights and bias which heads the mixture reports it chose)."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith("mix_logits")]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.endswith("mix_logits")]
+    return decay, no_decay
+
+
 def _param_order(model: GPT) -> list[torch.nn.Parameter]:
-    """The parameters in the optimizer's order (its state is saved by that index): matrices, then the rest."""
-    return [p for p in model.parameters() if p.dim() >= 2] + [p for p in model.parameters() if p.dim() < 2]
+    """The parameters in the optimizer's order (its state is saved by that index): decayed, then the rest."""
+    decay, no_decay = _decay_split(model)
+    return decay + no_decay
 
 
 def new_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and norms)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW with weight decay on matrices only (``_decay_split``)."""
+    decay, no_decay = _decay_split(model)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)

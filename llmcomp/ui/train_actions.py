@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 #: be resumed): a closed page must not hold the one training slot. The Train tab polls every second; a
 #: hidden tab may be throttled to a poll a minute, hence the margin. API clients poll training_status.
 TRAINING_LEASE_S = 300.0
-FORM_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "n_layer", "n_embd", "n_learned_heads", "dropout")
+FORM_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "n_layer", "n_embd", "n_learned_heads", "dropout",
+               "mix_heads")  # fmt: skip
 
 
 def form_defaults() -> dict[str, Any]:
@@ -180,7 +181,23 @@ def status(ctx: AppContext, state: Session, seen: str, request: gr.Request):
     extra = (
         f" (about {format_seconds(snap.eta_s)} left)" if snap.status == "training" and snap.eta_s is not None else ""
     )
-    return note(status_line(snap) + extra, kind), bar, fig, job_json(snap), key
+    return note(status_line(snap) + extra, kind) + mixture_note(snap), bar, fig, job_json(snap), key
+
+
+def mixture_note(snap: JobSnapshot) -> str:
+    """Which of the source's heads an ended ``--mix`` run chose (its ``mixture.json``), one line per layer."""
+    from llmcomp.training.mixture import MixtureError, mixture_lines, read_mixture
+
+    if snap.running or not snap.run_dir:
+        return ""
+    try:
+        mixture = read_mixture(snap.run_dir)
+    except MixtureError as e:
+        return failed(e)
+    if mixture is None:
+        return ""
+    lines = ["heads the model chose (softmax weights over the source's heads):", *mixture_lines(mixture)]
+    return note(" · ".join(lines), "info")
 
 
 def download(ctx: AppContext, state: Session, request: gr.Request, resume: str):

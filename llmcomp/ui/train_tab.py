@@ -68,6 +68,14 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
             label="Learned heads beside the supplied ones",
             elem_id="train-learned",
         )
+        mix_heads = gr.Slider(
+            0,
+            4,
+            value=D["mix_heads"],
+            step=1,
+            label="Mixed heads per layer (learned weights over the source's heads; 0: off)",
+            elem_id="train-mix",
+        )
         dropout = gr.Slider(0.0, 0.5, value=D["dropout"], step=0.05, label="Dropout", elem_id="train-dropout")
         seed = gr.Number(D["seed"], precision=0, label="Seed", elem_id="train-seed")
     with gr.Row():
@@ -100,7 +108,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         return act.describe_setup(ctx, state, request)
 
     def start_training(
-        steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume,
+        steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads,
         state: Session, request: gr.Request,
     ):  # fmt: skip
         """Start training in the background (one run at a time per server); poll training_status."""
@@ -108,7 +116,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
             form = {
                 "steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "eval_every": int(eval_every),
                 "seed": int(seed or 0), "n_layer": int(n_layer), "n_embd": int(n_embd),
-                "n_learned_heads": int(learned_heads), "dropout": float(dropout),
+                "n_learned_heads": int(learned_heads), "dropout": float(dropout), "mix_heads": int(mix_heads),
             }  # fmt: skip
         except (TypeError, ValueError):
             return failed(UserError("fill in every number: steps, batch size, learning rate, ..."))
@@ -138,7 +146,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
     )
     start_btn.click(
         start_training,
-        [steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, session],
+        [steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads, session],
         message,
         api_name="start_training",
     ).then(training_status, [session, seen], tab.poll_outputs, api_visibility="private", show_progress="hidden")
