@@ -30,7 +30,7 @@ from llmcomp.attention.registry import (
     user_options,
 )
 from llmcomp.cli import build_parser
-from llmcomp.cli.common import HEADS_OPTIONS, SOURCE_FLAGS, make_cli_source
+from llmcomp.cli.common import HEADS_OPTIONS, KIND_FLAGS, SOURCE_FLAGS, make_cli_source
 from llmcomp.errors import LLMCompError
 from llmcomp.experiments.labels import CompareError, parse_source, split_sources
 from llmcomp.ui.attention_actions import read_settings
@@ -44,6 +44,8 @@ SAMPLES: dict[str, tuple[str, typing.Any]] = {
     "model": ("other-model", "other-model"),
     "base_url": (OTHER_URL, OTHER_URL),
 }
+#: an option whose values differ by kind: the local source's heads are layer.head pairs (``+`` or ``,``)
+KIND_SAMPLES: dict[tuple[str, str], tuple[str, typing.Any]] = {("local", "heads"): ("21.4+23.5", "21.4,23.5")}
 
 
 def sample(kind: str, option: str) -> tuple[str, typing.Any]:
@@ -51,6 +53,8 @@ def sample(kind: str, option: str) -> tuple[str, typing.Any]:
     if option == "gguf_path":
         path = str(default_gguf_path())
         return path, path
+    if (kind, option) in KIND_SAMPLES:
+        return KIND_SAMPLES[kind, option]
     if option in SAMPLES:
         return SAMPLES[option]
     hint = user_options(kind)[option]
@@ -73,7 +77,9 @@ def carried(source, option: str) -> typing.Any:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
-def flag_for(option: str) -> str:
+def flag_for(kind: str, option: str) -> str:
+    if (kind, option) in KIND_FLAGS:
+        return KIND_FLAGS[kind, option][1]
     if option in HEADS_OPTIONS:
         return "--heads"
     if option not in SOURCE_FLAGS:
@@ -106,7 +112,7 @@ def test_the_walk_covers_every_kind_and_hides_only_the_named_internal_options():
 @pytest.mark.parametrize(("kind", "option"), CASES)
 def test_every_option_from_the_command_line(command, kind, option, no_requests):
     text, expected = sample(kind, option)
-    args = build_parser().parse_args([command, "--attention", kind, flag_for(option), text, "--no-cache"])
+    args = build_parser().parse_args([command, "--attention", kind, flag_for(kind, option), text, "--no-cache"])
     source = make_cli_source(args)
     try:
         assert carried(source, option) == expected
@@ -138,6 +144,8 @@ def test_every_option_from_the_web_form(kind, option, no_requests):
     form |= {"relations": list(d.relations), "floor": d.floor, "score_max": d.score_max, "advanced": ""}
     if (kind, option) == ("openai", "n_heads"):  # this source's heads field: one checkbox per relation
         form["relations"] = list(RELATIONS[:expected])
+    elif (kind, option) == ("local", "heads"):  # the local source's own field in the advanced options
+        form["llm_heads"] = text
     elif option in FORM_FIELD_ARGS:  # the form's own field, as the browser sends it
         field = FORM_FIELD_ARGS[option]
         form[field] = list(expected) if field == "relations" else expected
@@ -187,6 +195,18 @@ def test_layers_with_commas_and_openai_scale_from_every_entry_point(no_requests)
         (lambda: SourceSettings(kind="gaussian", advanced="colour=red").description(), "its options: n_heads, sigma"),
         (lambda: SourceSettings(kind="local", advanced="layers=0").description(), "'LLM layers' field"),
         (lambda: SourceSettings(kind="random", advanced="max_len=100000").description(), "web form allows"),
+        (lambda: make_cli_source(build_parser().parse_args(["score", "--attention", "openai", "--llm-heads", "1.2"])),
+         "--llm-heads does not apply"),
+        (lambda: make_cli_source(build_parser().parse_args(["score", "--attention", "local", "--heads", "21.4"])),
+         "name heads with --llm-heads"),
+        (lambda: make_cli_source(build_parser().parse_args(["score", "--attention", "local", "--sigma", "2"])),
+         "--llm-heads"),
+        (lambda: SourceSettings(kind="local", advanced="heads=21.4").description(), "'LLM heads' field"),
+        (lambda: SourceSettings(kind="local", llm_heads="all").description(), "for the command line"),
+        (lambda: SourceSettings(kind="local", llm_heads="21.4,x").description(), "layer.head pairs"),
+        (lambda: SourceSettings(kind="local", llm_heads=",".join(f"{i // 9}.{i % 9}" for i in range(65))).description(),
+         "65 LLM heads is more than the web form allows"),
+        (lambda: build_source({"kind": "local", **parse_source("local:heads=top:4:previous")[1]}), "resolved into"),
     ],
 )  # fmt: skip
 def test_a_bad_option_is_one_line_naming_what_would_work(make, message):

@@ -148,6 +148,13 @@ FORM_FIELDS: dict[str, str] = {
     "floor": "Floor",
     "score_max": "Highest score",
 }
+#: fields of an option that means something else for one kind: the local source's heads are layer.head pairs
+KIND_FORM_FIELDS: dict[str, dict[str, str]] = {"local": {"heads": "LLM heads"}}
+
+
+def form_field(kind: str, name: str) -> str | None:
+    """The name of the form's own field for ``kind``'s option ``name``, or None (an advanced option)."""
+    return KIND_FORM_FIELDS.get(kind, {}).get(name) or FORM_FIELDS.get(name)
 
 
 def parse_advanced(kind: str, text: str) -> dict[str, Any]:
@@ -161,8 +168,8 @@ def parse_advanced(kind: str, text: str) -> dict[str, Any]:
         name, sep, value = (x.strip() for x in item.partition("="))
         if not sep or not name:
             raise SourceFormError(f"cannot read advanced option {item[:60]!r}; write option=value, one per line")
-        if name in FORM_FIELDS:
-            raise SourceFormError(f"set {name} in the form's {FORM_FIELDS[name]!r} field, not in advanced options")
+        if form_field(kind, name):
+            raise SourceFormError(f"set {name} in the form's {form_field(kind, name)!r} field, not in advanced options")
         if name in SERVER_ONLY_OPTIONS:
             raise SourceFormError(f"{name} is set on the server's command line, never from the web form")
         try:
@@ -180,6 +187,23 @@ def _within_form_limits(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _form_heads(text: str) -> str:
+    """The local source's chosen heads as the web form may give them: named pairs, as many as ``n_heads``
+    may be (``all`` can mean 270 heads: the command line's and the head atlas's)."""
+    from llmcomp.attention.local_heads import canonical_heads, chosen_pairs
+
+    try:
+        heads = canonical_heads(text)
+    except LLMCompError as e:
+        raise SourceFormError(str(e)) from None
+    if heads == "all":
+        raise SourceFormError("LLM heads 'all' is for the command line; here name the heads, e.g. 21.0,21.1,21.2")
+    count, top = len(chosen_pairs(str(heads))), FORM_LIMITS["n_heads"]
+    if count > top:
+        raise SourceFormError(f"{count} LLM heads is more than the web form allows ({top:g})")
+    return str(heads)
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """A source as the web form describes it (no secrets: the typed key is the key policy's).
@@ -188,6 +212,7 @@ class SourceSettings:
     kind: str = "local"
     n_heads: int = 1  # local: output heads; baselines: heads; learned: learned heads
     layers: str = "all"  # local only
+    llm_heads: str = ""  # local only: chosen heads, "21.4,23.5" or "all" (LocalLLMConfig.heads); empty: groups averaged
     base_url: str = ""  # openai only; empty = the server's configured endpoint
     model: str = ""  # openai only; empty = the server's configured model
     mode: str = OpenAIConfig.mode  # openai only
@@ -201,7 +226,10 @@ class SourceSettings:
         kind, n = self.kind, max(1, int(self.n_heads or 1))
         extra = parse_advanced(kind, self.advanced)
         if kind == "local":
-            return _within_form_limits({"kind": kind, "n_heads": n, "layers": self.layers.strip() or "all", **extra})
+            local = {"kind": kind, "layers": self.layers.strip() or "all", **extra}
+            if self.llm_heads.strip():  # each chosen head is one supplied head: the Heads field plays no part
+                return _within_form_limits({**local, "heads": _form_heads(self.llm_heads)})
+            return _within_form_limits({**local, "n_heads": n})
         if kind == "openai":
             if not self.relations:
                 raise SourceFormError("choose at least one relation head for the OpenAI-compatible source")
@@ -228,6 +256,8 @@ class SourceSettings:
             host = urlsplit(self.base_url.strip() or own_base).hostname
             heads = ", ".join(self.relations)
             return f"OpenAI-compatible {self.model or own_model} @ {host}, {self.mode} mode, heads {heads}"
+        if k == "local" and self.llm_heads.strip():
+            return f"local LLM (heads {self.llm_heads.strip()}, one each)"
         if k == "local":
             return f"local LLM (layers {self.layers or 'all'}, {n} head{plural})"
         if k == "learned":

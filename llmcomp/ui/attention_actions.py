@@ -12,7 +12,7 @@ import gradio as gr
 
 from llmcomp.app import scoring
 from llmcomp.app.attention_view import NotScoredError, Scored, head_labels, matrix_for, other_matrix
-from llmcomp.app.sources import FORM_FIELDS, SERVER_ONLY_OPTIONS, SourceSettings, build_source
+from llmcomp.app.sources import SERVER_ONLY_OPTIONS, SourceSettings, build_source, form_field
 from llmcomp.attention.registry import PAID, user_options
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
 from llmcomp.text.tokenizer import detokenize
@@ -30,13 +30,14 @@ LEARNED_NOTE = (
 
 
 def read_settings(
-    kind, n_heads, layers, base_url, model, mode, relations, floor=None, score_max=None, advanced=None
+    kind, n_heads, layers, base_url, model, mode, relations, floor=None, score_max=None, advanced=None, llm_heads=None
 ) -> SourceSettings:
     d = SourceSettings()
     return SourceSettings(
         kind=str(kind or "local"),
         n_heads=max(1, int(n_heads or 1)),
         layers=str(layers or "all"),
+        llm_heads=str(llm_heads or ""),
         base_url=str(base_url or ""),
         model=str(model or ""),
         mode=str(mode or "sentence"),
@@ -49,7 +50,7 @@ def read_settings(
 
 def advanced_hint(kind: str) -> str:
     """Which options the advanced-options field takes for ``kind`` (those the form has no field for)."""
-    names = [n for n in user_options(kind) if n not in FORM_FIELDS and n not in SERVER_ONLY_OPTIONS]
+    names = [n for n in user_options(kind) if not form_field(kind, n) and n not in SERVER_ONLY_OPTIONS]
     return f"{kind}: {', '.join(names)} (docs/sources.md)" if names else f"{kind}: none"
 
 

@@ -35,6 +35,7 @@ class AttentionTab:
     floor: gr.Number
     score_max: gr.Number
     advanced: gr.Textbox
+    llm_heads: gr.Textbox
     local_box: gr.Group
     openai_box: gr.Group
     estimate: gr.HTML
@@ -57,6 +58,7 @@ class AttentionTab:
             self.floor,
             self.score_max,
             self.advanced,
+            self.llm_heads,
         ]
 
 
@@ -101,6 +103,10 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
                 info="the model answers integers 0..this", elem_id="openai-score-max",
             )  # fmt: skip
     with gr.Accordion("Advanced options", open=False, elem_id="source-advanced-box"):
+        llm_heads = gr.Textbox(
+            "", label="LLM heads, one supplied head each (layer.head)",
+            info="e.g. 21.4,23.5; empty: the LLM layers' heads averaged into Heads groups", elem_id="local-heads",
+        )  # fmt: skip
         advanced = gr.Textbox(
             "", lines=2, label="Other options of this source, option=value, one per line",
             info="the options each source takes are listed in docs/sources.md", elem_id="source-advanced",
@@ -139,23 +145,30 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         export_msg = gr.HTML()
 
     tab = AttentionTab(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, local_box, openai_box,
-        estimate, progress, sentence, head, heatmap,
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads, local_box,
+        openai_box, estimate, progress, sentence, head, heatmap,
     )  # fmt: skip
 
     # --- handlers: thin, named as the API documents them ---------------------------------------
-    def remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state):
+    def remember(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads, state
+    ):
         state.settings = act.read_settings(
-            kind, n_heads, layers, base_url, model, mode, relations, floor, score_max, advanced
+            kind, n_heads, layers, base_url, model, mode, relations, floor, score_max, advanced, llm_heads
         )
         state.api_key = str(api_key or "")
 
     def set_source(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state: Session
-    ):
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+        state: Session,
+    ):  # fmt: skip
         """Choose this session's attention source (used by show_attention, start_training, ...). floor and
-        score_max: the OpenAI-compatible source's scale; advanced: any other option, option=value per line."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
+        score_max: the OpenAI-compatible source's scale; advanced: any other option, option=value per line;
+        llm_heads: the local LLM's chosen heads (21.4,23.5), one supplied head each."""
+        remember(
+            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+            state,
+        )  # fmt: skip
 
     def toggle(kind):
         return (
@@ -163,23 +176,30 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             gr.update(visible=kind == "openai"),
             gr.update(visible=kind != "openai", label="Learned heads" if kind == "learned" else "Heads"),
             gr.update(info=act.advanced_hint(kind)),
+            gr.update(visible=kind == "local"),
         )
 
     def estimate_cost(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, max_sentences,
-        state: Session,
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+        max_sentences, state: Session,
     ):  # fmt: skip
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
+        remember(
+            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+            state,
+        )  # fmt: skip
         return act.estimate_cost(ctx, state, max_sentences)
 
     def score_corpus(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, max_sentences,
-        state: Session,
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+        max_sentences, state: Session,
     ):  # fmt: skip
         """Score the corpus (or its first max_sentences) with the chosen source, streaming progress:
         done, cached, failed, requests and tokens. Ends with the heatmap of the first sentence."""
-        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, state)
+        remember(
+            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+            state,
+        )  # fmt: skip
         yield from act.score_corpus(ctx, state, max_sentences)
 
     def show_attention(sentence_no, head, state: Session):
@@ -215,7 +235,9 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             queue=False,
             show_progress="hidden",
         )
-    kind.change(toggle, kind, [local_box, openai_box, n_heads, advanced], api_visibility="private", queue=False)
+    kind.change(
+        toggle, kind, [local_box, openai_box, n_heads, advanced, llm_heads], api_visibility="private", queue=False
+    )
     estimate_btn.click(estimate_cost, [*tab.source_inputs, max_sentences, session], estimate, api_name="estimate_cost")
     score_btn.click(
         score_corpus,
