@@ -25,6 +25,7 @@ from llmcomp.training import run_folder
 from llmcomp.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from llmcomp.app.head_choice import HeadChoice
     from llmcomp.attention.base import AttentionSource, ProgressFn
     from llmcomp.text.corpus import Corpus
     from llmcomp.training.trainer import MetricFn, Trainer, TrainResult
@@ -49,6 +50,8 @@ class TrainRequest:
     owner: str | None = None  # the owner's tag for the record (already hashed, e.g. app.jobs.owner_tag)
     label: str | None = None  # the source as comparisons name it; None: its kind
     task: str | None = None  # where focus loss/accuracy/target mass are measured (text.tasks.get_task); None: none
+    # heads chosen by data (``app.head_choice.source_for_corpus`` for ``heads=top:K:PATTERN``): kept as heads.json
+    head_choice: HeadChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -206,4 +209,6 @@ def start_training(request: TrainRequest, check: CheckFn | None = None) -> Train
         if made:
             run_dir.rmdir()  # nothing was written yet: leave no empty run behind
         raise
+    if request.head_choice is not None and resumed is None:
+        request.head_choice.write(run_dir)
     return TrainingRun(trainer, request, resumed)

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from llmcomp import settings
+from llmcomp.app.head_choice import source_for_corpus
 from llmcomp.app.sources import build_source
 from llmcomp.attention.base import PerSentenceSource
 from llmcomp.attention.registry import BASELINES, CACHED, describe_spec
@@ -230,7 +231,12 @@ def _compare_source(
 ) -> list[RunSummary]:
     """Every seed of one source: the first scores the corpus, the others train on its examples."""
     kind, options = parse_source(label)
-    source = build_source({"kind": kind, **options}, cache=config.cache if kind in CACHED else None)
+    source, choice = source_for_corpus(  # heads=top:K:PATTERN: chosen on the training split first
+        corpus,
+        {"kind": kind, **options},
+        lambda d: build_source(d, cache=config.cache if kind in CACHED else None),
+        progress=lambda s: emit({"event": "scoring", "label": label, "stats": s}),
+    )
     records: list[RunSummary] = []
     prepared: PreparedData | None = None
     first_run: str | None = None
@@ -243,6 +249,8 @@ def _compare_source(
                 train_cfg = replace(train_cfg, threads=config.threads)
             run_dir = new_run_dir(out, label, seed, stamped=False) if out is not None else None
             if run_dir is not None:
+                if choice is not None:
+                    choice.write(run_dir)
                 status = "scoring" if prepared is None else "training"
                 write_record(run_dir, RunRecord.start(label, corpus, source, seed, status=status))
             try:
