@@ -184,6 +184,20 @@ def test_uploads_good_and_bad_each_get_a_clear_message(app, tmp_path):
     assert "Sentence 0 of 11" in text
 
 
+def test_an_upload_can_keep_each_line_one_sequence(app, tmp_path):
+    c = client(app)
+    lines = [f"n{'abcdefghijkl'[i % 12]} owns a cat , nb owns a dog . nb : dog ." for i in range(12)]
+    upload = handle_file(write(tmp_path, "recall.txt", "\n".join(lines)))
+    msg, *_ = c.predict(upload, api_name="/upload_corpus")  # auto: each line cut at its inner full stop
+    assert "loaded recall.txt: 24 sentences" in msg and "12 of 12 lines hold more than one sentence" in msg
+    assert "set split to lines" in msg
+    msg, summary, *_ = c.predict(upload, split="lines", api_name="/upload_corpus")
+    assert "loaded recall.txt: 12 sentences" in msg and "cut" not in msg, msg
+    c.predict(kind="previous", api_name="/set_source")
+    _, text, _ = c.predict(sentence_no=0, head=0, api_name="/show_attention")
+    assert "Sentence 0 of 11:</b> na owns a cat, nb owns a dog. nb: dog." in text  # the recall kept its binding
+
+
 def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMCOMP_ALLOW_PRIVATE_URLS", "1")  # the owner lets visitors use the fake server on 127.0.0.1
     key = "planted-visitor-secret-0123456789"

@@ -19,7 +19,7 @@ def cut_lines_notice(cut: int, lines: int) -> str | None:
         return None
     return (
         f"{cut:,} of {lines:,} lines hold more than one sentence and were cut at inner full stops; "
-        'use --split lines (CorpusConfig(split="lines")) to keep each line one sequence'
+        'set split to lines (--split lines; CorpusConfig(split="lines")) to keep each line one sequence'
     )
 
 

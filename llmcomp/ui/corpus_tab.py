@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import get_args
 
 import gradio as gr
 import pandas as pd
 
 from llmcomp.plots import histogram_svg
 from llmcomp.text import Corpus, CorpusError, parse_corpus
+from llmcomp.text.corpus import SplitMode
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui.common import DEFAULT_CORPUS, AppContext, error, note
 from llmcomp.ui.state import Session
@@ -94,6 +96,14 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
             # no file_types filter: gradio would reject other files with a pop-up before our handler
             # runs; the handler checks the extension itself and answers inline, like every other fault
             upload = gr.File(label="…or upload a .txt corpus", type="filepath", elem_id="corpus-upload")
+            split_mode = gr.Radio(
+                list(get_args(SplitMode)),
+                value=ctx.corpus_config.split,
+                label="split (of an upload)",
+                info="lines: each line is one sequence, never cut; paragraphs: blank lines separate them; "
+                "auto: paragraphs if there are blank lines, else lines cut after inner . ! ?",
+                elem_id="corpus-split-mode",
+            )
     # Every new session starts on the default corpus, so its view is part of the page itself: the
     # page is usable as soon as it renders, without waiting for a round trip.
     first = initial_view(ctx, Session())
@@ -119,8 +129,9 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
         _set(state, corpus)
         return view(corpus, note(f"using the bundled corpus {name}", "ok"))
 
-    def upload_corpus(path: str | None, state: Session):
-        """Upload a UTF-8 .txt corpus. Invalid files get a one-line reason and the previous corpus stays."""
+    def upload_corpus(path: str | None, state: Session, split: SplitMode = ctx.corpus_config.split):
+        """Upload a UTF-8 .txt corpus, split into sequences by ``split`` (auto, lines or paragraphs). Invalid
+        files get a one-line reason and the previous corpus stays."""
         if not path:
             return note("choose a .txt file to upload", "info"), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         file = Path(path)
@@ -136,7 +147,8 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
                 raise CorpusError(
                     f"{file.name} is {size:,} bytes; the limit is {ctx.max_upload_bytes:,} (use a smaller file)"
                 )
-            corpus = parse_corpus(file.read_bytes(), name=file.name, config=ctx.corpus_config)
+            config = replace(ctx.corpus_config, split=split)
+            corpus = parse_corpus(file.read_bytes(), name=file.name, config=config)
         except CorpusError as e:
             return error(f"{e}{keep}"), *[gr.skip()] * 4
         except OSError as e:
@@ -146,7 +158,7 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
 
     use_bundled.click(use_bundled_corpus, [bundled, session], tab.view_outputs, api_name="use_bundled_corpus")
     # the upload box is emptied afterwards, so the next file can be dropped straight away
-    upload.upload(upload_corpus, [upload, session], tab.view_outputs, api_name="upload_corpus").then(
+    upload.upload(upload_corpus, [upload, session, split_mode], tab.view_outputs, api_name="upload_corpus").then(
         lambda: None, None, upload, api_visibility="private", show_progress="hidden"
     )
     return tab
