@@ -117,16 +117,16 @@ def test_weight_decay_leaves_the_mixture_logits_alone():
 
 @pytest.mark.slow
 def test_training_on_the_binding_task_moves_the_weights_to_the_oracle_head():
-    """From equal weights (1/3 each) the one layer's mixed head puts at least 0.45 on the oracle after 200
-    steps, more than on either other head (measured: 0.49, uniform 0.24, previous 0.26)."""
+    """From equal weights (1/3 each) the one layer's mixed head puts at least 0.5 on the oracle after 300
+    steps, more than on either other head (measured: 0.59, previous 0.21, uniform 0.20; seeds 1-3: 0.55-0.61)."""
     corpus = parse_corpus("\n".join(generate_binding_corpus(400, seed=1)), name="binding")
-    cfg = TrainConfig(steps=200, batch_size=32, lr=3e-3, eval_every=200, patience=0, seed=0)
+    cfg = TrainConfig(steps=300, batch_size=32, lr=3e-3, eval_every=300, patience=0, seed=0)
     trainer = Trainer(corpus, Bank(), GPTConfig(n_layer=1, n_embd=32, mix_heads=1), cfg)
     trainer.run()
     mixture = model_mixture(trainer.model, trainer.source, trainer.step)
     assert mixture.labels == ["oracle", "uniform", "previous"]
     [[oracle, uniform, previous]] = mixture.layers[0]
-    assert oracle >= 0.45 and oracle > max(uniform, previous), mixture.layers
+    assert oracle >= 0.5 and oracle > max(uniform, previous), mixture.layers
     assert mixture_lines(mixture)[0].startswith("layer 1: oracle 0.")
 
 

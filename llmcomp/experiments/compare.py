@@ -45,6 +45,7 @@ from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
 from llmcomp.text.tasks import Task, auto_task, choose_task, get_task
 from llmcomp.threads import torch_threads
 from llmcomp.training.data import PreparedData
+from llmcomp.training.mixture import save_run_mixture
 from llmcomp.training.run_folder import CorpusInfo, RunRecord, new_run_dir, slug, update_record, write_record
 from llmcomp.training.run_summary import RunSummary, summarise
 from llmcomp.training.trainer import TrainConfig, Trainer
@@ -280,6 +281,7 @@ def _compare_source(
                 raise
             status = "stopped" if result.stopped else "finished"
             if run_dir is not None:
+                save_run_mixture(run_dir, trainer.model, source, trainer.step)  # with --mix: the heads chosen
                 update_record(run_dir, status=status, finished_at=time.time())
             rec = summarise(
                 list(trainer.metrics),
