@@ -116,3 +116,11 @@ def test_a_failed_run_is_recorded_as_failed(corpus, tmp_path):
         run.run()
     rec = json.loads((run.run_dir / "run.json").read_text())
     assert rec["status"] == "failed" and rec["error"] == "connection refused"
+
+
+@pytest.mark.parametrize(("task", "measured"), [("auto", True), ("binding", True), (None, False)])
+def test_a_requests_task_is_measured_auto_meaning_binding_on_a_binding_corpus(corpus, tmp_path, task, measured):
+    run = start_training(request(corpus, tmp_path, task=task))
+    val = [m for m in run.run().metrics if "val_loss" in m]
+    assert val and all(("val_focus_acc" in m and "val_target_mass" in m) == measured for m in val)
+    assert all(0 <= m["val_focus_acc"] <= 1 for m in val if measured)

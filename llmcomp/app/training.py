@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from llmcomp.app.head_choice import HeadChoice
     from llmcomp.attention.base import AttentionSource, ProgressFn
     from llmcomp.text.corpus import Corpus
+    from llmcomp.text.tasks import Task
     from llmcomp.training.trainer import MetricFn, Trainer, TrainResult
 
 #: a check run before any work (the app's owner-key budget): raise an LLMCompError to refuse
@@ -49,7 +50,8 @@ class TrainRequest:
     resume: str | Path | None = None  # a run folder, or its checkpoint folder, to continue
     owner: str | None = None  # the owner's tag for the record (already hashed, e.g. app.jobs.owner_tag)
     label: str | None = None  # the source as comparisons name it; None: its kind
-    task: str | None = None  # where focus loss/accuracy/target mass are measured (text.tasks.get_task); None: none
+    # where focus loss/accuracy/target mass are measured: a task name, "auto" (binding on a binding corpus) or None
+    task: str | Task | None = None
     # heads chosen by data (``app.head_choice.source_for_corpus`` for ``heads=top:K:PATTERN``): kept as heads.json
     head_choice: HeadChoice | None = None
 
@@ -182,6 +184,7 @@ def start_training(request: TrainRequest, check: CheckFn | None = None) -> Train
     """A TrainingRun for ``request``: checked, named, with its Trainer built (nothing scored yet).
 
     ``check`` runs before the folder or the model is made (the app passes its budget check)."""
+    from llmcomp.text.tasks import choose_task
     from llmcomp.training.trainer import Trainer
 
     resumed = resume_point(request.resume) if request.resume is not None else None
@@ -203,7 +206,7 @@ def start_training(request: TrainRequest, check: CheckFn | None = None) -> Train
             request.train,
             run_dir=run_dir,
             resume_from=resumed.checkpoint if resumed else None,
-            task=request.task,
+            task=choose_task(request.task, request.corpus.sentences),
         )
     except BaseException:
         if made:

@@ -126,7 +126,7 @@ def start(ctx: AppContext, state: Session, request: gr.Request, form: dict[str, 
         description = resume_point(run_path).source_spec if run_path else state.settings.description()
         source = build_source(description, keys=keys, cache=ctx.cache())
         req = TrainRequest(
-            corpus, source, mcfg, tcfg, runs_root=ctx.paths.runs, resume=run_path, owner=owner_tag(owner)
+            corpus, source, mcfg, tcfg, runs_root=ctx.paths.runs, resume=run_path, owner=owner_tag(owner), task="auto"
         )
         run = start_training(req, check=lambda src, sentences: scoring.check_budget(src, sentences, keys))
         label = f"{source.describe()} on {corpus.name}"
