@@ -224,3 +224,16 @@ def test_the_train_status_shows_an_ended_runs_mixture(tmp_path):
     assert "layer 1: oracle 0.800, uniform 0.200" in shown
     assert mixture_note(JobSnapshot(status="training", run_dir=str(tmp_path))) == ""
     assert mixture_note(JobSnapshot(status="finished", run_dir=str(Path(tmp_path) / "none"))) == ""
+
+
+def test_compare_with_mix_keeps_each_runs_mixture(tmp_path):
+    corpus = tmp_path / "b.txt"
+    corpus.write_text("\n".join(generate_binding_corpus(60, seed=4)), encoding="utf-8")
+    out = tmp_path / "cmp"
+    args = ["--corpus", str(corpus), "--sources", "gaussian,learned", "--seeds", "1", "--steps", "4", "--mix", "2"]
+    assert main(["compare", *args, "--n-embd", "16", "--eval-every", "2", "--no-cache", "--out", str(out)]) == 0
+    [gaussian] = out.glob("gaussian-seed0")
+    mixture = read_mixture(gaussian)
+    assert len(mixture.layers) == 1 and len(mixture.layers[0]) == 2 and mixture.step == 4
+    [learned] = out.glob("learned-seed0")  # no heads to mix: trained without a mixture
+    assert read_mixture(learned) is None and load_checkpoint(learned / "checkpoint").model.config.mix_heads == 0
