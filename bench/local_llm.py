@@ -3,7 +3,8 @@
     python -m bench.local_llm            # ~200 sentences of data/example.txt, 3 repeats
     python -m bench.local_llm --quick    # 40 sentences, 1 repeat
 
-No cache is used: every repeat scores every sentence afresh. Medians (and the best) over the repeats.
+The chosen-heads rows compare heads from layers up to 3 with heads that need all 30 layers (the
+ratio is time against the latter, same sentences, same run). No cache is used: every repeat scores every sentence afresh. Medians (and the best) over the repeats.
 The machine's load average is printed with each row: with other processes busy, torch's default of
 one thread per core collapses (threads spin-wait on each other), which is why the local source uses
 one thread unless told otherwise.
@@ -24,6 +25,7 @@ from llmcomp.attention.local_model import is_loaded, load_model
 from llmcomp.text import load_corpus
 from llmcomp.threads import torch_threads
 
+DEEP_HEADS = "local, heads 21.4+29.4 (all 30 layers run)"
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example.txt"
 
 
@@ -67,6 +69,9 @@ def run(quick: bool = False) -> list[dict]:
         ("uniform (reference)", "uniform", {}),
         ("local, all layers, batch 16", "local", {"batch_size": 16}),
         ("local, all layers, batch 16, 2 threads", "local", {"batch_size": 16, "torch_threads": 2}),
+        # chosen heads: only layers up to the deepest chosen one run (LocalLLMConfig.heads)
+        (DEEP_HEADS, "local", {"heads": "21.4,29.4", "batch_size": 16}),
+        ("local, heads 1.4+3.4 (layers 0-3 run)", "local", {"heads": "1.4,3.4", "batch_size": 16}),
     ]
     if not quick:
         configs += [
@@ -90,10 +95,12 @@ def run(quick: bool = False) -> list[dict]:
             }
         )
     ref = rows[0]["seconds"]
+    deep = next(r["seconds"] for r in rows if r["source"] == DEEP_HEADS)
     for r in rows:
         r["sentences_per_s"] = r["sentences"] / r["seconds"]
         r["best_sentences_per_s"] = r["sentences"] / r["best_seconds"]
         r["slowdown_vs_uniform"] = r["seconds"] / ref
+        r["time_vs_30_layers"] = r["seconds"] / deep if r["source"].startswith("local, heads") else ""
         r["load_s"] = load_s
     return rows
 
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             "sentences_per_s",
             "best_sentences_per_s",
             "slowdown_vs_uniform",
+            "time_vs_30_layers",
             "load_avg",
         ],
     )
