@@ -114,6 +114,10 @@ class TrainingRun:
         """Update ``run.json`` with the outcome and the scoring pass's cost."""
         if self.run_dir is None:
             return None
+        if status != "failed":  # which supplied heads a --mix model chose (training/mixture.py)
+            from llmcomp.training.mixture import save_run_mixture
+
+            save_run_mixture(self.run_dir, self.trainer.model, self.trainer.source, self.trainer.step)
         stats = {k: int(v) for k, v in asdict(self.trainer.attention_stats).items()}
         return run_folder.update_record(self.run_dir, status=status, error=error, finished_at=time.time(),
                                         attention=stats, attention_seconds=self.attention_seconds)  # fmt: skip
