@@ -156,12 +156,12 @@ def test_cli_train_with_top_heads_on_the_local_llm(tmp_path, capsys):
     from llmcomp.text.binding import generate_binding_corpus
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join(generate_binding_corpus(24, seed=3)) + "\n")
+    corpus.write_text("\n".join(generate_binding_corpus(24, seed=3)) + "\n")  # 22 training sentences
     run = tmp_path / "run"
     argv = ["train", "--corpus", str(corpus), "--attention", "local", "--llm-heads", "top:2:binding", "--steps", "2",
             "--eval-every", "1", "--run-dir", str(run), "--no-cache"]  # fmt: skip
     assert main(argv) == 0
     choice = HeadChoice.read(run)
-    assert choice.k == 2 and choice.sentences == 21 and choice.pattern == "binding"
+    assert choice.k == 2 and choice.sentences == 22 and choice.pattern == "binding"
     assert "heads top:2:binding: L" in capsys.readouterr().out
     assert json.loads((run / "checkpoint" / "checkpoint.json").read_text())["source_spec"]["heads"] == choice.heads
