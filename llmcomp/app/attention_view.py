@@ -83,7 +83,17 @@ def other_matrix(
 
 
 def head_labels(settings: SourceSettings, n: int) -> list[tuple[str, int]]:
-    """(label, index) per head: the relation names of an OpenAI-compatible source, else numbers."""
+    """(label, index) per head: the relation names of an OpenAI-compatible source, the local LLM's
+    chosen heads as the source names them (``L21.H4``), else numbers."""
     if settings.kind == "openai" and len(settings.relations) == n:
         return [(f"{i} · {r}", i) for i, r in enumerate(settings.relations)]
+    if settings.kind == "local" and settings.llm_heads.strip():
+        from llmcomp.attention.local_heads import canonical_heads, chosen_pairs, head_label
+
+        try:
+            labels = [head_label(*pair) for pair in chosen_pairs(str(canonical_heads(settings.llm_heads)))]
+        except LLMCompError:
+            labels = []
+        if len(labels) == n:
+            return [(label, i) for i, label in enumerate(labels)]
     return [(f"head {i}", i) for i in range(max(n, 1))]

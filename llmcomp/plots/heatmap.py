@@ -24,6 +24,10 @@ FUTURE_GREY = "#d4d4d4"
 WEIGHTS_SCALE = "Blues"  # sequential, perceptually ordered; not a rainbow
 DIFF_SCALE = "RdBu"  # diverging around 0 for differences
 HOVER = "query: %{customdata[0]}<br>key: %{customdata[1]}<br>%{customdata[2]}: %{z:.4f}<extra></extra>"
+HOVER_SCALED = (
+    "query: %{customdata[0]}<br>key: %{customdata[1]}<br>%{customdata[2]}: %{customdata[3]}"
+    "<br>share of the row's largest: %{z:.3f}<extra></extra>"
+)
 
 
 def _text(s: str | None) -> str | None:
@@ -57,11 +61,24 @@ def causal_masked(m: Any) -> np.ndarray:
     return a
 
 
-def _hover_data(labels: list[str], value_name: str) -> list[list[list[str]]]:
-    return [[[q, k, value_name] for k in labels] for q in labels]
+def _hover_data(labels: list[str], value_name: str, true: np.ndarray | None = None) -> list[list[list[str]]]:
+    if true is None:
+        return [[[q, k, value_name] for k in labels] for q in labels]
+    return [[[q, k, value_name, f"{true[i, j]:.4f}"] for j, k in enumerate(labels)] for i, q in enumerate(labels)]
 
 
-def _trace(m: np.ndarray, labels: list[str], value_name: str, **kw: Any) -> go.Heatmap:
+def row_scaled(m: Any) -> np.ndarray:
+    """Each row divided by its largest allowed weight (a row of zeros stays zero): row 0 always holds
+    weight 1 and would wash every later row out of a shared colour scale."""
+    a = causal_masked(m)
+    if not a.size:
+        return a
+    top = np.nanmax(a, axis=1, keepdims=True)  # the diagonal is allowed: no row is all NaN
+    return a / np.where(top > 0, top, 1.0)
+
+
+def _trace(m: np.ndarray, labels: list[str], value_name: str, true: np.ndarray | None = None, **kw: Any) -> go.Heatmap:
+    """``true``: the weights hover shows when the colours (``m``) are rescaled."""
     t = len(labels)
     # plain lists with None for the future (not numpy): plotly would ship numpy as base64 typed arrays,
     # which older plotly.js builds and API clients cannot read
@@ -70,8 +87,8 @@ def _trace(m: np.ndarray, labels: list[str], value_name: str, **kw: Any) -> go.H
         z=z,
         x=list(range(t)),
         y=list(range(t)),
-        customdata=_hover_data(labels, value_name),
-        hovertemplate=HOVER,
+        customdata=_hover_data(labels, value_name, true),
+        hovertemplate=HOVER if true is None else HOVER_SCALED,
         hoverongaps=False,
         xgap=1,
         ygap=1,
@@ -118,25 +135,24 @@ def attention_heatmap(
     title: str | None = None,
     generated_from: int | None = None,
     zmax: float | None = None,
+    row_scale: bool = False,
 ) -> go.Figure:
-    """One head's (T, T) attention over ``words``. ``generated_from``: first generated word (draws a divider)."""
+    """One head's (T, T) attention over ``words``. ``generated_from``: first generated word (draws a divider).
+    ``row_scale``: colour each row by its share of the row's largest weight (hover keeps the true weights)."""
     m = as_matrix(matrix)
     _check(m, words)
     labels = _plot_labels(words)
     rows = labels
     if generated_from is not None:  # mark the rows of generated words (hover and x axis keep plain labels)
         rows = [f"▸ {lab}" if i >= generated_from else lab for i, lab in enumerate(labels)]
-    fig = go.Figure(
-        _trace(
-            m,
-            labels,
-            "weight",
-            colorscale=WEIGHTS_SCALE,
-            zmin=0.0,
-            zmax=zmax if zmax is not None else max(float(np.nanmax(m)) if m.size else 1.0, 1e-6),
-            colorbar={"title": {"text": "weight"}},
-        )
-    )
+    if row_scale:
+        colour, true, top, bar = row_scaled(m), m, 1.0, "share of row max"
+    else:
+        colour, true, bar = m, None, "weight"
+        top = zmax if zmax is not None else max(float(np.nanmax(m)) if m.size else 1.0, 1e-6)
+    trace = _trace(colour, labels, "weight", true, colorscale=WEIGHTS_SCALE, zmin=0.0, zmax=top,
+                   colorbar={"title": {"text": bar}})  # fmt: skip
+    fig = go.Figure(trace)
     _axes(fig, labels)
     fig.update_yaxes(ticktext=rows)
     if generated_from is not None and 0 < generated_from < len(words):
