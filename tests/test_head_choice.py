@@ -165,3 +165,21 @@ def test_cli_train_with_top_heads_on_the_local_llm(tmp_path, capsys):
     assert choice.k == 2 and choice.sentences == 22 and choice.pattern == "binding"
     assert "heads top:2:binding: L" in capsys.readouterr().out
     assert json.loads((run / "checkpoint" / "checkpoint.json").read_text())["source_spec"]["heads"] == choice.heads
+
+
+@pytest.mark.slow
+def test_compare_chooses_top_heads_on_the_training_split_for_every_seed(tmp_path):
+    from llmcomp.experiments import CompareConfig, compare
+    from llmcomp.text.binding import generate_binding_corpus
+    from llmcomp.text.corpus import parse_corpus
+
+    corpus = parse_corpus("\n".join(generate_binding_corpus(24, seed=3)), name="b.txt")  # 22 training sentences
+    label = "local:layers=0-1:heads=top:2:previous"  # the atlas of layers 0-1: 18 heads
+    cfg = CompareConfig(sources=[label], seeds=[0, 1], steps=2, out=tmp_path / "cmp", task="none")
+    result = compare(corpus, cfg)
+    assert not result.failures, result.failures
+    choices = [HeadChoice.read(run.path) for run in result.runs]
+    assert len(choices) == 2 and choices[0] == choices[1] and choices[0].k == 2 and choices[0].sentences == 22
+    assert all(lab.startswith(("L0.", "L1.")) for lab in choices[0].labels)
+    spec = json.loads((result.runs[0].path / "checkpoint" / "checkpoint.json").read_text())["source_spec"]
+    assert spec["heads"] == choices[0].heads
