@@ -1,8 +1,8 @@
 """Every benchmark, one table: ``python -m bench`` (``--quick`` for a faster pass).
 
 Runs training throughput, scoring cost against the fake OpenAI server, local LLM throughput,
-generation speed per source, app start-up and learning speed against a plain loop, then prints one
-table of medians and ratios. A benchmark that is missing or fails is reported as a row saying so;
+generation speed per source, app start-up, learning speed against a plain loop and the head atlas,
+then prints one table of medians and ratios. A benchmark that is missing or fails is reported as a row saying so;
 the others still run.
 """
 
@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("bench.generation", "generation"),
     ("bench.startup", "app start-up"),
     ("bench.recipe", "learning speed (binding)"),
+    ("bench.atlas", "head atlas (local LLM)"),
 ]
 
 
@@ -85,6 +86,14 @@ def _recipe(rows: list[dict]) -> list[Row]:
     ]  # fmt: skip
 
 
+def _atlas(rows: list[dict]) -> list[Row]:
+    return [
+        {"case": r["what"], "median": r["seconds"], "unit": f"s for {r['sentences']} sentences",
+         "ratio": r["ratio_vs_plain"], "ratio of": rows[0]["what"], "note": f"{r['s_per_200']:.1f} s per 200"}
+        for r in rows
+    ]  # fmt: skip
+
+
 ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.train_throughput": _train,
     "bench.scoring": _scoring,
@@ -92,6 +101,7 @@ ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.generation": _generation,
     "bench.startup": _startup,
     "bench.recipe": _recipe,
+    "bench.atlas": _atlas,
 }
 
 
