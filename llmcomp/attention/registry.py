@@ -43,7 +43,7 @@ LABELS: dict[str, str] = {
     "gaussian": "Baseline: Gaussian (previous and current word)",
     "random": "Baseline: frozen random",
     "learned": "Baseline: learned (the model's own attention)",
-    "oracle": "Oracle (binding task only)",
+    "oracle": "Oracle (points at a task's deciding word)",
 }
 #: how the OpenAI-compatible source asks (``llmcomp.attention.openai_config`` validates against this)
 MODES: tuple[str, ...] = ("sentence", "prefix", "pair")
@@ -229,6 +229,8 @@ def describe_spec(spec: dict[str, Any]) -> str:
         return f"learned ({spec.get('learned_heads', '?')} heads)"
     if kind == "gaussian":
         return f"gaussian ({heads} head{plural}, sigma {spec.get('sigma', '?')})"
-    if kind == "oracle" and spec.get("shift"):
-        return f"oracle ({heads} head{plural}, shift {spec['shift']})"
+    if kind == "oracle" and (spec.get("shift") or spec.get("task")):
+        task = f", task {spec['task']}" if spec.get("task") else ""
+        shift = f", shift {spec['shift']}" if spec.get("shift") else ""
+        return f"oracle ({heads} head{plural}{task}{shift})"
     return f"{kind} ({heads} head{plural})"

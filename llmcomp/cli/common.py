@@ -74,6 +74,7 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "max_len": ("baselines", "--random-max-len", "random: the longest sentence it covers (words)"),
     "shift": ("baselines", "--oracle-shift", "oracle: point this many words off the deciding word"),
     "weight": ("baselines", "--oracle-weight", "oracle: share of each row on the word it points at (0..1)"),
+    "task": ("baselines", "--oracle-task", "oracle: the task whose deciding word it points at (default: binding)"),
 }
 #: flags of an option that another kind takes under another flag: (kind, option) -> (group, flag, help).
 #: The local source's ``heads`` (layer.head pairs) is not openai's ``heads`` (relation names, ``--heads``).

@@ -108,8 +108,9 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 # --- sources ------------------------------------------------------------------------------------
 def is_binding_corpus(corpus: Corpus) -> bool:
-    """True when most sentences have a position whose next word an earlier word decides (the binding task)."""
-    return auto_task(corpus.sentences) is not None
+    """True when "auto" reads the corpus as the binding task's (most sentences have a binding position)."""
+    task = auto_task(corpus.sentences)
+    return task is not None and task.name == "binding"
 
 
 def openai_configured() -> bool:
@@ -137,8 +138,9 @@ def auto_sources(corpus: Corpus) -> tuple[list[str], list[str]]:
     if openai_configured():
         sources.append("openai")
         notes.append("openai included: OPENAI_API_KEY or OPENAI_BASE_URL is set (this spends requests)")
-    if is_binding_corpus(corpus):
-        sources.append("oracle")
+    task = auto_task(corpus.sentences)
+    if task is not None:  # the oracle of the corpus's own task (plain "oracle" is the binding task's)
+        sources.append("oracle" if task.name == "binding" else f"oracle:task={task.name}")
     return sources, notes
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from llmcomp.errors import LLMCompError
 from llmcomp.text.binding import decided_positions
+from llmcomp.text.task_corpora import agreement_targets, coreference_targets, induction_targets, ioi_targets
 
 #: words -> {position: deciding word's index or None}, or just the positions
 TaskFn = Callable[[list[str]], "Mapping[int, int | None] | Iterable[int]"]
@@ -181,6 +182,14 @@ RULE_HELP = {
 }
 
 register_task("binding", _binding, "the binding grammar: 'name :' recalls the noun bound to name")
+register_task(
+    "induction", induction_targets, "a word seen before: the next word is the one that followed it (Olsson 2022)"
+)
+register_task("ioi", ioi_targets, "'when A and B ..., B gave a drink to': the next word is A (Wang 2022)")
+register_task("agreement", agreement_targets, "the adverb before the verb: its number is the head noun's (Linzen 2016)")
+register_task(
+    "coreference", coreference_targets, "'PRONOUN , the': the next word is the antecedent agreeing in gender/number"
+)
 register_task("repeat", Repeat(), "the next word already occurred in the sentence (reads it: measurement only)", True)
 
 
@@ -202,15 +211,23 @@ def get_task(spec: str | Task) -> Task:
     raise TaskError(f"unknown task {spec!r}; known: {', '.join(known_tasks())}")
 
 
-#: share of sentences with a binding position above which "auto" picks the binding task
-BINDING_SHARE = 0.5
+#: share of sentences a task must mark for "auto" to pick it
+AUTO_SHARE = 0.5
+#: the tasks "auto" tries, the generated corpora's own; on a tie the earlier wins (induction's rule is the
+#: loosest: it also marks repeated names in binding and ioi lines, so it comes last)
+AUTO_TASKS = ("binding", "ioi", "agreement", "coreference", "induction")
 
 
 def auto_task(sentences: list[list[str]]) -> Task | None:
-    """What "auto" means: the binding task when most sentences have a binding position, else no task."""
-    binding = TASKS["binding"]
-    hits = sum(1 for s in sentences if binding.decided(s))
-    return binding if sentences and hits >= BINDING_SHARE * len(sentences) else None
+    """What "auto" means: of ``AUTO_TASKS``, the one marking a position in the most sentences, if that
+    is at least ``AUTO_SHARE`` of them (each generated corpus gets its own task); else no task."""
+    best, best_hits = None, 0
+    for name in AUTO_TASKS:
+        task = TASKS.get(name)
+        hits = sum(1 for s in sentences if task.decided(s)) if task else 0
+        if hits > best_hits:
+            best, best_hits = task, hits
+    return best if sentences and best_hits >= AUTO_SHARE * len(sentences) else None
 
 
 def choose_task(name: str | Task | None, sentences: list[list[str]]) -> Task | None:
