@@ -43,6 +43,7 @@ SAMPLES: dict[str, tuple[str, typing.Any]] = {
     "heads": ("syntax,meaning", ("syntax", "meaning")),
     "model": ("other-model", "other-model"),
     "base_url": (OTHER_URL, OTHER_URL),
+    "task": ("ioi", "ioi"),  # the oracle's task (issue 14): any causal task's name
 }
 #: an option whose values differ by kind: the local source's heads are layer.head pairs (``+`` or ``,``)
 KIND_SAMPLES: dict[tuple[str, str], tuple[str, typing.Any]] = {("local", "heads"): ("21.4+23.5", "21.4,23.5")}
@@ -185,6 +186,8 @@ def test_layers_with_commas_and_openai_scale_from_every_entry_point(no_requests)
     [
         (lambda: parse_source("uniform:sigma=2"), "its options: n_heads"),
         (lambda: parse_source("oracle:shift=1.5"), "takes an integer"),
+        (lambda: build_source({"kind": "oracle", **parse_source("oracle:task=repeat")[1]}), "reads the word it predicts"),
+        (lambda: build_source({"kind": "oracle", **parse_source("oracle:task=nosuch")[1]}), "known: binding, induction"),
         (lambda: parse_source("local:sink=nowhere"), "one of drop, pool, self"),
         (lambda: parse_source("local:layers"), "write kind:option=value"),
         (lambda: parse_source("openai:api_key=sk-x"), "its options:"),
