@@ -44,6 +44,10 @@ ENDPOINTS = {
     "/list_models",
     "/compare_runs",
     "/app_status",
+    "/map_heads",
+    "/head_grid",
+    "/show_head",
+    "/use_heads",
 }
 pytestmark = [
     pytest.mark.slow,
@@ -544,3 +548,31 @@ def test_on_a_public_app_estimates_do_not_tell_what_other_visitors_scored(app, f
         assert "2 of 2 sentences to score" in b.predict(max_sentences=2, **src, api_name="/estimate_cost")
     finally:
         app.ctx.expose("127.0.0.1", None)
+
+
+def test_heads_mapped_a_head_for_a_typed_sentence_and_picked_heads_become_the_source(app):
+    c = client(app)
+    c.predict("example.txt", api_name="/use_bundled_corpus")
+    c.predict(kind="gaussian", n_heads=2, api_name="/set_source")
+    _, msg = c.predict(head="head 1", sentence_no=0, own_sentence="", row_scale=False, api_name="/show_head")
+    assert "not mapped yet" in msg
+    job = c.submit(pattern="self", selected="", api_name="/map_heads")
+    progress, grid = job.result(timeout=120)
+    assert "2 heads mapped on 50 training sentences" in progress
+    assert grid.count("data-head=") == 2 and 'data-head="head 1"' in grid and "<b>self</b>" in grid
+    fig, msg = c.predict(head="head 1", sentence_no=0, own_sentence="The Zebra saw a dog.", row_scale=True,
+                         api_name="/show_head")  # fmt: skip
+    assert "your sentence: the zebra saw a dog." in msg and "head 1" in msg
+    z = plot(fig)["data"][0]["z"]
+    assert len(z) == 6 and all(max(v for v in row if v is not None) == pytest.approx(1.0) for row in z)
+    long = " ".join(["word"] * 65)  # the corpus allows 64 words a sentence
+    _, bad = c.predict(head="head 1", sentence_no=0, own_sentence=long, row_scale=False, api_name="/show_head")
+    assert "llmc-error" in bad and "65 words; this corpus allows at most 64" in bad
+    _, grid2 = c.predict(pattern="previous", selected="head 0", api_name="/head_grid")
+    assert "<b>previous</b>" in grid2 and "llmc-picked" in grid2
+    msg, kind, heads = c.predict(picked="head 0", api_name="/use_heads")
+    assert "llmc-error" in msg and "cannot read picked head" in msg
+    msg, kind, heads = c.predict(picked="L21.H4, 23.5", api_name="/use_heads")
+    assert kind == "local" and heads == "21.4,23.5" and "heads 21.4,23.5, one each" in msg
+    _, text, choices = c.predict(sentence_no=1, head=1, row_scale=False, api_name="/show_attention")
+    assert choices["choices"] == [["L21.H4", 0], ["L23.H5", 1]] and "heads 21.4,23.5" in text

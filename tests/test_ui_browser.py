@@ -381,3 +381,38 @@ def test_two_sessions_never_see_each_others_corpus_key_or_results(browser, serve
     shot(b, "14-session-b")
     ctx_a.close()
     ctx_b.close()
+
+
+def test_heads_grid_click_draws_that_head_and_a_typed_sentence_is_shown(browser, server):
+    ctx, page = new_page(browser, server)
+    tab(page, "2 · Attention")
+    page.click("#heads-box")
+    page.click("#heads-map-btn")  # every head of the local LLM on the example corpus's first training sentences
+    wait_text(page, "#heads-progress", "270 heads mapped")
+    assert page.locator("#heads-grid button[data-head]").count() == 270
+    shot(page, "15-heads-grid")
+    page.click("#heads-grid button[data-head='L5.H3']")
+    title = "() => document.querySelector('#heads-heatmap .js-plotly-plot')?.layout?.title?.text || ''"
+    page.wait_for_function(f"() => ({title})().includes('L5.H3')")
+    assert page.input_value("#heads-selected textarea") == "L5.H3"
+    page.click("#heads-grid button[data-head='L21.H4']")  # a second click draws that head and adds it
+    page.wait_for_function(f"() => ({title})().includes('L21.H4')")
+    assert page.input_value("#heads-picked textarea") == "L5.H3, L21.H4"
+    fill(page, "#heads-own textarea", "The zebra saw a purple dog")
+    page.click("#heads-show-btn")
+    wait_text(page, "#heads-message", "your sentence: the zebra saw a purple dog")
+    ticks = page.evaluate("() => document.querySelector('#heads-heatmap .js-plotly-plot').layout.yaxis.ticktext")
+    assert ticks == ["the (0)", "zebra (1)", "saw (2)", "a (3)", "purple (4)", "dog (5)"]
+    page.click("#row-scale input")  # per-row colours: each row's largest cell is 1
+    page.click("#heads-show-btn")
+    page.wait_for_function(
+        "() => document.querySelector('#heads-heatmap .js-plotly-plot')?.data?.[0]?.zmax === 1 && "
+        "document.querySelector('#heads-heatmap .js-plotly-plot').data[0].z.every("
+        "r => Math.abs(Math.max(...r.filter(v => v !== null)) - 1) < 1e-6)"
+    )
+    shot(page, "16-heads-typed-sentence")
+    page.click("#heads-use-btn")
+    wait_text(page, "#heads-use-message", "the source is now the local LLM (heads 5.3,21.4, one each)")
+    page.click("#source-advanced-box")  # the form now shows the picked heads
+    page.wait_for_function("() => document.querySelector('#local-heads textarea')?.value === '5.3,21.4'")
+    ctx.close()

@@ -181,8 +181,9 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
     yield summary, fig, text, gr.update(choices=heads, value=0)
 
 
-def heatmap(ctx: AppContext, state: Session, sentence_no, head) -> tuple[Any, str, list]:
-    """(figure, sentence line, head choices) for one sentence and head of the session's source."""
+def heatmap(ctx: AppContext, state: Session, sentence_no, head, row_scale: bool = False) -> tuple[Any, str, list]:
+    """(figure, sentence line, head choices) for one sentence and head of the session's source;
+    ``row_scale``: each row coloured by its own largest weight."""
     corpus = ctx.corpus_of(state)
     n = len(corpus.sentences)
     idx = clamp(sentence_no, n)
@@ -195,7 +196,7 @@ def heatmap(ctx: AppContext, state: Session, sentence_no, head) -> tuple[Any, st
     if m.shape[0] == 0:
         return gr.skip(), sentence_html(words, idx, n) + note(LEARNED_NOTE, "info"), heads
     h = min(max(int(head or 0), 0), m.shape[0] - 1)
-    fig = attention_heatmap(m[h], words, title=f"{desc} · {heads[h][0]}")
+    fig = attention_heatmap(m[h], words, title=f"{desc} · {heads[h][0]}", row_scale=row_scale)
     return fig, sentence_html(words, idx, n, desc), heads
 
 

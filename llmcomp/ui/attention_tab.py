@@ -14,6 +14,7 @@ from llmcomp.app.sources import SourceSettings
 from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import LABELS, MODES, RELATIONS
 from llmcomp.ui import attention_actions as act
+from llmcomp.ui import heads_panel
 from llmcomp.ui.common import AppContext
 from llmcomp.ui.state import Session
 
@@ -128,6 +129,9 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         head = gr.Dropdown(
             [("head 0", 0)], value=0, label="Head", elem_id="head-select", allow_custom_value=True, scale=1
         )
+        row_scale = gr.Checkbox(
+            False, label="Per-row colours", info="each row by its own largest weight", elem_id="row-scale", scale=1
+        )
         show_btn = gr.Button("Show", elem_id="show-btn", scale=0, min_width=80)
     sentence_box = gr.HTML(elem_id="sentence-text")
     heatmap = gr.Plot(label="Attention (row = word, column = word it attends to)", elem_id="attention-heatmap")
@@ -202,16 +206,16 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         )  # fmt: skip
         yield from act.score_corpus(ctx, state, max_sentences)
 
-    def show_attention(sentence_no, head, state: Session):
+    def show_attention(sentence_no, head, row_scale, state: Session):
         """The heatmap of one sentence and head for the session's source (scored, or computed now for
-        free sources)."""
-        fig, text, heads = act.heatmap(ctx, state, sentence_no, head)
+        free sources); row_scale colours each row by its own largest weight (hover shows the weights)."""
+        fig, text, heads = act.heatmap(ctx, state, sentence_no, head, bool(row_scale))
         return fig, text, gr.update(choices=heads, value=min(int(head or 0), len(heads) - 1))
 
-    def step_sentence(sentence_no, head, delta: int, state: Session):
+    def step_sentence(sentence_no, head, row_scale, delta: int, state: Session):
         n = len(ctx.corpus_of(state).sentences)
         idx = (act.clamp(sentence_no, n) + delta) % n
-        fig, text, heads = act.heatmap(ctx, state, idx, head)
+        fig, text, heads = act.heatmap(ctx, state, idx, head, bool(row_scale))
         return idx, fig, text, gr.update(choices=heads, value=min(int(head or 0), len(heads) - 1))
 
     def compare_sources(sentence_no, head, other, state: Session):
@@ -247,13 +251,15 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         concurrency_limit=None,  # not Gradio's shared slots: the app's lanes bound network and local passes
         show_progress="minimal",
     )
-    show_btn.click(show_attention, [sentence, head, session], [heatmap, sentence_box, head], api_name="show_attention")
-    sentence.submit(show_attention, [sentence, head, session], [heatmap, sentence_box, head], api_visibility="private")
-    head.input(show_attention, [sentence, head, session], [heatmap, sentence_box, head], api_visibility="private")
+    shown = [sentence, head, row_scale, session]
+    show_btn.click(show_attention, shown, [heatmap, sentence_box, head], api_name="show_attention")
+    sentence.submit(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
+    head.input(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
+    row_scale.input(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
     for btn, delta in ((prev_btn, -1), (next_btn, 1)):
         btn.click(
-            lambda s, h, st, d=delta: step_sentence(s, h, d, st),
-            [sentence, head, session],
+            lambda s, h, r, st, d=delta: step_sentence(s, h, r, d, st),
+            shown,
             [sentence, heatmap, sentence_box, head],
             api_visibility="private",
         )
@@ -261,4 +267,5 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         compare_sources, [sentence, head, other, session], [side, diff, compare_msg], api_name="compare_sources"
     )
     export_btn.click(export_matrix, [sentence, fmt, session], [export_file, export_msg], api_name="export_matrix")
+    heads_panel.build(ctx, session, sentence, row_scale, kind, llm_heads)
     return tab

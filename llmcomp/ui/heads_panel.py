@@ -1,0 +1,201 @@
+"""The Attention tab's Heads section (a panel the tab builds, not a tab): every head of the local LLM
+(or of a free multi-head source) mapped as a clickable layer x head grid, one head's heatmap for a
+corpus sentence or a typed one, and picked heads made the session's source for training.
+
+Layout, wiring and wording only: ``llmcomp.app.model_view`` does the work. ``gr.Plot`` delivers no
+plotly click events in Gradio 6, so the grid is HTML: each cell is a button whose click the panel's
+``js_on_load`` sends to the server as a ``select`` event carrying the head's label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from llmcomp.app import model_view as mv
+from llmcomp.plots.heatmap import attention_heatmap
+from llmcomp.text.tokenizer import detokenize
+from llmcomp.ui import attention_actions as act
+from llmcomp.ui.common import USER_ERRORS, AppContext, error, failed, note, progress_bar
+from llmcomp.ui.state import Session
+
+CONFIG = mv.ModelViewConfig()
+NOT_MAPPED = "the heads of this source are not mapped yet for this corpus; press Map all heads"
+#: a click on a cell becomes a 'select' event with the cell's head label (event delegation: the grid redraws)
+CLICK_JS = (
+    "element.addEventListener('click', (e) => { const b = e.target.closest('button[data-head]'); "
+    "if (b) trigger('select', {head: b.dataset.head}); });"
+)
+#: the sequential Blues scale of the heatmaps, light to dark, for score 0..1
+BLUES = ((247, 251, 255), (198, 219, 239), (107, 174, 214), (33, 113, 181), (8, 48, 107))
+
+
+def colour(score: float) -> str:
+    x = min(max(score, 0.0), 1.0) * (len(BLUES) - 1)
+    i = min(int(x), len(BLUES) - 2)
+    f = x - i
+    r, g, b = (round(a + (c - a) * f) for a, c in zip(BLUES[i], BLUES[i + 1], strict=True))
+    return f"rgb({r},{g},{b})"
+
+
+def grid_html(grid: mv.HeadGrid, selected: str = "") -> str:
+    """The grid as a table of buttons, coloured by score (the label and score in each title)."""
+    p = html.escape(grid.pattern)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in grid.cols)
+    rows = []
+    for name, cells in zip(grid.rows, grid.cells, strict=True):
+        tds = []
+        for cell in cells:
+            if cell is None:
+                tds.append("<td></td>")
+                continue
+            label, score = cell
+            ink = "#fff" if score > 0.55 else "#111"
+            ring = " llmc-picked" if label == selected else ""
+            tds.append(
+                f'<td><button class="llmc-cell{ring}" data-head="{html.escape(label)}" title="{html.escape(label)} '
+                f'· {p}: {score:.3f}" style="background:{colour(score)};color:{ink}">{score:.2f}</button></td>'
+            )
+        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(tds)}</tr>")
+    return (
+        f'<div class="llmc-grid"><div>colour = score for <b>{p}</b> (0 light, 1 dark); click a head</div>'
+        f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table></div>"
+    )
+
+
+GRID_CSS = (
+    ".llmc-grid table {border-collapse: collapse; font-size: 0.8em;} .llmc-grid th {padding: 0 4px;}"
+    " .llmc-grid td {padding: 1px;} .llmc-cell {min-width: 44px; border: 1px solid #d4d4d4; border-radius: 3px;"
+    " cursor: pointer; padding: 2px;} .llmc-picked {outline: 3px solid #b45309;}"
+)
+
+
+def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr.Checkbox, kind: gr.Dropdown,
+          llm_heads: gr.Textbox) -> None:  # fmt: skip
+    """The Heads accordion; ``sentence`` and ``row_scale`` are the tab's, ``kind``/``llm_heads`` its form."""
+    patterns = CONFIG.pattern_names()
+    with gr.Accordion("Heads: map every head, click one, pick some for training", open=False, elem_id="heads-box"):
+        gr.Markdown(
+            f"Scores every head of the local LLM (or of the free multi-head source you chose) against a pattern on "
+            f"the first {CONFIG.max_sentences} training sentences. Click a cell to see that head; clicks also add it "
+            "to the picked heads, which can become this session's source (one supplied head each)."
+        )
+        with gr.Row():
+            pattern = gr.Dropdown(patterns, value="previous", label="Pattern (colour = score)", elem_id="heads-pattern")
+            map_btn = gr.Button("Map all heads", variant="primary", elem_id="heads-map-btn")
+        progress = gr.HTML(elem_id="heads-progress")
+        grid = gr.HTML("", elem_id="heads-grid", js_on_load=CLICK_JS, css_template=GRID_CSS)
+        with gr.Row():
+            selected = gr.Textbox(
+                "", label="Head", placeholder="click a cell, or type L21.H4", elem_id="heads-selected"
+            )
+            own = gr.Textbox(
+                "", label="Your own sentence", placeholder="empty: the corpus sentence # above", elem_id="heads-own",
+                scale=3,
+            )  # fmt: skip
+            show_btn = gr.Button("Show head", elem_id="heads-show-btn", scale=0, min_width=110)
+        message = gr.HTML(elem_id="heads-message")
+        plot = gr.Plot(label="This head (row = word, column = word it attends to)", elem_id="heads-heatmap")
+        with gr.Row():
+            picked = gr.Textbox("", label="Picked heads", placeholder="L21.H4, L23.H5", elem_id="heads-picked", scale=3)
+            use_btn = gr.Button("Use picked heads for training", elem_id="heads-use-btn", scale=1)
+        use_message = gr.HTML(elem_id="heads-use-message")
+
+    def map_heads(pattern, selected, state: Session) -> Iterator[tuple[Any, Any]]:
+        """Map every head of the local LLM (or of the chosen free multi-head source) on the corpus's first
+        training sentences, streaming progress; ends with the grid for ``pattern``."""
+        corpus, skip = ctx.corpus_of(state), gr.skip()
+        try:
+            atlas = mv.cached_atlas(state.settings, corpus, CONFIG)
+            job = None if atlas is not None else mv.start_mapping(
+                state.settings, corpus, ctx.jobs, act.visitor(state), keys=ctx.keys(state), cache=ctx.cache(),
+                config=CONFIG)  # fmt: skip
+        except USER_ERRORS as e:
+            yield failed(e), skip
+            return
+        if job is not None:
+            job.lease_s = act.SCORING_LEASE_S
+            try:
+                for snap in job.follow(act.POLL_S):
+                    if not snap.running:
+                        break
+                    done, total = snap.scoring.get("done", 0), snap.scoring.get("sentences", 0)
+                    phase = "mapping heads"
+                    if job.source.kind == "local" and not done and act.model_state() == "loading":
+                        phase = "loading the local model (first use only)"
+                    yield (
+                        progress_bar(done, total, f"{phase}: {done} of {total} sentences · {snap.elapsed_s:.0f} s"),
+                        skip,
+                    )
+            finally:
+                if job.running:  # the page went away: stop, never wait
+                    job.stop("the page was closed")
+            snap = job.snapshot()
+            if snap.status != "finished" or job.result is None:
+                yield error(snap.error or snap.status), skip
+                return
+            atlas = job.result
+        text = f"{len(atlas.labels)} heads mapped on {atlas.sentences} training sentences"
+        yield note(text, "ok"), grid_of(atlas, pattern, selected)
+
+    def grid_of(atlas, pattern, selected) -> str:
+        name = pattern if pattern in atlas.patterns else atlas.patterns[0]
+        return grid_html(mv.head_grid(atlas, name), str(selected or "").strip())
+
+    def show_grid(pattern, selected, state: Session):
+        try:
+            atlas = mv.cached_atlas(state.settings, ctx.corpus_of(state), CONFIG)
+        except USER_ERRORS as e:
+            return failed(e), gr.skip()
+        if atlas is None:
+            return note(NOT_MAPPED, "info"), ""
+        return gr.skip(), grid_of(atlas, pattern, selected)
+
+    def show_head(head, sentence_no, own_sentence, row_scale, state: Session):
+        """One mapped head's heatmap for the corpus sentence ``sentence_no``, or for ``own_sentence`` when
+        given (tokenized; at most the corpus's words per sentence); ``row_scale`` colours rows by their max."""
+        corpus = ctx.corpus_of(state)
+        try:
+            atlas = mv.cached_atlas(state.settings, corpus, CONFIG)
+            if atlas is None:
+                raise mv.ModelViewError(NOT_MAPPED)
+            words, caption = mv.sentence_words(corpus, sentence_no, own_sentence)
+            m, title = mv.head_matrix(atlas, head, words, keys=ctx.keys(state), cache=ctx.cache())
+        except USER_ERRORS as e:
+            return gr.skip(), failed(e)
+        fig = attention_heatmap(m, words, title=title, row_scale=bool(row_scale))
+        return fig, note(f"{caption}: {detokenize(words)} · {title}", "ok")
+
+    def on_cell(picked, sentence_no, own_sentence, row_scale, pattern, state: Session, evt: gr.EventData):
+        head = str((getattr(evt, "_data", None) or {}).get("head", ""))[:40]
+        with contextlib.suppress(*USER_ERRORS):  # a baseline's heads (head 0, ...) cannot be picked for the local LLM
+            picked = mv.add_pick(picked, head)
+        fig, msg = show_head(head, sentence_no, own_sentence, row_scale, state)
+        return head, picked, fig, msg, show_grid(pattern, head, state)[1]
+
+    def use_heads(picked, state: Session):
+        """Make the picked heads (L21.H4, ...) this session's source: the local LLM, one supplied head each."""
+        try:
+            state.settings = mv.use_heads(state.settings, picked)
+        except USER_ERRORS as e:
+            return failed(e), gr.skip(), gr.skip()
+        msg = f"the source is now the {state.settings.label()}; train it in the Train tab"
+        return note(msg, "ok"), "local", state.settings.llm_heads
+
+    map_btn.click(
+        map_heads, [pattern, selected, session], [progress, grid], api_name="map_heads", concurrency_limit=None,
+        show_progress="minimal",
+    )  # fmt: skip
+    pattern.change(show_grid, [pattern, selected, session], [progress, grid], api_name="head_grid")
+    head_in = [selected, sentence, own, row_scale, session]
+    show_btn.click(show_head, head_in, [plot, message], api_name="show_head")
+    own.submit(show_head, head_in, [plot, message], api_visibility="private")
+    grid.select(  # type: ignore[attr-defined]  # the custom event of CLICK_JS
+        on_cell, [picked, sentence, own, row_scale, pattern, session], [selected, picked, plot, message, grid],
+        api_visibility="private",
+    )  # fmt: skip
+    use_btn.click(use_heads, [picked, session], [use_message, kind, llm_heads], api_name="use_heads")
