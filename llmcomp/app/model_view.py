@@ -54,7 +54,7 @@ class ModelViewConfig:
     patterns: tuple[str, ...] = ()  # empty: llmcomp.attention.atlas.default_patterns()
 
     def pattern_names(self) -> list[str]:
-        from llmcomp.attention.atlas import default_patterns
+        from llmcomp.attention.patterns import default_patterns
 
         return list(self.patterns or default_patterns())
 

@@ -19,68 +19,23 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llmcomp.errors import LLMCompError
-from llmcomp.text.tasks import TASKS, TaskError, get_task
+from llmcomp.attention.patterns import BUILTIN, AtlasError, TargetFn, default_patterns, pattern_targets  # noqa: F401
 from llmcomp.threads import torch_threads
 
 if TYPE_CHECKING:
     from llmcomp.attention.base import AttentionSource, ProgressFn
 
-#: words -> {row i: target column j}, j <= i
-TargetFn = Callable[[list[str]], dict[int, int]]
 FORMAT, VERSION = "llmcomp-atlas", 1
 MAX_ATLAS_BYTES = 20_000_000
 BATCH = 32  # sentences per score_many call: memory stays (batch x heads x T x T)
-BUILTIN = ("self", "previous", "first", "spread")
 _LABEL = re.compile(r"L(\d+)\.H(\d+)")
-
-
-class AtlasError(LLMCompError, ValueError):
-    """An unknown pattern, a source without heads, or an atlas file that cannot be read."""
-
-
-def _self(words: list[str]) -> dict[int, int]:
-    return {i: i for i in range(len(words))}
-
-
-def _previous(words: list[str]) -> dict[int, int]:
-    return {i: i - 1 for i in range(1, len(words))}
-
-
-def _first(words: list[str]) -> dict[int, int]:
-    return {i: 0 for i in range(1, len(words))}
-
-
-_TARGETS: dict[str, TargetFn] = {"self": _self, "previous": _previous, "first": _first}
-
-
-def default_patterns() -> list[str]:
-    """The built-in patterns and one per registered task."""
-    return [*BUILTIN, *TASKS]
-
-
-def pattern_targets(name: str) -> TargetFn | None:
-    """The target function of a pattern (None for ``spread``): a built-in, ``task:<name>`` or a task's
-    name or rule (``binding``, ``copy-after:the``); the task's decided positions with a known word."""
-    name = name.strip()
-    if name == "spread":
-        return None
-    if name in _TARGETS:
-        return _TARGETS[name]
-    try:
-        task = get_task(name.removeprefix("task:"))
-    except TaskError:
-        raise AtlasError(
-            f"unknown pattern {name!r}; choose from {', '.join(default_patterns())} or task:<rule>"
-        ) from None
-    return lambda words: {i: j for i, j in task.targets(words).items() if j is not None}
 
 
 def head_labels(source: AttentionSource) -> list[str]:
