@@ -45,6 +45,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-steps", type=int, help="with --converge: the cap on steps (default: CompareConfig's, 3000)")
     p.add_argument("--patience", type=int, help="with --converge: validations without improvement before stopping")
     p.add_argument("--out", help="folder for the runs, table and plot (default: a new folder under $LLMCOMP_RUNS)")
+    p.add_argument(
+        "--suite",
+        action="store_true",
+        help="the task suite: every source on each task corpus data/<task>.txt (--corpus and --task are ignored), "
+        "converged; one table per task and a summary (defaults: SuiteConfig; docs/results.md)",
+    )
+    p.add_argument("--tasks", help="with --suite: comma-separated tasks (default: all of SuiteConfig's)")
     g = p.add_argument_group("model and training (shared by every source; defaults: CompareConfig)")
     g.add_argument("--n-layer", type=int)
     g.add_argument("--n-embd", type=int)
@@ -59,7 +66,9 @@ def add_parser(sub: Any) -> None:
         help="each source's heads mixed by M learned softmax weightings per layer (GPTConfig.mix_heads; "
         "0: as they are); each run folder keeps its weights in mixture.json",
     )
-    g.add_argument("--max-sentences", type=int, help="use only the first N sentences of the corpus")
+    g.add_argument(
+        "--max-sentences", type=int, help="use only the first N sentences of the corpus (with --suite: of each)"
+    )
     g.add_argument("--focus", choices=["auto", "on", "off"], default="auto", help="loss on decided positions")
     g.add_argument(
         "--task",
@@ -77,12 +86,13 @@ def _given(args: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def config_from_args(args: Any) -> CompareConfig:
-    """A CompareConfig from ``llmcomp compare`` arguments (missing ones take CompareConfig's defaults)."""
+def config_from_args(args: Any, base: CompareConfig | None = None) -> CompareConfig:
+    """A CompareConfig from ``llmcomp compare`` arguments (missing ones take ``base``'s, by default
+    CompareConfig's defaults)."""
     from llmcomp.experiments.compare import CompareConfig
     from llmcomp.settings import Paths
 
-    base = CompareConfig()
+    base = base or CompareConfig()
     raw = getattr(args, "sources", None)
     # the declared default means the automatic list (plus oracle on the binding corpus, openai if configured)
     sources = None if raw is None or raw == CLI_DEFAULT_SOURCES else split_sources(raw)
@@ -117,9 +127,9 @@ def config_from_args(args: Any) -> CompareConfig:
         focus=focus,
         task=_given(args, "task", base.task),
         cache=cache,
-        max_sentences=getattr(args, "max_sentences", None),
+        max_sentences=_given(args, "max_sentences", base.max_sentences),
         threads=getattr(args, "threads", None),
-        converge=bool(getattr(args, "converge", False)),
+        converge=bool(getattr(args, "converge", False)) or base.converge,
         max_steps=_given(args, "max_steps", base.max_steps),
         patience=_given(args, "patience", base.patience),
     )
@@ -179,6 +189,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from llmcomp.text.corpus import Corpus, load_corpus
     from llmcomp.training.run_folder import new_run_dir
 
+    if getattr(args, "suite", False):
+        from llmcomp.cli.suite import run_suite_cli
+
+        return run_suite_cli(args)
     config = config_from_args(args)
     corpus = load_corpus(args.corpus, config.corpus)
     print_corpus_notices(corpus)
