@@ -198,3 +198,17 @@ def test_a_model_without_supplied_heads_reports_no_target_mass(small):
     examples = decided_examples(trainer, small.sentences[:4])
     out = evaluate(trainer.model, examples, trainer.vocab.pad_id)
     assert "focus_acc" in out and "target_mass" not in out
+
+
+def test_validation_pads_with_the_vocabularys_pad_id_even_when_batches_outnumber_the_vocabulary():
+    # 14 distinct words: twice the batch size (64) is far past the last token id, so padding with anything
+    # but the pad id would index outside the embedding
+    words = "the cat dog saw a big red small bird ran up down fast slow".split()
+    sentences = [words[: 3 + i % 9] for i in range(40)]  # mixed lengths: every batch is padded
+    trainer = trainer_for(Corpus(sentences, name="tiny"), batch_size=32)
+    trainer.prepare()
+    assert len(trainer.vocab) < 2 * 32 and len({len(e.x) for e in trainer.val_examples}) > 1
+    expected, _ = reference_losses(trainer, [sentences[i] for i in trainer.corpus.val_idx])
+    assert trainer.validate()["loss"] == pytest.approx(expected, abs=1e-5)
+    trainer.prepared = dataclasses.replace(trainer.prepared, val_seen_examples=trainer.val_examples)  # the seen path
+    assert trainer.validate()["seen_loss"] == pytest.approx(expected, abs=1e-5)

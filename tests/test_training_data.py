@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmcomp.attention import AttentionError, make_source
-from llmcomp.attention.base import AttentionSource
+from llmcomp.attention.base import AttentionSource, PerSentenceSource
 from llmcomp.attention.baselines import UniformSource
 from llmcomp.model import GPTConfig
 from llmcomp.settings import EXAMPLE_CORPUS
@@ -290,3 +290,61 @@ def test_a_focus_that_names_the_deciding_words_puts_them_in_the_examples(small):
         expected[2], expected[n_words] = 1, 2
         assert example.target is not None and example.target.tolist() == expected
         assert example.focus.tolist() == [p in (2, n_words) for p in range(n_words + 1)]
+
+
+class Peeking(PerSentenceSource):
+    """Rows that may see later words: row i attends to the earlier copy of word i+1 when there is one
+    (the leak), else to itself. A one-word sentence starting with ``fails`` has no attention."""
+
+    kind = "uniform"  # a registered kind, so that spec() and the data key work
+    prefix_causal = False
+
+    def __init__(self, fails: str):
+        super().__init__(n_heads=1)
+        self.fails = fails
+
+    def matrix(self, words):
+        if words == [self.fails]:
+            raise AttentionError(f"cannot score {self.fails!r} alone")
+        t = len(words)
+        m = torch.eye(t)
+        for i in range(t - 1):
+            earlier = [j for j in range(i + 1) if words[j] == words[i + 1]]
+            if earlier:
+                m[i] = 0.0
+                m[i, earlier[-1]] = 1.0
+        return m[None]
+
+
+def test_a_leaky_sources_validation_is_its_prefix_rows_and_a_failed_prefix_fails_its_sentence():
+    n = 40
+    val = Corpus([["x"]] * n).val_idx  # the held-out indices depend on the count alone
+    first_val = val[0]
+    sentences = [["a", "b", "c", "a", "b"] for _ in range(n)]
+    sentences[first_val] = ["zebra", "b", "c", "a", "b"]  # its one-word prefix is the first prefix scored
+    corpus = Corpus(sentences)
+    assert corpus.val_idx == val
+    source = Peeking(fails="zebra")
+    trainer = Trainer(corpus, source, MODEL, cfg(0), focus=lambda words: [2])  # position 2 measured
+    prepared = trainer.prepare()
+    assert prepared.val_scored_by_prefix and prepared.val_seen_examples
+    # the sentence whose prefix failed is one failure, under its own index, with the prefix's reason
+    assert prepared.failures == {first_val: "prefix of 1 word(s): cannot score 'zebra' alone"}
+    assert len(prepared.val_examples) == len(val) - 1 and len(prepared.train_examples) == n - len(val)
+    words = sentences[val[1]]  # every held-out sentence but the first is this one
+    for e in prepared.val_examples:  # row i from words 0..i alone: no leak to the next word
+        for i in range(len(words)):
+            assert torch.equal(e.att[0, i + 1, 1 : i + 2], source.matrix(words[: i + 1])[0, i]), i
+        assert bool(e.focus[3]) and int(e.focus.sum()) == 1  # the focus survives the prefix rows
+    leaky = prepared.val_seen_examples[1].att[0]  # val[1]'s training-time rows
+    assert leaky[1 + 2, 1 + 0] == 1.0  # the training-time row 2 ("c") peeks at the next word "a"
+    assert prepared.val_examples[0].att[0, 1 + 2, 1 + 0] != 1.0
+
+
+def test_a_validation_record_names_the_leak_free_loss_and_caps_the_perplexity():
+    from llmcomp.training.data import validation_record
+
+    rec = validation_record({"loss": 2.0, "seen_loss": 1.0, "focus_loss": 3.0, "focus_acc": 0.5, "target_mass": 0.25})
+    assert rec == {"val_loss": 2.0, "val_ppl": pytest.approx(7.389056), "val_loss_seen": 1.0, "val_focus_loss": 3.0,
+                   "val_focus_acc": 0.5, "val_target_mass": 0.25}  # fmt: skip
+    assert validation_record({"loss": 80.0}) == {"val_loss": 80.0, "val_ppl": pytest.approx(5.184705528587072e21)}
