@@ -203,7 +203,7 @@ def test_a_model_without_supplied_heads_reports_no_target_mass(small):
 def test_validation_pads_with_the_vocabularys_pad_id_even_when_batches_outnumber_the_vocabulary():
     # 14 distinct words: twice the batch size (64) is far past the last token id, so padding with anything
     # but the pad id would index outside the embedding
-    words = "the cat dog saw a big red small bird ran up down fast slow".split()
+    words = ["the", "cat", "dog", "saw", "a", "big", "red", "small", "bird", "ran", "up", "down", "fast", "slow"]
     sentences = [words[: 3 + i % 9] for i in range(40)]  # mixed lengths: every batch is padded
     trainer = trainer_for(Corpus(sentences, name="tiny"), batch_size=32)
     trainer.prepare()
