@@ -78,6 +78,12 @@ def test_baselines_look_like_their_names():
     assert make_source("learned").score(WORDS).shape == (0, len(WORDS), len(WORDS))
 
 
+def test_every_head_has_a_name_one_per_head_in_order():
+    assert make_source("uniform").head_labels() == ["head 0"]
+    assert make_source("gaussian", n_heads=3).head_labels() == ["head 0", "head 1", "head 2"]
+    assert make_source("learned").head_labels() == []
+
+
 @pytest.mark.parametrize("kind", BASELINES + ["learned"])
 def test_spec_round_trip(kind):
     src = make_source(kind)
