@@ -15,6 +15,7 @@ import torch
 
 from llmcomp.experiments.tables import runs_frame
 from llmcomp.plots.curves import source_curves_figure
+from llmcomp.plots.export import write_figure
 from llmcomp.text.corpus import Corpus
 
 if TYPE_CHECKING:
@@ -61,14 +62,7 @@ def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) 
     )
     files["table.md"].write_text(header + result.markdown + "\n", encoding="utf-8")
     fig = source_curves_figure(result.runs, title=f"{corpus.name}: validation loss by attention source")
-    fig.write_html(files["curves.html"], include_plotlyjs=True)
-    try:  # a PNG only when kaleido is already installed; it is not a dependency
-        import kaleido  # noqa: F401
-
-        fig.write_image(out / "curves.png")
-        files["curves.png"] = out / "curves.png"
-    except Exception:
-        pass
+    files.update(write_figure(fig, out, "curves"))
     record = {
         "corpus": corpus.name,
         "corpus_sha256": corpus.sha256,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
+from llmcomp.plots.export import write_figure
 from llmcomp.plots.heatmap import WEIGHTS_SCALE
 
 if TYPE_CHECKING:
@@ -76,15 +77,4 @@ def atlas_figure(atlas: Atlas, title: str | None = None) -> go.Figure:
 
 def write_atlas_figure(atlas: Atlas, out: str | Path, title: str | None = None) -> dict[str, Path]:
     """``atlas.html`` (plotly inline: it opens offline) and ``atlas.png`` when kaleido is installed."""
-    out = Path(out)
-    fig = atlas_figure(atlas, title)
-    files = {"atlas.html": out / "atlas.html"}
-    fig.write_html(files["atlas.html"], include_plotlyjs=True)
-    try:  # a PNG only when kaleido is already installed; it is not a dependency
-        import kaleido  # noqa: F401
-
-        fig.write_image(out / "atlas.png")
-        files["atlas.png"] = out / "atlas.png"
-    except Exception:
-        pass
-    return files
+    return write_figure(atlas_figure(atlas, title), out, "atlas")
