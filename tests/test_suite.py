@@ -124,3 +124,22 @@ def test_a_bad_source_label_stops_before_training(tmp_path):
     with pytest.raises(Exception, match="nope"):
         run_suite(config)
     assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.slow
+def test_the_local_llm_heads_are_chosen_per_task_on_its_own_corpus(tmp_path):
+    """With the real SmolLM2: top:K:{task} becomes top:K:ioi on the ioi corpus, chosen once, kept in every run."""
+    from llmcomp.app.head_choice import HeadChoice
+
+    out = tmp_path / "suite"
+    compare = replace(TINY, seeds=[0, 1], cache=tmp_path / "cache.sqlite")
+    config = SuiteConfig(
+        tasks=["ioi"], sources=["local:heads=top:2:{task}"], max_sentences=30, compare=compare, out=out
+    )
+    result = run_suite(config)
+    assert not result.failures
+    choices = [HeadChoice.read(run.path) for run in result.results["ioi"].runs]
+    assert len(choices) == 2 and all(c is not None and c.pattern == "ioi" and c.k == 2 for c in choices)
+    assert choices[0].labels == choices[1].labels
+    mass = pd.read_csv(out / "summary.csv")["target_mass_mean"]
+    assert mass.notna().all() and 0.0 < float(mass.iloc[0]) <= 1.0

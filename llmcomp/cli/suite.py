@@ -44,6 +44,7 @@ class _Lines:
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
+        self.quarter = 0  # the last quarter of a source's scoring that was reported
 
     def say(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.t0:7.1f} s] {text}", file=sys.stderr, flush=True)
@@ -54,6 +55,13 @@ class _Lines:
             self.say(f"task {e['index'] + 1}/{e['total']}: {e['task']}")
         elif kind == "source":
             self.say(f"  {e['task']}: {e['label']} ({e['index'] + 1}/{e['total']}): scoring")
+            self.quarter = 0
+        elif kind == "scoring":  # slow sources (the local LLM on an empty cache): a line per quarter
+            s = e["stats"]
+            quarter = 4 * s.done // s.sentences if s.sentences else 0
+            if quarter > self.quarter:
+                self.quarter = quarter
+                self.say(f"    {e['label']}: {s.done}/{s.sentences} sentences scored ({s.cached} from the cache)")
         elif kind == "run":
             r = e["record"]
             best = "–" if r.best_val_loss is None else f"{r.best_val_loss:.3f}"
