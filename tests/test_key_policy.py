@@ -131,8 +131,8 @@ def test_a_visitors_typed_key_goes_only_to_the_base_url_they_named(clean_env, un
     hint = f"this checkpoint was scored at {fake_openai.url}; enter {fake_openai.url} as the Base URL"
     with pytest.raises(KeyPolicyError, match=hint):  # what the Generate tab builds from a listed run
         build_source(spec, keys=ctx.keys(state), cache=ctx.cache())
-    form = {"steps": 3, "batch_size": 4, "lr": 1e-3, "eval_every": 1, "seed": 0, "n_layer": 1, "n_embd": 16,
-            "n_learned_heads": 0, "dropout": 0.0}  # fmt: skip
+    form = {**train_actions.form_defaults(), "steps": 3, "batch_size": 4, "lr": 1e-3, "eval_every": 1, "seed": 0,
+            "n_layer": 1, "n_embd": 16, "n_learned_heads": 0, "dropout": 0.0}  # fmt: skip
     started = train_actions.start(ctx, state, None, form, "made-outside")  # resume that run
     assert "llmc-error" in started and hint in started and ctx.jobs.active() is None
     assert fake_openai.requests == 0 and fake_openai.auth_headers == []
