@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
         "--sources",
         default=CLI_DEFAULT_SOURCES,
         help="comma-separated labels, kind:option=value each (e.g. local:layers=last-2, openai:floor=0.2:score_max=5; "
-        "options as docs/sources.md lists them), or auto (the default)",
+        "options as docs/sources.md lists them), or auto (the default); with --suite, {task} stands for each task",
     )
     p.add_argument("--seeds", type=int, help="seeds per source (default: CompareConfig's, 3)")
     p.add_argument("--steps", type=int, help="steps per run (default: CompareConfig's, 300)")
