@@ -15,7 +15,7 @@ import pytest
 from llmcomp.attention import make_source
 from llmcomp.cli import build_parser
 from llmcomp.experiments import CompareConfig, CompareError, compare, load_run, summarize_runs
-from llmcomp.experiments.compare import is_binding_corpus, resolve_sources
+from llmcomp.experiments.compare_sources import is_binding_corpus, resolve_sources
 from llmcomp.experiments.labels import CLI_DEFAULT_SOURCES, parse_source
 from llmcomp.experiments.tables import RUN_COLUMNS, TABLE_COLUMNS, runs_frame, summary_table, summary_tables
 from llmcomp.model import GPTConfig

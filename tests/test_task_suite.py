@@ -18,7 +18,8 @@ from llmcomp.attention.atlas import default_patterns, head_atlas
 from llmcomp.attention.base import AttentionError
 from llmcomp.attention.registry import describe_spec
 from llmcomp.cli import main
-from llmcomp.experiments.compare import auto_sources, resolve_task
+from llmcomp.experiments.compare import resolve_task
+from llmcomp.experiments.compare_sources import auto_sources
 from llmcomp.experiments.labels import parse_source
 from llmcomp.model import GPTConfig
 from llmcomp.settings import DATA_DIR, EXAMPLE_CORPUS

@@ -184,7 +184,8 @@ class _Bars:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
-    from llmcomp.experiments.compare import compare, resolve_sources, resolve_task
+    from llmcomp.experiments.compare import compare, resolve_task
+    from llmcomp.experiments.compare_sources import resolve_sources
     from llmcomp.settings import Paths
     from llmcomp.text.corpus import Corpus, load_corpus
     from llmcomp.training.run_folder import new_run_dir

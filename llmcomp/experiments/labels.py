@@ -13,7 +13,7 @@ from typing import Any
 from llmcomp.attention.registry import BASELINES, SOURCES
 from llmcomp.errors import LLMCompError
 
-#: the ``--sources`` default that ``llmcomp compare`` declares; it means "auto" (see ``compare.auto_sources``)
+#: the ``--sources`` default that ``llmcomp compare`` declares; it means "auto" (see ``compare_sources.auto_sources``)
 CLI_DEFAULT_SOURCES = ",".join((*BASELINES, "local"))
 
 
