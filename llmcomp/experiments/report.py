@@ -40,6 +40,19 @@ def _convergence_note(config: CompareConfig) -> str:
     )
 
 
+def training_record(config: CompareConfig) -> dict:
+    """How every run of a comparison trained, for its JSON record: seeds, budget, convergence, model, optimiser."""
+    return {
+        "seeds": list(config.seeds),
+        "steps": config.steps,
+        "converge": config.converge,
+        "max_steps": config.max_steps if config.converge else None,
+        "patience": config.patience if config.converge else 0,
+        "model": {k: v for k, v in config.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
+        "train": asdict(config.train),
+    }
+
+
 def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) -> dict[str, Path]:
     """runs.csv, table.csv, table.md, curves.html (+ curves.png with kaleido) and compare.json."""
     out = result.out
@@ -71,15 +84,9 @@ def write_outputs(result: CompareResult, corpus: Corpus, config: CompareConfig) 
         "val_sentences": len(corpus.val_idx),
         "split_seed": corpus.config.seed,
         "sources": result.sources,
-        "seeds": list(config.seeds),
-        "steps": config.steps,
-        "converge": config.converge,
-        "max_steps": config.max_steps if config.converge else None,
-        "patience": config.patience if config.converge else 0,
+        **training_record(config),
         "focus": result.focus,
         "task": result.task,
-        "model": {k: v for k, v in config.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
-        "train": asdict(config.train),
         "failures": result.failures,
         "notes": result.notes,
         "machine": machine(),

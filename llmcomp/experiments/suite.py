@@ -18,7 +18,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from llmcomp.experiments.compare import CompareConfig, CompareResult, compare
 from llmcomp.experiments.labels import CompareError, parse_source
-from llmcomp.experiments.report import machine
+from llmcomp.experiments.report import machine, training_record
 from llmcomp.experiments.table_markdown import table_markdown
 from llmcomp.settings import DATA_DIR
 from llmcomp.text.corpus import load_corpus
@@ -230,13 +230,7 @@ def write_suite(result: SuiteResult, config: SuiteConfig) -> dict[str, Path]:
         "tasks": list(config.tasks),
         "sources": list(config.sources),
         "max_sentences": config.max_sentences,
-        "seeds": list(c.seeds),
-        "steps": c.steps,
-        "converge": c.converge,
-        "max_steps": c.max_steps if c.converge else None,
-        "patience": c.patience if c.converge else 0,
-        "model": {k: v for k, v in c.model.to_dict().items() if k in ("n_layer", "n_embd", "dropout")},
-        "train": asdict(c.train),
+        **training_record(c),
         "cache": str(c.cache) if c.cache else None,
         "seconds": result.seconds,
         "scoring_seconds": {
