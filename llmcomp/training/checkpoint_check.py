@@ -118,8 +118,9 @@ def weights_asked(cfg: GPTConfig) -> dict[str, int]:
     """Weights a model of ``cfg`` stores for each size in its config: none may exceed the file's, so a crafted
     size (block_size 10**12 would ask for 256 TB) is refused before a model is built."""
     e = cfg.n_embd
+    # n_layer: each layer stores at least one e x e projection
     asks = {"vocab_size": cfg.vocab_size * e, "block_size": cfg.block_size * e, "n_embd": e * e,
-            "heads": cfg.n_head * e, "n_layer": cfg.n_layer * e * e}  # fmt: skip (each layer: an e x e projection)
+            "heads": cfg.n_head * e, "n_layer": cfg.n_layer * e * e}  # fmt: skip
     if cfg.mix_heads:  # each layer's (mix_heads, n_external_heads) logits over the bank
         asks["mix_heads"] = cfg.n_layer * cfg.mix_heads * cfg.n_external_heads
     return asks
