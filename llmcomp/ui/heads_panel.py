@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+from plotly.colors import sample_colorscale
 
 from llmcomp.app import model_view as mv
-from llmcomp.plots.heatmap import attention_heatmap
+from llmcomp.plots.heatmap import WEIGHTS_SCALE, attention_heatmap
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui import attention_actions as act
 from llmcomp.ui.common import USER_ERRORS, AppContext, error, failed, note, progress_bar
@@ -30,16 +31,11 @@ CLICK_JS = (
     "element.addEventListener('click', (e) => { const b = e.target.closest('button[data-head]'); "
     "if (b) trigger('select', {head: b.dataset.head}); });"
 )
-#: the sequential Blues scale of the heatmaps, light to dark, for score 0..1
-BLUES = ((247, 251, 255), (198, 219, 239), (107, 174, 214), (33, 113, 181), (8, 48, 107))
 
 
 def colour(score: float) -> str:
-    x = min(max(score, 0.0), 1.0) * (len(BLUES) - 1)
-    i = min(int(x), len(BLUES) - 2)
-    f = x - i
-    r, g, b = (round(a + (c - a) * f) for a, c in zip(BLUES[i], BLUES[i + 1], strict=True))
-    return f"rgb({r},{g},{b})"
+    """The heatmaps' own colour scale (``WEIGHTS_SCALE``) at ``score`` (clamped to 0..1)."""
+    return sample_colorscale(WEIGHTS_SCALE, [min(max(score, 0.0), 1.0)])[0]
 
 
 def grid_html(grid: mv.HeadGrid, selected: str = "") -> str:
