@@ -229,7 +229,7 @@ def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, 
     done = poll(c, lambda j: j.get("status") in ("finished", "failed", "stopped"))
     assert done["status"] == "finished", done
     before = fake_openai.requests
-    text, notes, gfig, gheads = c.predict(checkpoint="", prompt="alice owns a", seed=1, api_name="/generate")
+    text, notes, gfig, gheads, _ = c.predict(checkpoint="", prompt="alice owns a", seed=1, api_name="/generate")
     assert text.startswith("alice owns a") and "openai" in notes
     assert fake_openai.requests > before  # generation scores each prefix over HTTP
     assert plot(gfig)["data"][0]["type"] == "heatmap"
@@ -316,7 +316,7 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
     done = poll(a, lambda j: j["status"] == "finished")
     assert done["step"] == target
 
-    text, notes, fig, heads = a.predict(checkpoint=run, prompt="my mother", temperature=0, api_name="/generate")
+    text, notes, fig, heads, _ = a.predict(checkpoint=run, prompt="my mother", temperature=0, api_name="/generate")
     assert text.startswith("my mother") and "generated" in notes
     assert heads["choices"][0][0] == "supplied head 0 (uniform)"
     gfig = plot(fig)
@@ -354,7 +354,7 @@ def test_learned_source_shows_the_models_own_heads(app):
     c.predict(kind="learned", n_heads=2, api_name="/set_source")
     assert "started" in c.predict(steps=10, eval_every=5, **TINY, api_name="/start_training")
     assert poll(c, lambda j: j["status"] in ("finished", "failed"))["status"] == "finished"
-    text, notes, fig, heads = c.predict(checkpoint="", prompt="my", seed=3, api_name="/generate")
+    text, notes, fig, heads, _ = c.predict(checkpoint="", prompt="my", seed=3, api_name="/generate")
     labels = [lab for lab, _ in heads["choices"]]
     assert labels == ["learned head 0 (last layer)", "learned head 1 (last layer)"]
     assert "learned its own attention" in notes

@@ -26,6 +26,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--top-k", type=int, default=GenerateConfig.top_k, help="sample among the k likeliest; 0: all")
     p.add_argument("--seed", type=int)
     p.add_argument("--show-attention", action="store_true", help="also print the attention matrix as JSON")
+    p.add_argument(
+        "--show-probs",
+        action="store_true",
+        help="also print, for each sampled word, its probability and the 5 likeliest words (as sampled from)",
+    )
+    p.add_argument(
+        "--corpus",
+        help="the run's training corpus (.txt), to say when the text copies a training sentence; default: the "
+        "bundled corpus with the run's content hash, if one has it",
+    )
     p.add_argument("--base-url", help="openai checkpoints: server URL to score with")
     p.add_argument("--model", dest="llm_model", help="openai checkpoints: model to score with")
     p.set_defaults(func=cmd_generate)
@@ -45,6 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         path = checkpoint_to_use(path, best=not args.last)  # a run folder: its best checkpoint, or its last
         print(f"checkpoint: {path}", file=sys.stderr)
     ck = load_checkpoint(path)
+    args.training_corpus = _training_corpus(path, args.corpus)
     overrides = {k: v for k, v in {"base_url": args.base_url, "model": args.llm_model}.items() if v}
     # the checkpoint names where it was scored; the key goes there only if this command names it too
     source = build_source({**ck.source_spec, **overrides}, keys=KeyPolicy.command_line(args.base_url))
@@ -54,8 +65,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
         source.close()
 
 
+def _training_corpus(checkpoint: Any, named: str | None) -> tuple[Any, str]:
+    """(the run's training corpus when at hand, its recorded name): found by the content hash its run
+    record holds, among ``--corpus`` and the bundled corpora; (None, name) when none matches."""
+    from llmcomp.app.generation import corpora_at_hand
+    from llmcomp.generation.copies import training_corpus
+    from llmcomp.settings import DATA_DIR
+    from llmcomp.text import CorpusConfig, load_corpus
+    from llmcomp.training.run_folder import read_record
+
+    try:  # the record sits in the run folder, above the checkpoint
+        record = read_record(checkpoint.parent)
+    except (OSError, ValueError):
+        record = None
+    info = record.corpus if record is not None else None
+    if info is None or not info.sha256:
+        return None, "not recorded"
+    own = load_corpus(named, CorpusConfig()) if named else None
+    names = sorted(p.name for p in DATA_DIR.glob("*.txt"))
+    candidates = corpora_at_hand(own, lambda n: load_corpus(DATA_DIR / n, CorpusConfig()), names)
+    return training_corpus(info, candidates), info.name
+
+
 def _generate(args: argparse.Namespace, gen: Any) -> int:
+    from llmcomp.app.generation import probability_rows
     from llmcomp.generation import GenerationError
+    from llmcomp.generation.copies import find_copy
 
     cfg = GenerateConfig(max_words=args.max_words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
 
@@ -64,6 +99,13 @@ def _generate(args: argparse.Namespace, gen: Any) -> int:
         if g.unknown:
             print(f"(unknown words read as <unk>: {', '.join(g.unknown)})", file=sys.stderr)
         print(g.text)
+        corpus, name = getattr(args, "training_corpus", (None, "not recorded"))
+        copy = find_copy(g.all_words, len(g.prompt_words), corpus, name)
+        if copy.note:
+            print(f"({copy.note})", file=sys.stderr)
+        if args.show_probs:
+            for position, word, prob, top in probability_rows(g):
+                print(f"  {position:>3} {word:<14} p={prob}   likeliest: {top}")
         if args.show_attention:
             print(json.dumps({"words": g.all_words, "attention": g.attention.tolist()}))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmcomp.generation.config import GenerateConfig
 
-__all__ = ["GenerateConfig", "Generation", "GenerationError", "Generator", "generate"]
+__all__ = ["Choice", "GenerateConfig", "Generation", "GenerationError", "Generator", "generate"]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ word is kept, so the heatmap shows the attention that produced the text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,28 @@ class GenerationError(LLMCompError, ValueError):
     """A prompt or setting generation cannot use, with a one-line reason."""
 
 
+#: how many of the likeliest next words each step keeps (what a playground shows beside each word)
+TOP_WORDS = 5
+#: a vocabulary entry a person would call a word: letters, with inner apostrophes or hyphens (not ``.`` or ``,``)
+_WORDLIKE = re.compile(r"[^\W\d_]+(?:['\-][^\W\d_]+)*")
+
+
+def word_like(vocab: Vocab, n: int = 6) -> list[str]:
+    """The ``n`` most frequent vocabulary entries that look like words, for hints (never punctuation)."""
+    return [w for w in vocab.itos[4:] if _WORDLIKE.fullmatch(w)][:n]
+
+
+@dataclass
+class Choice:
+    """One sampled token: what was taken and the likeliest alternatives, from the distribution it was
+    drawn from (temperature and top-k applied; at temperature 0, the model's own softmax, whose top
+    word is the one taken). ``word`` is ``</s>`` when the model ended the text."""
+
+    word: str
+    prob: float  # the taken word's probability
+    top: list[tuple[str, float]]  # up to TOP_WORDS (word, probability), likeliest first, zeros left out
+
+
 @dataclass
 class Generation:
     prompt_words: list[str]
@@ -37,6 +60,8 @@ class Generation:
     attention: torch.Tensor  # (H, T, T) over prompt+generated words; row i = the row used for word i
     stopped_by: str = "length"
     notes: list[str] = field(default_factory=list)
+    # one per sampled token: one per generated word, then one for </s> when the model ended the text
+    choices: list[Choice] = field(default_factory=list)
 
     @property
     def all_words(self) -> list[str]:
@@ -120,7 +145,7 @@ class Generator:
         words = tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         unknown = self.vocab.unknown(words)
         if words and len(unknown) == len(words):
-            examples = ", ".join(self.vocab.itos[4:10])
+            examples = ", ".join(word_like(self.vocab))
             raise GenerationError(
                 f"none of the prompt words are in the vocabulary ({', '.join(unknown[:5])}); "
                 f"use words from the training corpus, e.g. {examples}"
@@ -131,6 +156,7 @@ class Generator:
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
         prompt_words, out = list(words), []
         rows: list[torch.Tensor] = []  # row used for each word (over the words up to it)
+        choices: list[Choice] = []
         stopped_by = "length"
         for _ in range(cfg.max_words):
             if progress is not None:
@@ -142,13 +168,16 @@ class Generator:
             rows = [att[:, i, : i + 1] for i in range(len(words))]
             logits[[self.vocab.pad_id, self.vocab.unk_id, self.vocab.bos_id]] = -torch.inf
             if cfg.temperature == 0:
+                probs = torch.softmax(logits, -1)
                 nxt = int(logits.argmax())
             else:
                 logits = logits / cfg.temperature
                 if cfg.top_k:
                     kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
                     logits = logits.masked_fill(logits < kth, -torch.inf)
-                nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+                probs = torch.softmax(logits, -1)
+                nxt = int(torch.multinomial(probs, 1, generator=gen))
+            choices.append(self._choice(probs, nxt))
             if nxt == self.vocab.eos_id:
                 stopped_by = "end of sentence"
                 break
@@ -159,7 +188,13 @@ class Generator:
                 stopped_by = "end of sentence"
                 break
         # the last word was never read by the model: score its row too, so the heatmap has every row
-        return Generation(prompt_words, out, unknown, self._rows(words, rows), stopped_by)
+        return Generation(prompt_words, out, unknown, self._rows(words, rows), stopped_by, choices=choices)
+
+    def _choice(self, probs: torch.Tensor, taken: int) -> Choice:
+        """The taken token and the TOP_WORDS likeliest, read from the very tensor sampled from."""
+        values, ids = torch.topk(probs, min(TOP_WORDS, probs.numel()))
+        top = [(self.vocab.itos[int(i)], float(v)) for v, i in zip(values, ids, strict=True) if float(v) > 0]
+        return Choice(self.vocab.itos[taken], float(probs[taken]), top)
 
 
 def generate(

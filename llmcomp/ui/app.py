@@ -27,7 +27,7 @@ import gradio as gr
 from llmcomp import settings
 from llmcomp.app.jobs import JobManager
 from llmcomp.settings import Paths, SettingsError
-from llmcomp.ui import attention_tab, compare_tab, corpus_tab, generate_tab, train_tab
+from llmcomp.ui import attention_tab, compare_tab, corpus_tab, data_api, generate_tab, train_tab
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
 from llmcomp.ui.state import Session
 
@@ -128,6 +128,7 @@ def build_app(
                 gen = generate_tab.build(ctx, session)
             with gr.Tab("5 · Compare", id="compare", elem_id="tab-compare") as compare_tab_box:
                 compare_runs, compare_outputs = compare_tab.build(ctx, session)
+        data_api.build(ctx, session)  # /attention_data, /metrics_data, /runs_data, /generate_data: plain JSON
         status_timer = gr.Timer(2.0)
 
         def on_load(stored_id: str | None, state: Session):

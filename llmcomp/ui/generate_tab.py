@@ -8,8 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from llmcomp.app import scoring
-from llmcomp.app.sources import build_source
+from llmcomp.app.generation import PROBABILITY_COLUMNS, corpora_at_hand, generate_from_run, probability_rows
 from llmcomp.generation.config import GenerateConfig
 from llmcomp.plots import attention_heatmap
 from llmcomp.ui.common import USER_ERRORS, AppContext, UserError, failed, note, owner_of
@@ -42,11 +41,21 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1 = random)")
     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-btn")
     text = gr.Textbox(label="Generated text", interactive=False, elem_id="gen-text")
-    notes = gr.HTML(elem_id="gen-notes")
+    notes = gr.HTML(
+        label="Notes: why it stopped, unknown words, a copied training sentence", show_label=False, elem_id="gen-notes"
+    )
+    probs = gr.Dataframe(
+        headers=PROBABILITY_COLUMNS,
+        label="Next-word probabilities: each sampled word, its probability and the 5 likeliest (as sampled from)",
+        elem_id="gen-probs",
+        interactive=False,
+        wrap=True,
+    )
     head = gr.Dropdown([], label="Head", elem_id="gen-head", allow_custom_value=True)
     heatmap = gr.Plot(
         label="Attention that produced the text (rows marked ▸ are generated words)", elem_id="gen-heatmap"
     )
+    outputs = [text, notes, heatmap, head, probs]
 
     def list_models(state: Session, request: gr.Request):
         runs = visible_runs(ctx, owner_of(state, request))
@@ -65,11 +74,9 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         request: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008 - gradio's way of asking for a progress tracker
     ):
-        """Generate from a trained run; returns the text, notes (unknown words, why it stopped), the
-        attention heatmap of the first head and the list of heads."""
-        from llmcomp.generation import Generator
-        from llmcomp.training import load_checkpoint
-
+        """Generate from a trained run; returns the text, notes (unknown words, why it stopped, a copied
+        training sentence), the attention heatmap of the first head, the list of heads and the
+        next-word probabilities. An error clears the previous generation's outputs."""
         owner, keys = owner_of(state, request), ctx.keys(state)
         try:
             if not checkpoint:
@@ -78,48 +85,43 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
                     raise UserError("no trained model yet: train one in the Train tab first")
                 checkpoint = runs[-1].name
             run = find_run(ctx, owner, str(checkpoint))
-            ck = load_checkpoint(run.generation_checkpoint)  # the best (lowest val loss) when the run kept one
-            source = build_source(ck.source_spec, keys=keys, cache=ctx.cache())
-            try:
-                if keys.uses_owner_key(source):  # reserve for every prefix it may score, before any request
-                    scoring.check_budget(source, scoring.generation_prefixes(str(prompt or ""), int(max_words)), keys)
-                generator = Generator(ck.model, ck.vocab, source)
-                gen = generator.generate(
-                    str(prompt or ""),
-                    GenerateConfig(
-                        max_words=int(max_words),
-                        temperature=float(temperature),
-                        top_k=int(top_k),
-                        seed=None if seed is None or int(seed) < 0 else int(seed),
-                    ),
-                    progress=lambda done, total: progress((done, total), desc="generating"),
-                )
-            finally:
-                keys.charge(source)
-                source.close()
-            learned = generator.learned_attention(gen)
+            config = GenerateConfig(
+                max_words=int(max_words),
+                temperature=float(temperature),
+                top_k=int(top_k),
+                seed=None if seed is None or int(seed) < 0 else int(seed),
+            )
+            corpora = corpora_at_hand(state.corpus, ctx.bundled, ctx.bundled_names())
+            outcome = generate_from_run(
+                run,
+                str(prompt or ""),
+                config,
+                keys,
+                ctx.cache(),
+                corpora,
+                progress=lambda done, total: progress((done, total), desc="generating"),
+            )
         except USER_ERRORS as e:
-            return gr.skip(), failed(e), gr.skip(), gr.skip()
+            state.generation = None
+            return "", failed(e), None, gr.update(choices=[], value=None), None
+        gen, learned = outcome.generation, outcome.learned
         words, n_prompt = gen.all_words, len(gen.prompt_words)
         views: dict[str, HeadView] = {}
         for h in range(gen.attention.shape[0]):
-            views[f"supplied head {h} ({source.kind})"] = HeadView(gen.attention[h], words, n_prompt)
+            views[f"supplied head {h} ({outcome.source_kind})"] = HeadView(gen.attention[h], words, n_prompt)
         if learned is not None:
             for h in range(learned.shape[0]):
                 views[f"learned head {h} (last layer)"] = HeadView(learned[h], ["<s>", *words], n_prompt + 1)
         state.generation = GenerationView(gen.text, views)
-        msgs = [f"{len(gen.words)} word(s) generated; stopped by {gen.stopped_by}; attention: {source.describe()}"]
-        which = "best" if run.generation_checkpoint != run.checkpoint else "last"
-        msgs[0] += f"; model: the run's {which} checkpoint (step {ck.step})"
-        kind = "ok"
-        if gen.unknown:
-            msgs.append(f"unknown word(s) read as <unk>: {', '.join(sorted(set(gen.unknown)))}")
-            kind = "warn"
-        if learned is not None and gen.attention.shape[0] == 0:
-            msgs.append("this model learned its own attention (no supplied heads); shown below")
         first = next(iter(views))
-        fig = _figure(state, first)
-        return gen.text, "".join(note(m, kind) for m in msgs), fig, gr.update(choices=list(views), value=first)
+        shown = "".join(note(m, kind) for m, kind in outcome.messages())
+        table = probability_rows(gen)
+        return gen.text, shown, _figure(state, first), gr.update(choices=list(views), value=first), table
+
+    def clear(state: Session):
+        """Another model chosen: the last generation's outputs belong to the old one."""
+        state.generation = None
+        return "", "", None, gr.update(choices=[], value=None), None
 
     def show_generation_head(head, state: Session):
         """Redraw the last generation's heatmap for another head."""
@@ -131,18 +133,10 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         view = state.generation.heads[head]
         return attention_heatmap(view.matrix, view.words, title=head, generated_from=view.generated_from)
 
-    gen_btn.click(
-        generate,
-        [checkpoint, prompt, temperature, top_k, max_words, seed, session],
-        [text, notes, heatmap, head],
-        api_name="generate",
-    )
-    prompt.submit(
-        generate,
-        [checkpoint, prompt, temperature, top_k, max_words, seed, session],
-        [text, notes, heatmap, head],
-        api_visibility="private",
-    )
+    inputs = [checkpoint, prompt, temperature, top_k, max_words, seed, session]
+    gen_btn.click(generate, inputs, outputs, api_name="generate")
+    prompt.submit(generate, inputs, outputs, api_visibility="private")
+    checkpoint.input(clear, session, outputs, api_visibility="private")
     head.input(show_generation_head, [head, session], heatmap, api_visibility="private")
     refresh.click(list_models, session, checkpoint, api_name="list_models")
     return GenerateTab(checkpoint, list_models)
