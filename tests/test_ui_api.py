@@ -48,6 +48,10 @@ ENDPOINTS = {
     "/head_grid",
     "/show_head",
     "/use_heads",
+    "/attention_data",
+    "/metrics_data",
+    "/runs_data",
+    "/generate_data",
 }
 pytestmark = [
     pytest.mark.slow,
