@@ -104,6 +104,6 @@ def probability_rows(gen: Generation) -> list[list[str | int]]:
     """One row per sampled token, for the tab's table and the CLI's ``--show-probs``: its position in
     the text, the word taken, its probability, and the likeliest words with theirs."""
     return [
-        [len(gen.prompt_words) + i, c.word, f"{c.prob:.3f}", "  ".join(f"{w} {p:.3f}" for w, p in c.top)]
+        [len(gen.prompt_words) + i, c.word, f"{c.prob:.3f}", " · ".join(f"{w} {p:.3f}" for w, p in c.top)]
         for i, c in enumerate(gen.choices)
     ]

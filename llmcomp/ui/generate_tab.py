@@ -32,7 +32,12 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     with gr.Row():
         defaults = GenerateConfig()
         temperature = gr.Slider(
-            0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = most likely word)"
+            0.0,
+            2.0,
+            value=defaults.temperature,
+            step=0.05,
+            label="Temperature (0 = most likely word)",
+            elem_id="gen-temperature",
         )
         top_k = gr.Slider(0, 100, value=defaults.top_k, step=1, label="Top-k (0 = all words)")
         max_words = gr.Slider(
