@@ -167,3 +167,13 @@ def test_generate_shows_probabilities_the_copy_and_an_error_clears_the_last_text
     text, notes, fig, heads, table = c.predict(checkpoint="", prompt="zebra", api_name="/generate")
     assert "llmc-error" in notes and "e.g. the, cat" in notes  # words, never "."
     assert text == "" and fig is None and heads["choices"] == [] and not table["data"]
+
+
+def test_the_run_generated_from_stays_selected_when_the_list_is_refreshed(app, parrot):
+    c = parrot.client
+    assert "started" in c.predict(steps=20, eval_every=10, **TINY, api_name="/start_training")
+    newer = poll(c)["run"]
+    assert newer != parrot.run and c.predict(api_name="/list_models")["value"] == newer  # nothing picked: newest
+    c.predict(checkpoint=parrot.run, prompt="the cat", temperature=0, api_name="/generate")
+    listed = c.predict(api_name="/list_models")
+    assert listed["value"] == parrot.run and newer in [v for _, v in listed["choices"]]

@@ -63,9 +63,11 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     outputs = [text, notes, heatmap, head, probs]
 
     def list_models(state: Session, request: gr.Request):
+        """The runs this session may use, newest first; the run picked last stays selected while listed."""
         runs = visible_runs(ctx, owner_of(state, request))
         choices = run_choices(runs)
-        value = choices[0][1] if choices else None
+        picked = state.generation.run if state.generation is not None else ""
+        value = picked if picked in {v for _, v in choices} else choices[0][1] if choices else None
         return gr.update(choices=choices, value=value)
 
     def generate(
@@ -117,15 +119,15 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
         if learned is not None:
             for h in range(learned.shape[0]):
                 views[f"learned head {h} (last layer)"] = HeadView(learned[h], ["<s>", *words], n_prompt + 1)
-        state.generation = GenerationView(gen.text, views)
+        state.generation = GenerationView(gen.text, views, run=outcome.run)
         first = next(iter(views))
         shown = "".join(note(m, kind) for m, kind in outcome.messages())
         table = probability_rows(gen)
         return gen.text, shown, _figure(state, first), gr.update(choices=list(views), value=first), table
 
-    def clear(state: Session):
+    def clear(checkpoint, state: Session):
         """Another model chosen: the last generation's outputs belong to the old one."""
-        state.generation = None
+        state.generation = GenerationView("", {}, run=str(checkpoint or ""))
         return "", "", None, gr.update(choices=[], value=None), None
 
     def show_generation_head(head, state: Session):
@@ -141,7 +143,7 @@ def build(ctx: AppContext, session: gr.State) -> GenerateTab:
     inputs = [checkpoint, prompt, temperature, top_k, max_words, seed, session]
     gen_btn.click(generate, inputs, outputs, api_name="generate")
     prompt.submit(generate, inputs, outputs, api_visibility="private")
-    checkpoint.input(clear, session, outputs, api_visibility="private")
+    checkpoint.input(clear, [checkpoint, session], outputs, api_visibility="private")
     head.input(show_generation_head, [head, session], heatmap, api_visibility="private")
     refresh.click(list_models, session, checkpoint, api_name="list_models")
     return GenerateTab(checkpoint, list_models)

@@ -33,6 +33,7 @@ class GenerationView:
 
     text: str
     heads: dict[str, HeadView]  # label shown in the head selector -> its view
+    run: str = ""  # the run picked (and generated from): a refreshed run list keeps it selected
 
 
 @dataclass(repr=False)
