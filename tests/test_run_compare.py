@@ -4,6 +4,7 @@ and who sees which runs. Run folders come from a real tiny training run and the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -212,3 +213,23 @@ def test_record_keeps_the_display_name_across_other_updates(trained, tmp_path):
     update_record(path, status="finished")
     assert read_record(path).display_name == "named"
     assert json.loads((path / RECORD).read_text())["display_name"] == "named"
+
+
+def test_cli_lists_by_corpus_renames_and_deletes_after_asking(trained, tmp_path, capsys, monkeypatch):
+    from llmcomp.cli import main
+
+    root = tmp_path / "runs"
+    make_run(trained, root, "a0")
+    make_run(trained, root, "b0", corpus=B)
+    assert main(["runs", "--runs", str(root), "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== ") == 2 and "binding.txt: 40 sentences" in out and "upload.txt: 30 sentences" in out
+    assert main(["runs", "--runs", str(root), "rename", "a0", "first try"]) == 0
+    assert "a0 is now shown as first try" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal: delete does not guess, it asks for --yes
+    assert main(["runs", "--runs", str(root), "delete", "a0"]) == 2
+    assert "confirm with --yes" in capsys.readouterr().err and (root / "a0").is_dir()
+    assert main(["runs", "--runs", str(root), "delete", "../runs"]) == 2
+    assert "no run named '../runs'" in capsys.readouterr().err
+    assert main(["runs", "--runs", str(root), "delete", "a0", "--yes"]) == 0
+    assert not (root / "a0").exists() and (root / "b0").is_dir()

@@ -70,14 +70,21 @@ def build(ctx: AppContext, session: gr.State):
         edit_message = gr.HTML(label="Rename or delete: result", elem_id="compare-edit-message")
     tick = gr.State(0.0)  # set when the tab is shown: its change refreshes with the controls' values
 
-    def runs_of(state: Session, request: gr.Request | None, live: bool = True) -> list[RunSummary]:
-        return visible_runs(ctx, owner_of(state, request), live=live)
+    def runs_of(state: Session | None, request: gr.Request | None, live: bool = True) -> list[RunSummary]:
+        return visible_runs(ctx, owner_of(state or Session(), request), live=live)
 
     def figure(group: run_compare.CorpusGroup | None, c: Choices):
         curves = run_compare.curves(group.runs if group else [], c.shown)
         return runs_curves_figure(curves, float(c.smoothing or 0), c.x_axis or "step", bool(c.train))
 
-    def compare_runs(corpus_key, smoothing_w, x, train_on, state: Session, request: gr.Request):
+    def compare_runs(
+        corpus_key: str | None = None,
+        smoothing_w: float = 0.0,
+        x: str = "step",
+        train_on: bool = True,
+        state: Session | None = None,
+        request: gr.Request = None,
+    ):
         """Every visible run of one corpus (default: the newest run's), in progress included: message,
         corpus picker, corpus description, runs shown, loss curves, runs table, sources table, run picker."""
         groups = run_compare.corpus_groups(runs_of(state, request))
@@ -98,11 +105,20 @@ def build(ctx: AppContext, session: gr.State):
                 figure(group, c), run_compare.runs_table(group.runs), run_compare.sources_table(group.runs),
                 gr.update(choices=[(run_label(r), r.name) for r in run_compare.ranked(group.runs)], value=names[0][1]))  # fmt: skip
 
-    def compare_curves(corpus_key, smoothing_w, x, train_on, shown_runs, state: Session, request: gr.Request):
+    def compare_curves(
+        corpus_key: str | None = None,
+        smoothing_w: float = 0.0,
+        x: str = "step",
+        train_on: bool = True,
+        shown_runs: list[str] | None = None,
+        state: Session | None = None,
+        request: gr.Request = None,
+    ):
         """The loss curves alone, redrawn for new controls: smoothing, x-axis, train curves, runs shown."""
         groups = run_compare.corpus_groups(runs_of(state, request))
         group = run_compare.pick_group(groups, corpus_key or None)
-        return figure(group, Choices(corpus_key, smoothing_w, x, train_on, list(shown_runs or [])))
+        shown_list = None if shown_runs is None else list(shown_runs)
+        return figure(group, Choices(corpus_key, smoothing_w, x, train_on, shown_list))
 
     def editable(state: Session, request: gr.Request) -> list[RunSummary]:
         owner = owner_of(state, request)
