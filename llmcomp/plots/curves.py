@@ -123,9 +123,9 @@ def runs_curves_figure(
             )  # fmt: skip
     fig.update_xaxes(title_text=x_title, rangemode="tozero")
     fig.update_yaxes(title_text="loss (nats per word)")
-    smoothed = f" · smoothed (EMA {smoothing:g})" if smoothing else ""
+    smoothed = f"smoothed (EMA {smoothing:g})" if smoothing else ""
     fig.update_layout(
-        title=(title or "") + smoothed if (title or smoothed) else None,
+        title=" · ".join(t for t in (title, smoothed) if t) or None,
         height=460,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h", "y": -0.2, "yanchor": "top", "groupclick": "togglegroup"},

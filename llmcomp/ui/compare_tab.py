@@ -155,7 +155,7 @@ def build(ctx: AppContext, session: gr.State):
     corpus.input(compare_runs, inputs, outputs, api_visibility="private")
     tick.change(compare_runs, inputs, outputs, api_visibility="private")
     curve_inputs = [corpus, smoothing, x_axis, train, shown, session]
-    gr.on([smoothing.release, x_axis.input, train.input, shown.input], compare_curves, curve_inputs, plot,
+    gr.on([smoothing.change, x_axis.input, train.input, shown.input], compare_curves, curve_inputs, plot,
           api_name="compare_curves", show_progress="hidden")  # fmt: skip
     rename_btn.click(rename_run, [run, new_name, session], edit_message, api_name="rename_run").then(
         compare_runs, inputs, outputs, api_visibility="private"
