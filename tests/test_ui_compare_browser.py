@@ -25,7 +25,7 @@ FIGURE = "document.querySelector('#compare-plot .js-plotly-plot')"
 
 
 @pytest.fixture(scope="module")
-def runs(server, tmp_path_factory):
+def runs(server, tmp_path_factory):  # noqa: F811
     """Three finished runs in the app's runs folder: two on corpus A (uniform seed 0, previous seed 1),
     one on corpus B, the newest. Trained for real (a few steps), recorded by the library's writers."""
     root = server["home"] / "runs"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.app.run_list import title
-from llmcomp.training.run_summary import RunSummary, group_by_corpus
+from llmcomp.training.run_summary import SEEN_COLUMN, RunSummary, group_by_corpus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,6 +123,7 @@ def run_row(r: RunSummary) -> dict[str, str]:
         "best val loss": fmt_loss(r.best_val_loss),
         "best step": fmt_int(r.best_step),
         "final val loss": fmt_loss(r.final_val_loss),
+        SEEN_COLUMN: fmt_loss(r.final_val_loss_seen),  # only for a source whose rows may see later words
         "val perplexity": "" if r.final_val_ppl is None else f"{r.final_val_ppl:,.2f}",
         "tokens/s": fmt_int(r.tokens_per_s),
         "training time": fmt_duration(r.train_seconds),
@@ -144,7 +145,7 @@ def runs_table(runs: list[RunSummary]) -> pd.DataFrame:
     table = pd.DataFrame([run_row(r) for r in ranked(runs)])
     if table.empty:
         return pd.DataFrame(columns=["run", "status", "source", "best val loss", "final val loss"])
-    blank = [c for c in SOURCE_SETTINGS[1:] if (table[c] == "").all()]
+    blank = [c for c in [*SOURCE_SETTINGS[1:], SEEN_COLUMN] if (table[c] == "").all()]
     return table.drop(columns=blank)
 
 
