@@ -43,6 +43,9 @@ ENDPOINTS = {
     "/generate",
     "/list_models",
     "/compare_runs",
+    "/compare_curves",
+    "/rename_run",
+    "/delete_run",
     "/app_status",
     "/map_heads",
     "/head_grid",
@@ -78,6 +81,15 @@ def app(tmp_path_factory):
             active.wait(30)
         demo.close()
         demo.llmcomp_context.close()
+
+
+@pytest.fixture
+def public(app):
+    """The app served publicly for one test: each session sees its own runs (and the CLI's); on a private
+    server every run is everyone's (tests/test_ui_compare_api.py)."""
+    app.ctx.expose("0.0.0.0", None)
+    yield app
+    app.ctx.expose("127.0.0.1", None)
 
 
 def client(app) -> Client:
@@ -279,7 +291,7 @@ def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fa
         budget.limits = old
 
 
-def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
+def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app, public):
     a, b = client(app), client(app)
     a.predict("example.txt", api_name="/use_bundled_corpus")
     a.predict(kind="uniform", api_name="/set_source")
@@ -330,11 +342,11 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
     _, partly, *_ = a.predict(checkpoint=run, prompt="my zebra", api_name="/generate")
     assert "unknown word(s) read as &lt;unk&gt;: zebra" in partly
 
-    msg, curves, table, by_source = a.predict(api_name="/compare_runs")
-    rows = {r[0]: r for r in table["data"]}
-    assert run in rows and rows[run][2] == f"{target}/{target}"
-    assert rows[run][1] == "uniform (1 head)" and rows[run][3] == pytest.approx(
-        done["metrics"][-1]["val_loss"], abs=1e-4
+    msg, _, _, _, curves, table, by_source, _ = a.predict(api_name="/compare_runs")
+    rows = {r[0]: dict(zip(table["headers"], r, strict=True)) for r in table["data"]}
+    assert run in rows and rows[run]["steps"] == f"{target}/{target}"
+    assert rows[run]["source"] == "uniform (1 head)" and float(rows[run]["final val loss"]) == pytest.approx(
+        done["metrics"][-1]["val_loss"], abs=1e-3
     )
     assert any(t["name"].startswith(run) for t in plot(curves)["data"])
     try:
@@ -343,13 +355,13 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app):
         assert by_source["data"] == []
     else:
         assert [r[:2] for r in by_source["data"]] == [["uniform", 1]]
-    _, _, table_b, _ = b.predict(api_name="/compare_runs")
+    table_b = b.predict(api_name="/compare_runs")[5]
     assert run not in {r[0] for r in table_b["data"]}
     # a comparison folder written by the CLI (runs one level down, no owner) is visible to every session
     shared = app.paths.runs / "cmp-cli" / "uniform-seed7"
     shutil.copytree(app.paths.runs / run, shared)
     (shared / "run.json").unlink()  # the record names the owner; without it the run is nobody's
-    _, _, table_b, _ = b.predict(api_name="/compare_runs")
+    table_b = b.predict(api_name="/compare_runs")[5]
     assert "cmp-cli/uniform-seed7" in {r[0] for r in table_b["data"]}
 
 

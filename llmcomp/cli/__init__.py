@@ -1,8 +1,8 @@
-"""The llmcomp command line: train, generate, score, cache, compare, heads, tasks, app.
+"""The llmcomp command line: train, generate, score, cache, compare, heads, tasks, runs, app.
 
 Every command prints one-line errors (no traceback) for problems a person can fix, and shows a
 progress bar for long work. Each command group is a module here (``train``, ``generate``,
-``score``, ``compare``, ``heads``, ``tasks``, ``web``); they call the application layer (``llmcomp.app``) and read their
+``score``, ``compare``, ``heads``, ``tasks``, ``runs``, ``web``); they call the application layer (``llmcomp.app``) and read their
 defaults from the config dataclasses. Building the parser imports no torch, so ``--help`` is fast.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmcomp.cli import compare, generate, heads, score, tasks, train, web
+from llmcomp.cli import compare, generate, heads, runs, score, tasks, train, web
 from llmcomp.errors import LLMCompError, one_line
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     heads.add_parser(sub)
     tasks.add_parser(sub)
+    runs.add_parser(sub)
     web.add_parser(sub)
     return parser
 

@@ -90,6 +90,14 @@ def runs_frame(runs: Iterable[RunSummary], budget: int | None = None) -> pd.Data
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+def distinct_seeds(seeds: Iterable[object]) -> int:
+    """How many different seeds: two runs of seed 0 are one seed repeated, not two. Runs whose seed was
+    not recorded count as one seed between them (they cannot be told apart)."""
+    known = {int(s) for s in seeds if s is not None and not pd.isna(s)}
+    unknown = any(s is None or pd.isna(s) for s in seeds)
+    return len(known) + unknown
+
+
 def _stats(values: list[float]) -> tuple[float, float, float, float]:
     """mean, sample std (NaN for one value), min, max."""
     if not values:
@@ -224,7 +232,7 @@ def summary_table(runs: pd.DataFrame, order: Sequence[str] | None = None, refere
         rows.append(
             {
                 "source": label,
-                "seeds": len(g),
+                "seeds": distinct_seeds(g["seed"].tolist()),
                 "val_loss_mean": lm,
                 "val_loss_std": ls,
                 "val_loss_min": lmin,

@@ -1,5 +1,5 @@
-"""Loss curves: one run's train and validation loss, and several runs' validation loss overlaid
-(one colour per run, or one per source for a comparison)."""
+"""Loss curves: one run's train and validation loss, and several runs' losses overlaid (one colour per
+run, smoothed, against the step or the training time; or one colour per source for a comparison)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,68 @@ def val_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: st
     )
     if not runs:
         fig.add_annotation(text="no finished runs yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+X_AXES = {"step": ("step", "step"), "time": ("elapsed", "training time (s)")}
+
+
+def ema(values: Sequence[float], weight: float) -> list[float]:
+    """Exponential moving average, debiased (as TensorBoard smooths): 0 leaves the values as they are,
+    0.9 averages over roughly the last ten points. The first point is never pulled toward zero."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing is a weight in [0, 1); got {weight}")
+    out, acc, norm = [], 0.0, 0.0
+    for v in values:
+        acc, norm = weight * acc + (1 - weight) * v, weight * norm + (1 - weight)
+        out.append(acc / norm)
+    return out
+
+
+def _series(metrics: Sequence[Mapping[str, Any]], key: str, x_key: str) -> tuple[list[float], list[float]]:
+    rows = [(float(m[x_key]), float(m[key])) for m in metrics
+            if isinstance(m.get(key), int | float) and isinstance(m.get(x_key), int | float)]  # fmt: skip
+    return [x for x, _ in rows], [y for _, y in rows]
+
+
+def runs_curves_figure(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    smoothing: float = 0.0,
+    x_axis: str = "step",
+    train: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """Several runs overlaid (name -> metrics), one colour each: validation loss solid with markers, train
+    loss dashed in the same colour (``train``), both smoothed by ``ema(smoothing)``; x is the step or the
+    training time in seconds (``x_axis``: "step" or "time"). A legend click hides a run's two lines."""
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis is one of {', '.join(X_AXES)}; got {x_axis!r}")
+    x_key, x_title = X_AXES[x_axis]
+    fig = go.Figure()
+    for k, (name, metrics) in enumerate(runs.items()):
+        colour = RUN_COLOURS[k % len(RUN_COLOURS)]
+        lines = [("val_loss", "validation", {"color": colour, "width": 2.5}, "lines+markers")]
+        if train:
+            lines.append(("train_loss", "train", {"color": colour, "width": 1.2, "dash": "dash"}, "lines"))
+        for key, split, line, mode in lines:
+            x, y = _series(metrics, key, x_key)
+            fig.add_trace(
+                go.Scatter(x=x, y=ema(y, smoothing), name=f"{name} · {split}", legendgroup=name, mode=mode,
+                           line=line, marker={"size": 5}, opacity=1.0 if split == "validation" else 0.75,
+                           hovertemplate=f"{name} ({split})<br>{x_title} %{{x:,.4~f}}<br>loss %{{y:.3f}}<extra></extra>")
+            )  # fmt: skip
+    fig.update_xaxes(title_text=x_title, rangemode="tozero")
+    fig.update_yaxes(title_text="loss (nats per word)")
+    smoothed = f"smoothed (EMA {smoothing:g})" if smoothing else ""
+    fig.update_layout(
+        title=" · ".join(t for t in (title, smoothed) if t) or None,
+        height=460,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top", "groupclick": "togglegroup"},
+        template="plotly_white",
+    )
+    if not runs:
+        fig.add_annotation(text="no runs to show", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return fig
 
 

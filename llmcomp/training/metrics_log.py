@@ -71,10 +71,12 @@ def read_jsonl(path: Path, limit: int = MAX_METRICS_BYTES) -> list[dict[str, Any
     return out
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The metrics up to the saved checkpoint (else the live stream); [] if there are none."""
+def read_metrics(run_dir: str | Path, live: bool = False) -> list[dict[str, Any]]:
+    """The metrics up to the saved checkpoint (else the live stream); [] if there are none. ``live``: the
+    live stream first (a run in progress is past its last checkpoint)."""
     folder = Path(run_dir)
-    for path in (folder / CHECKPOINT / METRICS, folder / METRICS):
+    paths = (folder / CHECKPOINT / METRICS, folder / METRICS)
+    for path in reversed(paths) if live else paths:
         if path.is_file():
             return read_jsonl(path)
     return []

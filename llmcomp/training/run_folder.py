@@ -26,6 +26,7 @@ HEADS = "heads.json"  # the heads an atlas chose for the run (llmcomp.app.head_c
 BEST_CHECKPOINT = "checkpoint-best"  # the weights of the lowest validation loss; ``checkpoint/`` is the last
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 1_000_000  # run.json, job.json, checkpoint.json: configs and counts, never data
+MAX_DISPLAY_NAME = 80  # a run's display name: a label for people, one line
 STATUSES = ("created", "scoring", "training", "finished", "stopped", "failed")
 
 
@@ -108,6 +109,7 @@ class RunRecord:
     attention: dict[str, int] | None = None  # this run's scoring counts; {} when it reused another run's
     attention_seconds: float | None = None
     reused_from: str | None = None  # the run whose scoring pass this one reused
+    display_name: str | None = None  # a name people gave the run (rename); the folder's name never changes
     format: int = RECORD_FORMAT
 
     @classmethod
@@ -153,6 +155,7 @@ def _check(rec: RunRecord) -> None:
         and all(_is(t, int, float) for t in (rec.started_at, rec.finished_at, rec.attention_seconds))
         and (rec.attention is None or (isinstance(rec.attention, dict) and all(_is(v, int) for v in rec.attention.values())))
         and _is(rec.reused_from, str)
+        and _is(rec.display_name, str) and len(rec.display_name or "") <= MAX_DISPLAY_NAME
     )  # fmt: skip
     if not ok:
         raise ValueError("run record has a field of the wrong type")
@@ -181,6 +184,18 @@ def update_record(run_dir: str | Path, **changes: Any) -> RunRecord:
         rec = RunRecord()
     for k, v in changes.items():
         setattr(rec, k, v)
+    write_record(run_dir, rec)
+    return rec
+
+
+def set_display_name(run_dir: str | Path, name: str) -> RunRecord:
+    """Give a run a display name (stripped, one line, at most ``MAX_DISPLAY_NAME`` characters; "" clears it).
+    Only ``run.json`` changes: the folder keeps its name, so paths to its checkpoint stay valid."""
+    text = " ".join(str(name).split())
+    if len(text) > MAX_DISPLAY_NAME:
+        raise ValueError(f"a display name has at most {MAX_DISPLAY_NAME} characters; this one has {len(text)}")
+    rec = read_record(run_dir) or RunRecord()  # a damaged record raises: never replaced by a blank one
+    rec.display_name = text or None
     write_record(run_dir, rec)
     return rec
 

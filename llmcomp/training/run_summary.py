@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,10 @@ from llmcomp.attention.registry import describe_spec
 from llmcomp.training.convergence import EARLY_STOP, stop_reason, validations
 from llmcomp.training.metrics_log import read_metrics
 from llmcomp.training.run_folder import (
+    BEST_CHECKPOINT,
     CHECKPOINT,
+    METRICS,
+    RECORD,
     CorpusInfo,
     RunRecord,
     checkpoint_to_use,
@@ -68,6 +72,11 @@ class RunSummary:
     # (llmcomp.training.convergence: "steps", "early_stop", "stopped"); None when not recorded
     best_step: int | None = None
     stop_reason: str | None = None
+    display_name: str | None = None  # a name people gave the run (``llmcomp runs rename``); None: its folder's
+    started_at: float | None = None  # when the run record was made (seconds since the epoch)
+    spec: dict[str, Any] = field(default_factory=dict)  # the source's settings (kind, model, mode, heads...)
+    train_config: dict[str, Any] = field(default_factory=dict)  # steps, batch_size, lr, seed... as trained
+    model_config: dict[str, Any] = field(default_factory=dict)  # n_layer, n_embd...
     metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -137,27 +146,64 @@ def _corpus_from_checkpoint(train_config: dict[str, Any]) -> CorpusInfo | None:
                       train_config.get("val_fraction"))  # fmt: skip
 
 
-def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
+#: a run whose record says it is scoring or training but whose folder has not changed for this long is
+#: counted as stopped (its process was killed): a live run writes a metrics line every few seconds
+STALE_AFTER_S = 15 * 60
+IN_PROGRESS = ("created", "scoring", "training")
+
+
+def _last_write(folder: Path) -> float:
+    times = [p.stat().st_mtime for p in (folder / RECORD, folder / METRICS) if p.is_file()]
+    return max(times, default=0.0)
+
+
+def in_progress(record: RunRecord | None, folder: Path, now: float | None = None) -> bool:
+    """Whether the run is being scored or trained now: its record says so and its folder changed lately."""
+    if record is None or record.status not in IN_PROGRESS:
+        return False
+    return (now if now is not None else time.time()) - _last_write(folder) < STALE_AFTER_S
+
+
+def _meta(folder: Path, live: bool) -> dict[str, Any] | None:
+    """checkpoint.json of the last checkpoint; for a live run without one yet, of its best; else None."""
+    for sub in (CHECKPOINT, BEST_CHECKPOINT) if live else (CHECKPOINT,):
+        path = folder / sub / "checkpoint.json"
+        if path.is_file():
+            meta = json.loads(read_small(path))
+            return meta if isinstance(meta, dict) else None
+    return None
+
+
+def read_run(folder: str | Path, name: str | None = None, live: bool = False) -> RunSummary | None:
     """A summary of one run folder, or None if it has no readable checkpoint or its files are damaged.
 
     Reads ``checkpoint/checkpoint.json``, the metrics, and the run record (``run.json``, or the older
-    ``job.json`` / compare ``run.json``) when present."""
+    ``job.json`` / compare ``run.json``) when present. With ``live``, a run in progress (``in_progress``)
+    is read too, checkpoint or not, with its status "training" and the live metrics stream."""
     folder = Path(folder)
-    meta_path = folder / CHECKPOINT / "checkpoint.json"
     try:
-        meta = json.loads(read_small(meta_path))
-        if not isinstance(meta, dict):
+        record = read_record(folder)
+        running = live and in_progress(record, folder)
+        meta = _meta(folder, live)
+        if meta is None and not (running or (live and record is not None and record.status == "failed")):
             return None
-        record = read_record(folder) or RunRecord()
-        metrics = read_metrics(folder)
+        meta, record = meta or {}, record or RunRecord()
+        metrics = read_metrics(folder, live=running)
         spec = meta.get("source_spec") or record.source.get("spec") or {}
         train_config = meta.get("train_config") or {}
-        step = int(meta.get("step", 0))
-        total = int(train_config.get("steps", step))
+        last = metrics[-1] if metrics else {}
+        step = int(last.get("step", 0)) if running else int(meta.get("step", 0))
+        total = int(train_config.get("steps", last.get("total_steps", step)))
         seed = record.seed if record.seed is not None else train_config.get("seed")
         kind = str(spec.get("kind", "?"))
-        status = record.status if record.status not in ("created", "scoring", "training") else None
         corpus = record.corpus if record.corpus and record.corpus.sha256 else None
+        if running:
+            status = "training"
+        elif record.status not in IN_PROGRESS:
+            status = record.status
+        else:
+            status = "finished" if step >= total or stop_reason(metrics) == EARLY_STOP else "stopped"
+        meta_path = folder / CHECKPOINT / "checkpoint.json"
         return summarise(
             metrics,
             name=name or folder.name,
@@ -171,37 +217,50 @@ def read_run(folder: str | Path, name: str | None = None) -> RunSummary | None:
             attention=record.attention,
             attention_seconds=record.attention_seconds,
             owner=record.owner,
-            status=status or ("finished" if step >= total or stop_reason(metrics) == EARLY_STOP else "stopped"),
-            modified=meta_path.stat().st_mtime,
+            status=status,
+            modified=meta_path.stat().st_mtime if meta_path.is_file() else _last_write(folder),
             corpus=corpus or _corpus_from_checkpoint(train_config),
+            display_name=record.display_name,
+            started_at=record.started_at,
+            spec=spec,
+            train_config=train_config,
+            model_config=meta.get("model_config") or {},
         )
     except (OSError, ValueError, TypeError, AttributeError, KeyError):  # a damaged run is skipped, never fatal
         return None
 
 
-def run_folders(root: str | Path) -> list[Path]:
-    """Run folders directly under ``root``, and one level down (``llmcomp compare`` writes a folder of runs)."""
+def _is_run(folder: Path, live: bool) -> bool:
+    return (folder / CHECKPOINT).is_dir() or (live and (folder / RECORD).is_file())
+
+
+def run_folders(root: str | Path, live: bool = False) -> list[Path]:
+    """Run folders directly under ``root``, and one level down (``llmcomp compare`` writes a folder of runs);
+    with ``live``, also folders that hold only a run record so far (a run still scoring or training)."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
-        if (child / CHECKPOINT).is_dir():
+        if _is_run(child, live):
             found.append(child)
         else:
-            found += sorted(p for p in child.iterdir() if p.is_dir() and (p / CHECKPOINT).is_dir())
+            found += sorted(p for p in child.iterdir() if p.is_dir() and _is_run(p, live))
     return found
 
 
-def list_runs(runs_dir: str | Path, visible_to: str | None = None, everyone: bool = True) -> list[RunSummary]:
+def list_runs(
+    runs_dir: str | Path, visible_to: str | None = None, everyone: bool = True, live: bool = False
+) -> list[RunSummary]:
     """Runs with a readable checkpoint, oldest first, named by their path under ``runs_dir``.
 
     ``visible_to`` (an owner tag) keeps that owner's runs and, with ``everyone``, runs that belong to
-    no one (made by the CLI or experiments); None keeps every run."""
+    no one (made by the CLI or experiments); None keeps every run. ``live`` adds the runs in progress
+    (``read_run``), checkpoint or not: a Compare view wants them, a model picker does not."""
     root = Path(runs_dir)
     out = []
-    for folder in run_folders(root):
-        run = read_run(folder, name=folder.relative_to(root).as_posix())
+    for folder in run_folders(root, live=live):
+        run = read_run(folder, name=folder.relative_to(root).as_posix(), live=live)
         if run is None:
             continue
         if visible_to is not None and (run.owner != visible_to if run.owner is not None else not everyone):

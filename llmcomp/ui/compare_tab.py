@@ -1,88 +1,169 @@
-"""Compare tab: validation-loss curves of finished runs overlaid, one row per run, and one row per
-source (mean and spread across seeds, computed as ``llmcomp compare`` computes them)."""
+"""Compare tab: the runs of one corpus at a time (``llmcomp.app.run_compare``): loss curves (smoothed,
+train and validation, against step or time, runs shown or hidden), a table per run and per source,
+and rename / delete (with a confirm step). Layout and wiring only."""
 
 from __future__ import annotations
 
-import math
+import time
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
-from llmcomp.plots import val_curves_figure
-from llmcomp.training.run_summary import RunSummary, runs_table
-from llmcomp.ui.common import AppContext, log, note, owner_of
-from llmcomp.ui.runs import visible_runs
+from llmcomp.app import run_compare, run_list
+from llmcomp.app.jobs import owner_tag
+from llmcomp.plots.curves import runs_curves_figure
+from llmcomp.training.run_summary import RunSummary
+from llmcomp.ui.common import USER_ERRORS, AppContext, failed, note, owner_of
+from llmcomp.ui.runs import run_label, visible_runs
 from llmcomp.ui.state import Session
 
-SOURCE_COLUMNS = {
-    "source": "source",
-    "seeds": "seeds",
-    "best_val_loss_mean": "best val loss (mean)",
-    "best_val_loss_std": "best val loss (std)",
-    "best_step_mean": "best step (mean)",
-    "val_loss_mean": "final val loss (mean)",
-    "val_loss_std": "val loss (std)",
-    "val_ppl_mean": "perplexity (mean)",
-    "val_loss_seen_mean": "† val loss, training-time rows (mean)",  # only where rows may see later words
-    "val_focus_loss_mean": "focus loss (mean)",  # at a task's decided positions (docs/tasks.md), when measured
-    "val_focus_acc_mean": "focus accuracy (mean)",
-    "target_mass_mean": "target mass (mean)",
-    "tokens_per_s_mean": "tokens/s",
-    "requests": "API requests",
-    "tokens": "API tokens",
-}
+INTRO = (
+    "Runs in the runs folder (trained here or with `llmcomp train` / `llmcomp compare`), **one corpus at a "
+    "time**: a loss on other sentences says nothing about a source, so runs of different corpora are never "
+    "ranked together. Ranked by best validation loss (each run's lowest); lower is better. A source is worth "
+    "its cost only if it beats the baselines (uniform, previous, gaussian, random, learned) on the same corpus."
+)
+X_AXES = [("step", "step"), ("training time (s)", "time")]
 
 
-def per_source_table(runs: list[RunSummary]) -> pd.DataFrame | None:
-    """Mean and spread across seeds per source, as ``llmcomp compare`` reports it (None if no runs)."""
-    from llmcomp.experiments.compare import runs_frame, summary_table
+@dataclass
+class Choices:
+    """What the curve controls say: the corpus picked, smoothing, x-axis, train curves, runs shown."""
 
-    if not runs:
-        return None
-    try:
-        table = summary_table(runs_frame(runs))
-    except Exception:  # noqa: BLE001 - the per-run table is enough to go on
-        log.exception("summary_table failed")
-        return None
-    table = table.sort_values("best_val_loss_mean", kind="stable")  # ranked by the converged loss, not the last
-    unmeasured = [c for c in ("val_focus_loss_mean", "val_focus_acc_mean", "target_mass_mean") if c in table.columns
-                  and table[c].isna().all()]  # fmt: skip
-    table = table.drop(columns=unmeasured)
-    table = table[[c for c in SOURCE_COLUMNS if c in table.columns]].rename(columns=SOURCE_COLUMNS)
-    rounded = table.round(4).astype(object)
-    return rounded.map(lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+    corpus: str | None = None
+    smoothing: float = 0.0
+    x_axis: str = "step"
+    train: bool = True
+    shown: list[str] | None = None
 
 
 def build(ctx: AppContext, session: gr.State):
-    gr.Markdown(
-        "Runs trained in this browser, and runs made with the command line (`llmcomp train`, `llmcomp compare`) "
-        "in the runs folder, ranked by best validation loss (each run's lowest: the last one may be past an overfit). "
-        "Lower is better; a source is worth its cost only if it beats the "
-        "baselines (uniform, previous, gaussian, random, learned) on the same corpus."
-    )
-    refresh = gr.Button("↻ Refresh", elem_id="compare-refresh")
-    message = gr.HTML(elem_id="compare-message")
-    plot = gr.Plot(label="Validation loss", elem_id="compare-plot")
-    table = gr.Dataframe(label="Runs", interactive=False, wrap=True, elem_id="compare-table")
-    by_source = gr.Dataframe(
-        label="Per source (mean and spread across seeds)", interactive=False, wrap=True, elem_id="compare-sources"
-    )
+    gr.Markdown(INTRO)
+    with gr.Row():
+        corpus = gr.Dropdown([], label="Corpus", elem_id="compare-corpus", scale=4, allow_custom_value=True)
+        refresh = gr.Button("↻ Refresh", elem_id="compare-refresh", scale=0, min_width=120)
+    corpus_info = gr.HTML(label="Corpus compared (name, sentences, split, content hash)", elem_id="compare-corpus-info")
+    message = gr.HTML(label="Compare status", elem_id="compare-message")
+    with gr.Row():
+        smoothing = gr.Slider(0.0, 0.99, value=0.0, step=0.01, label="Smoothing (EMA weight; 0 = raw)",
+                              elem_id="compare-smoothing")  # fmt: skip
+        x_axis = gr.Radio(X_AXES, value="step", label="x-axis", elem_id="compare-x")
+        train = gr.Checkbox(True, label="Train loss (dashed)", elem_id="compare-train")
+    shown = gr.CheckboxGroup([], label="Runs shown in the plot", elem_id="compare-shown")
+    plot = gr.Plot(label="Loss curves (validation solid, train dashed)", elem_id="compare-plot")
+    table = gr.Dataframe(label="Runs on this corpus, ranked by best validation loss", interactive=False,
+                         wrap=True, elem_id="compare-table")  # fmt: skip
+    by_source = gr.Dataframe(label="Per source on this corpus (mean and spread; seeds counted once each)",
+                             interactive=False, wrap=True, elem_id="compare-sources")  # fmt: skip
+    with gr.Accordion("Rename or delete a run", open=False, elem_id="compare-edit"):
+        with gr.Row():
+            run = gr.Dropdown([], label="Run", elem_id="compare-run", scale=3, allow_custom_value=True)
+            new_name = gr.Textbox(label="Display name (empty: the folder's name)", elem_id="compare-name", scale=3)
+            rename_btn = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=100)
+            delete_btn = gr.Button("Delete…", variant="stop", elem_id="compare-delete", scale=0, min_width=100)
+        with gr.Group(visible=False, elem_id="compare-confirm") as confirm:
+            confirm_text = gr.HTML(label="Delete: confirm", elem_id="compare-confirm-text")
+            with gr.Row():
+                yes = gr.Button("Yes, delete this run", variant="stop", elem_id="compare-delete-yes")
+                no = gr.Button("Cancel", elem_id="compare-delete-no")
+        edit_message = gr.HTML(label="Rename or delete: result", elem_id="compare-edit-message")
+    tick = gr.State(0.0)  # set when the tab is shown: its change refreshes with the controls' values
 
-    def compare_runs(state: Session, request: gr.Request):
-        """Every visible run: overlaid validation-loss curves, a table per run (source, final validation
-        loss and perplexity, tokens/s, API requests) and a table per source across seeds."""
-        runs = visible_runs(ctx, owner_of(state, request))
-        curves = {f"{r.name} · {r.source}": r.metrics for r in runs}
-        if runs:
-            msg = note(f"{len(runs)} run(s) in the runs folder", "info")
-        else:
-            msg = note("no finished runs yet: train one in the Train tab", "info")
-        sources = per_source_table(runs)
-        if sources is None:
-            sources = pd.DataFrame(columns=list(SOURCE_COLUMNS.values()))
-        ranked = runs_table(runs).sort_values("best val loss", kind="stable", na_position="last").reset_index(drop=True)
-        return msg, val_curves_figure(curves), ranked, sources
+    def runs_of(state: Session | None, request: gr.Request | None, live: bool = True) -> list[RunSummary]:
+        return visible_runs(ctx, owner_of(state or Session(), request), live=live)
 
-    outputs = [message, plot, table, by_source]
-    refresh.click(compare_runs, session, outputs, api_name="compare_runs")
-    return compare_runs, outputs
+    def figure(group: run_compare.CorpusGroup | None, c: Choices):
+        curves = run_compare.curves(group.runs if group else [], c.shown)
+        return runs_curves_figure(curves, float(c.smoothing or 0), c.x_axis or "step", bool(c.train))
+
+    def compare_runs(
+        corpus_key: str | None = None,
+        smoothing_w: float = 0.0,
+        x: str = "step",
+        train_on: bool = True,
+        state: Session | None = None,
+        request: gr.Request = None,
+    ):
+        """Every visible run of one corpus (default: the newest run's), in progress included: message,
+        corpus picker, corpus description, runs shown, loss curves, runs table, sources table, run picker."""
+        groups = run_compare.corpus_groups(runs_of(state, request))
+        group = run_compare.pick_group(groups, corpus_key or None)
+        picker = gr.update(choices=[(g.label, g.value) for g in groups], value=group.value if group else None)
+        if group is None:
+            msg = note("no runs yet: train one in the Train tab (or with llmcomp train)", "info")
+            empty = pd.DataFrame(columns=["run", "status", "source", "best val loss", "final val loss"])
+            return (msg, picker, "", gr.update(choices=[], value=[]), figure(None, Choices()), empty,
+                    run_compare.sources_table([]), gr.update(choices=[], value=None))  # fmt: skip
+        live = sum(r.status == "training" for r in group.runs)
+        others = len(groups) - 1
+        text = f"{len(group.runs)} run(s) on this corpus" + (f", {live} training now" if live else "")
+        text += f"; {others} other corpus(es) in the picker" if others else ""
+        names = [(run_compare.title(r), r.name) for r in run_compare.ranked(group.runs)]
+        c = Choices(group.value, smoothing_w, x, train_on, None)
+        return (note(text, "info"), picker, note(group.describe, "info"), gr.update(choices=names, value=[v for _, v in names]),
+                figure(group, c), run_compare.runs_table(group.runs), run_compare.sources_table(group.runs),
+                gr.update(choices=[(run_label(r), r.name) for r in run_compare.ranked(group.runs)], value=names[0][1]))  # fmt: skip
+
+    def compare_curves(
+        corpus_key: str | None = None,
+        smoothing_w: float = 0.0,
+        x: str = "step",
+        train_on: bool = True,
+        shown_runs: list[str] | None = None,
+        state: Session | None = None,
+        request: gr.Request = None,
+    ):
+        """The loss curves alone, redrawn for new controls: smoothing, x-axis, train curves, runs shown."""
+        groups = run_compare.corpus_groups(runs_of(state, request))
+        group = run_compare.pick_group(groups, corpus_key or None)
+        shown_list = None if shown_runs is None else list(shown_runs)
+        return figure(group, Choices(corpus_key, smoothing_w, x, train_on, shown_list))
+
+    def editable(state: Session, request: gr.Request) -> list[RunSummary]:
+        owner = owner_of(state, request)
+        return run_list.editable(runs_of(state, request), owner_tag(owner), ctx.public)
+
+    def rename_run(name, display_name, state: Session, request: gr.Request):
+        """Give a run a display name (its folder keeps its name); an empty name clears it."""
+        try:
+            r = run_list.rename(editable(state, request), name or "", display_name or "")
+        except USER_ERRORS as e:
+            return failed(e)
+        return note(f"{r.name} is now shown as {run_list.title(r)}", "ok")
+
+    def ask_delete(name, state: Session, request: gr.Request):
+        try:
+            r = run_list.find(editable(state, request), name or "")
+        except USER_ERRORS as e:
+            return gr.update(visible=False), "", failed(e)
+        text = note(f"Delete {run_list.title(r)} ({r.name})? Its folder is removed for good; the attention cache "
+                    "and other runs stay.", "warn")  # fmt: skip
+        return gr.update(visible=True), text, ""
+
+    def delete_run(name, state: Session, request: gr.Request):
+        """Delete a run's folder (never the attention cache); refused for a run in progress."""
+        try:
+            path = run_list.delete(editable(state, request), name or "", ctx.paths.runs, protect=[ctx.paths.cache])
+        except USER_ERRORS as e:
+            return failed(e)
+        return note(f"deleted {path.name}", "ok")
+
+    inputs = [corpus, smoothing, x_axis, train, session]
+    outputs = [message, corpus, corpus_info, shown, plot, table, by_source, run]
+    refresh.click(compare_runs, inputs, outputs, api_name="compare_runs")
+    corpus.input(compare_runs, inputs, outputs, api_visibility="private")
+    tick.change(compare_runs, inputs, outputs, api_visibility="private")
+    curve_inputs = [corpus, smoothing, x_axis, train, shown, session]
+    gr.on([smoothing.change, x_axis.input, train.input, shown.input], compare_curves, curve_inputs, plot,
+          api_name="compare_curves", show_progress="hidden")  # fmt: skip
+    rename_btn.click(rename_run, [run, new_name, session], edit_message, api_name="rename_run").then(
+        compare_runs, inputs, outputs, api_visibility="private"
+    )
+    delete_btn.click(ask_delete, [run, session], [confirm, confirm_text, edit_message], api_visibility="private")
+    no.click(lambda: (gr.update(visible=False), note("nothing deleted", "info")), None, [confirm, edit_message],
+             api_visibility="private")  # fmt: skip
+    yes.click(delete_run, [run, session], edit_message, api_name="delete_run").then(
+        lambda: gr.update(visible=False), None, confirm, api_visibility="private"
+    ).then(compare_runs, inputs, outputs, api_visibility="private")
+    return (lambda state: time.time()), [tick]

@@ -3,16 +3,23 @@ here so that no tab imports another)."""
 
 from __future__ import annotations
 
+from llmcomp.app import run_list
 from llmcomp.app.jobs import owner_tag
-from llmcomp.training.run_summary import RunSummary, list_runs
+from llmcomp.training.run_summary import RunSummary
 from llmcomp.ui.common import AppContext, UserError
 
 NEW_RUN = ""
 
 
-def visible_runs(ctx: AppContext, owner: str | None) -> list[RunSummary]:
-    """Runs this browser may see: its own and those made outside the app (CLI, experiments)."""
-    return list_runs(ctx.paths.runs, visible_to=owner_tag(owner) or "", everyone=True)
+def visible_runs(ctx: AppContext, owner: str | None, live: bool = False) -> list[RunSummary]:
+    """Runs this browser or API client may see: on a private server (loopback or a login) every run; on a
+    public one its own and those made outside the app (CLI, experiments). ``live`` adds runs in progress."""
+    return run_list.visible(ctx.paths.runs, owner_tag(owner), ctx.public, live=live)
+
+
+def run_label(r: RunSummary) -> str:
+    """A run as a picker names it: its display name (when it has one) and its folder."""
+    return f"{r.display_name} · {r.name}" if r.display_name else r.name
 
 
 def run_choices(runs: list[RunSummary], new_label: str | None = None) -> list[tuple[str, str]]:
@@ -22,7 +29,7 @@ def run_choices(runs: list[RunSummary], new_label: str | None = None) -> list[tu
         val = f"val {r.final_val_loss:.3f}" if r.final_val_loss is not None else "no val yet"
         if r.best_val_loss is not None:
             val += f" · best {r.best_val_loss:.3f} at step {r.best_step}"
-        out.append((f"{r.name} · {r.source} · step {r.steps}/{r.total_steps} · {val}", r.name))
+        out.append((f"{run_label(r)} · {r.source} · step {r.steps}/{r.total_steps} · {val}", r.name))
     return out
 
 
