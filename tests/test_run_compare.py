@@ -172,6 +172,9 @@ def test_delete_removes_the_run_folder_only_and_refuses_what_it_must(trained, tm
     with pytest.raises(run_list.RunError, match="must stay"):
         run_list.delete(list_runs(root, live=True), "keep", root, protect=[inside])
     assert inside.is_file()
+    with pytest.raises(run_list.RunError, match="is in progress"):  # a job of this process writes it (long scoring)
+        run_list.delete(list_runs(root, live=True), "keep", root, busy=[None, str(root / "keep")])
+    assert (root / "keep" / "checkpoint").is_dir()
 
 
 def test_private_server_lists_every_run_public_one_own_and_the_clis(trained, tmp_path):

@@ -144,7 +144,9 @@ def build(ctx: AppContext, session: gr.State):
     def delete_run(name, state: Session, request: gr.Request):
         """Delete a run's folder (never the attention cache); refused for a run in progress."""
         try:
-            path = run_list.delete(editable(state, request), name or "", ctx.paths.runs, protect=[ctx.paths.cache])
+            job = ctx.jobs.active()
+            path = run_list.delete(editable(state, request), name or "", ctx.paths.runs, protect=[ctx.paths.cache],
+                                   busy=[job.snapshot().run_dir] if job else [])  # fmt: skip
         except USER_ERRORS as e:
             return failed(e)
         return note(f"deleted {path.name}", "ok")
