@@ -20,8 +20,9 @@ def local_state(loading_soon: bool = False, preload_error: str | None = None) ->
     ``loading_soon``: a preloader is armed; ``preload_error``: it could not even start."""
     module = sys.modules.get("llmcomp.attention.local_model")
     load_state = getattr(module, "load_state", None)  # None too while a thread is still importing it
-    if load_state is not None:
-        return load_state()
+    state = load_state() if load_state is not None else "not loaded"
+    if state != "not loaded":
+        return state
     if preload_error:
         return f"failed: {preload_error}"
     from llmcomp.attention.local_origin import unavailable_reason
@@ -29,7 +30,7 @@ def local_state(loading_soon: bool = False, preload_error: str | None = None) ->
     reason = unavailable_reason()
     if reason:
         return f"failed: {reason}"
-    return "loading" if loading_soon else "not loaded"
+    return "loading" if loading_soon and load_state is None else "not loaded"
 
 
 @dataclass(frozen=True)

