@@ -33,6 +33,18 @@ def local_state(loading_soon: bool = False, preload_error: str | None = None) ->
     return "loading" if loading_soon and load_state is None else "not loaded"
 
 
+def local_model_origin() -> str:
+    """Where the local model comes from, in words: the GGUF file's name, or ``hub:<id>@<revision>``."""
+    from llmcomp.attention.local_origin import resolve_origin
+    from llmcomp.errors import LLMCompError
+
+    try:
+        origin = resolve_origin()
+    except LLMCompError as e:
+        return f"none: {e}"
+    return origin.key if origin.route == "hub" else f"gguf:{origin.name}"
+
+
 @dataclass(frozen=True)
 class DefaultSource:
     """The source a new page starts with, and why it is not the local LLM (``reason``)."""

@@ -25,7 +25,7 @@ import gradio as gr
 
 from llmcomp import settings
 from llmcomp.app.jobs import JobManager
-from llmcomp.app.local_status import default_source, local_state
+from llmcomp.app.local_status import default_source, local_model_origin, local_state
 from llmcomp.settings import Paths, SettingsError
 from llmcomp.ui import attention_tab, compare_tab, corpus_tab, generate_tab, train_tab
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
@@ -138,8 +138,15 @@ def build_app(
             return model_status_html(preloader), gr.Timer(active=not done)
 
         def app_status(request: gr.Request) -> dict[str, Any]:
-            """Server status: the local model's load state and whether a training run is in progress."""
-            return {"local_model": local_model_state(preloader), "training_in_progress": ctx.jobs.active() is not None}
+            """Server status: the local model's load state, where it comes from, the default source (a
+            baseline when the local model cannot load) and whether a training run is in progress."""
+            state = local_model_state(preloader)
+            return {
+                "local_model": state,
+                "local_model_origin": local_model_origin(),
+                "default_source": default_source(state).kind,
+                "training_in_progress": ctx.jobs.active() is not None,
+            }
 
         load = demo.load(
             on_load, [browser_id, session], [browser_id, model_status, launch_warning], api_visibility="private"
