@@ -39,6 +39,10 @@ from llmcomp import settings
 from llmcomp.attention.local_model import load_model
 m = load_model()
 assert m.origin.route == "gguf", m.origin
+import os
+from huggingface_hub import constants
+offline = [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ] + ["const"] * constants.HF_HUB_OFFLINE
+assert not offline, f"the GGUF route turned offline mode on for the whole process (the Hub route too): {offline}"
 folder = Path(sys.argv[1]) / ("models--" + settings.HUB_MODEL.replace("/", "--")) / "snapshots" / settings.HUB_REVISION
 from transformers import AutoModelForCausalLM
 config = m.decoder.config  # a GGUF-loaded model cannot be saved as it is: copy its weights into a plain one
