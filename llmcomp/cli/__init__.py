@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmcomp.attention.local_origin import LocalModelUnavailable
 from llmcomp.cli import compare, generate, heads, runs, score, tasks, train, web
 from llmcomp.errors import LLMCompError, one_line
 
@@ -36,5 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (LLMCompError, OSError) as e:  # a message may quote a file name or a file's words: one safe line
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        hint = (
+            "; without the local LLM, pass another source: --attention uniform"
+            if isinstance(e, LocalModelUnavailable)
+            else ""
+        )
+        print(f"error: {one_line(e)}{hint}", file=sys.stderr)
         return 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import gradio as gr
 
 from llmcomp import settings
 from llmcomp.app.jobs import JobManager
+from llmcomp.app.local_status import default_source, local_model_origin, local_state
 from llmcomp.settings import Paths, SettingsError
 from llmcomp.ui import attention_tab, compare_tab, corpus_tab, data_api, generate_tab, train_tab
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
@@ -40,16 +40,11 @@ INTRO = (
 
 
 def local_model_state(preloader: Preloader | None) -> str:
-    """'loaded', 'loading', 'not loaded' or 'failed: <reason>', without importing torch to find out:
-    until the local LLM's module is imported, the model is not loaded (and is loading soon, if a
-    preloader is armed)."""
-    module = sys.modules.get("llmcomp.attention.local_model")
-    load_state = getattr(module, "load_state", None)  # None too while a thread is still importing it
-    if load_state is None:
-        if preloader is not None and preloader.error:
-            return f"failed: {preloader.error}"
-        return "loading" if preloader is not None else "not loaded"
-    return load_state()
+    """'loaded', 'loading', 'not loaded' or 'failed: <reason>', without importing torch to find out
+    (``app.local_status``): until the local LLM's module is imported, the model is not loaded (and is
+    loading soon, if a preloader is armed), unless it is known that it cannot load here."""
+    armed = preloader is not None
+    return local_state(loading_soon=armed, preload_error=preloader.error if armed else None)
 
 
 def model_status_html(preloader: Preloader | None) -> str:
@@ -60,7 +55,7 @@ def model_status_html(preloader: Preloader | None) -> str:
         return note("loading local model… (the other sources work meanwhile)", "busy")
     if state == "not loaded":
         return note("local model not loaded yet; it loads on first use", "info")
-    return note(f"local model unavailable: {state.removeprefix('failed: ')}; use a baseline or an API", "error")
+    return note(default_source(state).header(), "warn")
 
 
 class Preloader:
@@ -144,8 +139,15 @@ def build_app(
             return model_status_html(preloader), gr.Timer(active=not done)
 
         def app_status(request: gr.Request) -> dict[str, Any]:
-            """Server status: the local model's load state and whether a training run is in progress."""
-            return {"local_model": local_model_state(preloader), "training_in_progress": ctx.jobs.active() is not None}
+            """Server status: the local model's load state, where it comes from, the default source (a
+            baseline when the local model cannot load) and whether a training run is in progress."""
+            state = local_model_state(preloader)
+            return {
+                "local_model": state,
+                "local_model_origin": local_model_origin(),
+                "default_source": default_source(state).kind,
+                "training_in_progress": ctx.jobs.active() is not None,
+            }
 
         load = demo.load(
             on_load, [browser_id, session], [browser_id, model_status, launch_warning], api_visibility="private"

@@ -5,11 +5,12 @@ Layout and wiring only: what the buttons do is in ``llmcomp.ui.attention_actions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 
 from llmcomp.app.keys import owner_endpoint
+from llmcomp.app.local_status import default_source, follow_default, local_state
 from llmcomp.app.sources import SourceSettings
 from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import LABELS, MODES, RELATIONS
@@ -70,8 +71,13 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         "**OpenAI-compatible** server costs requests (see the estimate first); **baselines** are the yardsticks "
         "every LLM source must beat."
     )
+    start = default_source(local_state())  # the local LLM, or a baseline where it cannot load (says why)
+    session.value.settings = replace(session.value.settings, kind=start.kind)  # what new sessions start with
     with gr.Row():
-        kind = gr.Dropdown(KIND_CHOICES, value="local", label="Attention source", elem_id="source-kind", scale=2)
+        kind = gr.Dropdown(
+            KIND_CHOICES, value=start.kind, label="Attention source", info=start.picker_info(), elem_id="source-kind",
+            scale=2,
+        )  # fmt: skip
         n_heads = gr.Slider(1, 9, value=1, step=1, label="Heads", elem_id="source-heads", scale=1)
     with gr.Group(visible=True) as local_box:
         layers = gr.Textbox(
@@ -268,4 +274,17 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     )
     export_btn.click(export_matrix, [sentence, fmt, session], [export_file, export_msg], api_name="export_matrix")
     heads_panel.build(ctx, session, sentence, row_scale, kind, llm_heads)
+
+    def follow_local_model(current: str, state: Session):
+        """Once the local model turns out unavailable, a picker (and session) still on it moves to the baseline."""
+        model_state = local_state()
+        choice, value = default_source(model_state), follow_default(current, model_state)
+        if choice.fell_back and state.settings.kind == "local":
+            state.settings = replace(state.settings, kind=value)
+        return gr.update(value=value, info=choice.picker_info()), gr.Timer(active=not choice.final)
+
+    picker_timer = gr.Timer(2.0)
+    picker_timer.tick(
+        follow_local_model, [kind, session], [kind, picker_timer], api_visibility="private", show_progress="hidden"
+    )
     return tab
