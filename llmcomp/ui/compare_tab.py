@@ -52,8 +52,9 @@ def build(ctx: AppContext, session: gr.State):
         train = gr.Checkbox(True, label="Train loss (dashed)", elem_id="compare-train")
     shown = gr.CheckboxGroup([], label="Runs shown in the plot", elem_id="compare-shown")
     plot = gr.Plot(label="Loss curves (validation solid, train dashed)", elem_id="compare-plot")
+    # no wrapping: a wide table scrolls sideways instead of breaking its headers letter by letter
     table = gr.Dataframe(label="Runs on this corpus, ranked by best validation loss", interactive=False,
-                         wrap=True, elem_id="compare-table")  # fmt: skip
+                         wrap=False, elem_id="compare-table")  # fmt: skip
     by_source = gr.Dataframe(label="Per source on this corpus (mean and spread; seeds counted once each)",
                              interactive=False, wrap=True, elem_id="compare-sources")  # fmt: skip
     with gr.Accordion("Rename or delete a run", open=False, elem_id="compare-edit"):
