@@ -214,18 +214,24 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             gr.update(visible=kind == "local"),
         )
 
-    def estimate_cost(*form_and_state):
+    def estimate_cost(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+        max_sentences, state: Session,
+    ):  # fmt: skip
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
-        *form, max_sentences, state = form_and_state
-        remember(*form, state)
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
+                 llm_heads, state)  # fmt: skip
         return act.estimate_cost(ctx, state, max_sentences)
 
-    def score_corpus(*form_and_state):
+    def score_corpus(
+        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
+        max_sentences, state: Session,
+    ):  # fmt: skip
         """Score the corpus (or its first max_sentences) with the chosen source, streaming progress:
         done, cached, failed, requests and tokens. Ends with the heatmap of the first scored sentence and
         its number."""
-        *form, max_sentences, state = form_and_state
-        remember(*form, state)
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
+                 llm_heads, state)  # fmt: skip
         yield from act.score_corpus(ctx, state, max_sentences)
 
     def show_attention(sentence_no, head, row_scale, state: Session):
