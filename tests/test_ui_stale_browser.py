@@ -86,8 +86,8 @@ def test_an_error_and_a_stale_title_go_when_the_field_is_corrected(browser, serv
 
     fill(page, "#local-layers textarea", "40")
     page.click("#show-btn")
-    wait_text(page, "#sentence-text", "40")
-    assert page.locator("#sentence-text .llmc-error").count() == 1
+    page.locator("#sentence-text .llmc-error").wait_for()  # not the "source is now ... layers 40" line before it
+    assert "40" in page.inner_text("#sentence-text .llmc-error")
     assert not has_plot(page, "attention-heatmap")  # no plot beside the error
     shot(page, "s05-layer-40-error")
     fill(page, "#local-layers textarea", "all")
