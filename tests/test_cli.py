@@ -100,3 +100,16 @@ def test_train_writes_a_named_recorded_run_and_resumes_it_in_place(tmp_path, mon
     assert err.count("\n") == 1 and "already at step 8" in err
     assert json.loads((run.path / "run.json").read_text())["source"]["spec"]["kind"] == "previous"
     assert os.listdir(tmp_path / "runs") == [run.path.name]
+
+
+def test_a_too_long_sentence_names_the_flag_that_exists(tmp_path, monkeypatch, capsys):
+    """The library cannot know where it is shown: the command line offers --max-words, and says so, on one line."""
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n".join(["the cat sat on the mat."] * 12 + [" ".join(["word"] * 80)]))
+    assert main(["train", "--corpus", str(corpus), "--attention", "uniform", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: long.txt line 13 has a sentence of 80 words; the limit is 64 (split it, or raise --max-words)"
+    monkeypatch.setenv("LLMCOMP_HOME", str(tmp_path))
+    tiny = ["--n-embd", "16", "--batch-size", "4", "--eval-every", "1", "--no-cache"]
+    assert main(["train", "--corpus", str(corpus), "--max-words", "100", "--attention", "uniform", "--steps", "1",
+                 *tiny]) == 0  # fmt: skip  # the flag named is the one that lifts the limit

@@ -129,7 +129,8 @@ def test_default_local_llm_on_the_bundled_corpus(app):
     est = c.predict(max_sentences=4, api_name="/estimate_cost")  # defaults: local LLM, example.txt
     assert "local LLM, offline and free: 4 of 4 sentences to score" in est
     job = c.submit(max_sentences=4, api_name="/score_corpus")
-    progress, heat, sentence, heads = job.result(timeout=240)
+    progress, heat, sentence, heads, number = job.result(timeout=240)
+    assert number == 0 and "Sentence 0 of" in sentence  # the number box names the sentence drawn
     assert len(job.outputs()) >= 2, "scoring should stream progress before the result"
     assert "finished" in progress and "done <b>4</b>" in progress and "failed <b>0</b>" in progress
     first = load_corpus(DATA / "example.txt").sentences[0]
@@ -159,7 +160,7 @@ def test_binding_corpus_oracle_side_by_side_and_json_export(app):
     assert preview["headers"] == ["#", "split", "words", "sentence"]
     assert hist.startswith("<svg") and "sentences</title>" in hist  # the length histogram, as light SVG
     c.predict(kind="oracle", api_name="/set_source")
-    progress, heat, sentence, _ = c.predict(kind="oracle", max_sentences=10, api_name="/score_corpus")
+    progress, heat, sentence, _, _ = c.predict(kind="oracle", max_sentences=10, api_name="/score_corpus")
     assert "done <b>10</b>" in progress and "oracle" in sentence
     words = load_corpus(DATA / "binding.txt").sentences[0]
     fig = plot(heat)
@@ -592,3 +593,54 @@ def test_heads_mapped_a_head_for_a_typed_sentence_and_picked_heads_become_the_so
     assert kind == "local" and heads == "21.4,23.5" and "heads 21.4,23.5, one each" in msg
     _, text, choices = c.predict(sentence_no=1, head=1, row_scale=False, api_name="/show_attention")
     assert choices["choices"] == [["L21.H4", 0], ["L23.H5", 1]] and "heads 21.4,23.5" in text
+
+
+#: the endpoints of the Corpus, Attention (with its Heads section) and Train tabs
+NAMED_OUTPUTS = {"/use_bundled_corpus", "/upload_corpus", "/set_source", "/estimate_cost", "/score_corpus",
+                 "/show_attention", "/compare_sources", "/export_matrix", "/map_heads", "/head_grid", "/show_head",
+                 "/use_heads", "/training_status", "/start_training", "/stop_training", "/download_checkpoint"}  # fmt: skip
+
+
+def test_every_output_of_these_tabs_says_what_it_is(app):
+    """The API page named outputs "the 'value_16' Html component": each needs a label of its own."""
+    api = client(app).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    unnamed = [
+        (name, r["component"])
+        for name in NAMED_OUTPUTS
+        for r in api[name]["returns"]
+        if not r.get("label") or r["label"].startswith("value_")
+    ]
+    assert not unnamed, unnamed
+
+
+def test_a_baseline_source_takes_one_argument(app):
+    """Gradio gives each endpoint parameter its component's initial value as the default, so the kind is enough."""
+    c = client(app)
+    params = client(app).view_api(return_format="dict", print_info=False)["named_endpoints"]["/set_source"]
+    assert params["parameters"][0]["parameter_name"] == "kind"
+    assert all(p["parameter_has_default"] for p in params["parameters"][1:])
+    c.predict("uniform", api_name="/set_source")
+    fig, text, _ = c.predict(sentence_no=1, api_name="/show_attention")
+    assert "uniform" in plot(fig)["layout"]["title"]["text"] and "Sentence 1 of" in text
+    c.predict(kind="previous", api_name="/set_source")
+    fig, _, _ = c.predict(sentence_no=1, api_name="/show_attention")
+    assert "previous" in plot(fig)["layout"]["title"]["text"]
+
+
+def test_an_error_clears_the_plot_it_would_have_replaced(app):
+    """A plot beside an error would show what the inputs no longer ask for: the error comes with no plot."""
+    c = client(app)
+    c.predict(kind="openai", api_name="/set_source")  # nothing scored with it: show_attention must refuse
+    fig, text, _ = c.predict(sentence_no=0, api_name="/show_attention")
+    assert fig is None and "llmc-error" in text and "score the corpus first" in text
+    side, diff, msg = c.predict(sentence_no=0, head=0, other="uniform", api_name="/compare_sources")
+    assert side is None and diff is None and "llmc-error" in msg
+
+
+def test_a_long_line_names_the_remedy_the_app_offers(app, tmp_path):
+    long = "\n".join(["the cat sat on the mat."] * 12 + [" ".join(["word"] * 80)])
+    c = client(app)
+    msg, *_ = c.predict(handle_file(write(tmp_path, "long.txt", long)), split="lines", api_name="/upload_corpus")
+    assert "80 words" in msg and "choose split auto" in msg and "max_words" not in msg
+    msg, *_ = c.predict(handle_file(write(tmp_path, "long.txt", long)), split="auto", api_name="/upload_corpus")
+    assert "80 words" in msg and "split it in the file" in msg and "max_words" not in msg

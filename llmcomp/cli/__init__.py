@@ -14,6 +14,7 @@ import sys
 from llmcomp.attention.local_origin import LocalModelUnavailable
 from llmcomp.cli import compare, generate, heads, runs, score, tasks, train, web
 from llmcomp.errors import LLMCompError, one_line
+from llmcomp.text.corpus import SentenceTooLongError
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except SentenceTooLongError as e:  # the remedy that exists here: a flag, where the command has it
+            flag = getattr(args, "corpus_max_words_flag", False)
+            raise e.advise("split it, or raise --max-words" if flag else "split it into shorter sentences") from None
     except (LLMCompError, OSError) as e:  # a message may quote a file name or a file's words: one safe line
         hint = (
             "; without the local LLM, pass another source: --attention uniform"

@@ -33,6 +33,7 @@ def add_corpus_args(p: argparse.ArgumentParser) -> None:
         "after . ! ?; auto: paragraphs if blank lines separate them, else lines cut after inner . ! ?",
     )
     g.add_argument("--max-words", type=int, default=CorpusConfig.max_words, help="longest sentence allowed (words)")
+    p.set_defaults(corpus_max_words_flag=True)  # main() names --max-words in a sentence-too-long error
     g.add_argument(
         "--val-fraction",
         type=float,

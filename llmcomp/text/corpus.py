@@ -24,6 +24,20 @@ class CorpusError(LLMCompError, ValueError):
     """A corpus that cannot be used, with a one-line reason a person can act on."""
 
 
+class SentenceTooLongError(CorpusError):
+    """A sentence over ``max_words``. What a person can do about it depends on where they are (a flag on
+    the command line, a split mode in the web app), so the entry point words the remedy (``advise``)."""
+
+    def __init__(self, name: str, line_no: int, words: int, limit: int,
+                 remedy: str = "split it, or raise CorpusConfig.max_words"):  # fmt: skip
+        self.name, self.line_no, self.words, self.limit = name, line_no, words, limit
+        super().__init__(f"{name} line {line_no} has a sentence of {words} words; the limit is {limit} ({remedy})")
+
+    def advise(self, remedy: str) -> SentenceTooLongError:
+        """The same error, with the remedy that exists where it is shown."""
+        return SentenceTooLongError(self.name, self.line_no, self.words, self.limit, remedy)
+
+
 @dataclass
 class CorpusConfig:
     """How text becomes sentences, what is rejected, and how validation is held out."""
@@ -205,10 +219,7 @@ def parse_corpus(text: str | bytes, name: str = "corpus", config: CorpusConfig |
             cut += 1  # auto read this line as several sentences: said once, in a notice
         for sentence in pieces:
             if len(sentence) > config.max_words:
-                raise CorpusError(
-                    f"{shown} line {line_no} has a sentence of {len(sentence)} words; the limit is "
-                    f"{config.max_words} (split it, or raise max_words)"
-                )
+                raise SentenceTooLongError(shown, line_no, len(sentence), config.max_words)
             sentences.append(sentence)
             words += len(sentence)
             if len(sentences) > config.max_sentences:  # stop here: the rest would only cost time and memory

@@ -114,9 +114,9 @@ def build_app(
         launch_warning = gr.HTML(elem_id="llmc-launch-warning")  # filled on load (see launch_options)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("1 · Corpus", id="corpus", elem_id="tab-corpus"):
-                corpus_tab.build(ctx, session)
+                corpus = corpus_tab.build(ctx, session)
             with gr.Tab("2 · Attention", id="attention", elem_id="tab-attention"):
-                attention_tab.build(ctx, session)
+                attention = attention_tab.build(ctx, session)
             with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_tab_box:
                 train = train_tab.build(ctx, session)
             with gr.Tab("4 · Generate", id="generate", elem_id="tab-generate") as generate_tab_box:
@@ -132,6 +132,13 @@ def build_app(
                 preloader.start()  # the page is on screen now, so loading the model no longer delays it
             warning = note(ctx.launch_warning, "warn") if ctx.launch_warning else ""
             return state.owner, model_status_html(preloader), warning
+
+        def restore_source(state: Session):
+            """The source form as this browser last set it (never the API key); unchanged when nothing is kept."""
+            settings = ctx.pages.recall(state.owner).settings
+            if settings is None:
+                return [gr.skip()] * len(attention.form)
+            return attention.form_values(settings)
 
         def refresh_model_status():
             state = local_model_state(preloader)
@@ -152,6 +159,12 @@ def build_app(
         load = demo.load(
             on_load, [browser_id, session], [browser_id, model_status, launch_warning], api_visibility="private"
         )
+        # a reload restores the corpus and the source this browser chose (kept on the server by browser id)
+        load.then(corpus.restore, session, corpus.restore_outputs, api_visibility="private").then(
+            restore_source, session, attention.form, api_visibility="private"
+        )
+        # a new corpus: nothing the Attention tab drew for the old one stays
+        corpus.summary.change(attention.corpus_changed, session, attention.stale, api_visibility="private", queue=False)
         load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
         load.then(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
         load.then(gen.list_models, session, gen.checkpoint, api_visibility="private")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from llmcomp.app import scoring
 from llmcomp.app.attention_view import NotScoredError, Scored, head_labels, matrix_for, other_matrix
+from llmcomp.app.local_status import default_source, follow_default, local_state
 from llmcomp.app.sources import SERVER_ONLY_OPTIONS, SourceSettings, build_source, form_field
 from llmcomp.attention.registry import PAID, user_options
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
@@ -135,8 +137,9 @@ def estimate_cost(ctx: AppContext, state: Session, max_sentences) -> str:
         source.close()
 
 
-def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """Score as a background job; yield progress now and then, and the first heatmap at the end."""
+def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
+    """Score as a background job; yield progress now and then, and at the end the first scored sentence's
+    heatmap, its line, the head choices and its number (so the number box and the plot agree)."""
     settings, corpus = state.settings, ctx.corpus_of(state)
     sents = subset(corpus.sentences, max_sentences)
     keys = ctx.keys(state)
@@ -144,13 +147,13 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
     try:
         source = build_source(settings.description(), keys=keys, cache=ctx.cache())
     except USER_ERRORS as e:
-        yield failed(e), skip, skip, skip
+        yield failed(e), skip, skip, skip, skip
         return
     try:  # one pass per visitor and lane (a new one replaces the last); a full lane refuses with one line
         job = ctx.jobs.admit_scoring(lane(source), visitor(state), lambda: scoring.start_scoring(source, sents, keys))
     except USER_ERRORS as e:
         source.close()
-        yield failed(e), skip, skip, skip
+        yield failed(e), skip, skip, skip, skip
         return
     job.lease_s = SCORING_LEASE_S
     try:
@@ -160,14 +163,14 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
             phase = "scoring"
             if settings.kind == "local" and not snap.scoring.get("done") and model_state() == "loading":
                 phase = "loading the local model (first use only)"
-            yield counts_html(snap.scoring, len(sents), snap.elapsed_s, phase), skip, skip, skip
+            yield counts_html(snap.scoring, len(sents), snap.elapsed_s, phase), skip, skip, skip, skip
     finally:
         if job.running:  # the page went away and Gradio closed this generator, on its event loop: stop, never wait
             job.stop("the page was closed")  # (a source's cancel() only signals; the job ends in its own thread)
     snap = job.snapshot()
     if snap.status != "finished" or job.result is None:
         yield counts_html(snap.scoring, len(sents), snap.elapsed_s, "stopped") + error(snap.error or snap.status), \
-            skip, skip, skip  # fmt: skip
+            skip, skip, skip, skip  # fmt: skip
         return
     result = job.result
     state.scored = Scored.of(settings, source.describe(), result, len(corpus.sentences))
@@ -177,8 +180,9 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
         summary += note(f"{len(result.failures)} sentence(s) failed; first #{first[0]}: {first[1][:200]}", "warn")
     else:
         summary += note(f"scored {len(sents):,} sentences with {source.describe()}", "ok")
-    fig, text, heads = heatmap(ctx, state, state.scored.first_scored(), 0)
-    yield summary, fig, text, gr.update(choices=heads, value=0)
+    first = state.scored.first_scored()
+    fig, text, heads = heatmap(ctx, state, first, 0)
+    yield summary, fig, text, gr.update(choices=heads, value=0), first  # the number box names the sentence drawn
 
 
 def heatmap(ctx: AppContext, state: Session, sentence_no, head, row_scale: bool = False) -> tuple[Any, str, list]:
@@ -190,11 +194,11 @@ def heatmap(ctx: AppContext, state: Session, sentence_no, head, row_scale: bool 
     words = corpus.sentences[idx]
     try:
         m, desc = matrix_for(state.settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
-    except USER_ERRORS as e:
-        return gr.skip(), sentence_html(words, idx, n) + failed(e), [("head 0", 0)]
+    except USER_ERRORS as e:  # no plot beside an error: the last one was drawn for other inputs
+        return None, sentence_html(words, idx, n) + failed(e), [("head 0", 0)]
     heads = head_labels(state.settings, m.shape[0])
     if m.shape[0] == 0:
-        return gr.skip(), sentence_html(words, idx, n) + note(LEARNED_NOTE, "info"), heads
+        return None, sentence_html(words, idx, n) + note(LEARNED_NOTE, "info"), heads
     h = min(max(int(head or 0), 0), m.shape[0] - 1)
     fig = attention_heatmap(m[h], words, title=f"{desc} · {heads[h][0]}", row_scale=row_scale)
     return fig, sentence_html(words, idx, n, desc), heads
@@ -215,8 +219,8 @@ def compare(ctx: AppContext, state: Session, sentence_no, head, other) -> tuple[
         if a.shape[0] == 0:
             raise NotScoredError("the learned source supplies no matrix to compare; choose another source")
         b, desc_b = other_matrix(str(other), words, ctx.cache(), ctx.keys(state))
-    except USER_ERRORS as e:
-        return gr.skip(), gr.skip(), failed(e)
+    except USER_ERRORS as e:  # the panels drawn before were for other inputs: cleared, never left beside the error
+        return None, None, failed(e)
     ha = min(max(int(head or 0), 0), a.shape[0] - 1)
     hb = min(ha, b.shape[0] - 1)
     title_a, title_b = f"A: {desc_a} · head {ha}", f"B: {desc_b} · head {hb}"
@@ -244,3 +248,18 @@ def export(ctx: AppContext, state: Session, sentence_no, fmt, request: gr.Reques
         path = folder / f"attention-{kind}-sentence{idx}.csv"
         path.write_text(matrix_to_csv(m, words), encoding="utf-8")
     return str(path), note(f"{path.name}: {m.shape[0]} head(s), {len(words)}×{len(words)}", "ok")
+
+
+def stale_line(ctx: AppContext, state: Session, sentence_no, why: str) -> str:
+    """The sentence line with why its heatmap was taken away (an input it depends on changed)."""
+    idx, words = _sentence(ctx, state, sentence_no)
+    return sentence_html(words, idx, len(ctx.corpus_of(state).sentences)) + note(f"{why}: press Show", "info")
+
+
+def follow_local_model(current: str, state: Session):
+    """Once the local model turns out unavailable, a picker (and session) still on it moves to the baseline."""
+    model_state = local_state()
+    choice, value = default_source(model_state), follow_default(current, model_state)
+    if choice.fell_back and state.settings.kind == "local":
+        state.settings = replace(state.settings, kind=value)
+    return gr.update(value=value, info=choice.picker_info()), gr.Timer(active=not choice.final)

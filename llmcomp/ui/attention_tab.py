@@ -5,12 +5,14 @@ Layout and wiring only: what the buttons do is in ``llmcomp.ui.attention_actions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import gradio as gr
 
 from llmcomp.app.keys import owner_endpoint
-from llmcomp.app.local_status import default_source, follow_default, local_state
+from llmcomp.app.local_status import default_source, local_state
 from llmcomp.app.sources import SourceSettings
 from llmcomp.attention.openai_config import safe_url
 from llmcomp.attention.registry import LABELS, MODES, RELATIONS
@@ -45,23 +47,24 @@ class AttentionTab:
     sentence: gr.Number
     head: gr.Dropdown
     heatmap: gr.Plot
+    stale: list  # what depends on the corpus: cleared (or reset) by corpus_changed
+    corpus_changed: Callable[..., Any]  # handler (session) -> values for ``stale``
+
+    @property
+    def form(self) -> list:
+        """The source form a reload restores: every field but the API key."""
+        return [c for c in self.source_inputs if c is not self.api_key]
+
+    @staticmethod
+    def form_values(s: SourceSettings) -> list:
+        """``form``'s values for settings ``s`` (a Base URL without whatever credentials it held)."""
+        return [s.kind, s.n_heads, s.layers, safe_url(s.base_url) if s.base_url else "", s.model, s.mode,
+                list(s.relations), s.floor, s.score_max, s.advanced, s.llm_heads]  # fmt: skip
 
     @property
     def source_inputs(self) -> list:
-        return [
-            self.kind,
-            self.n_heads,
-            self.layers,
-            self.base_url,
-            self.model,
-            self.api_key,
-            self.mode,
-            self.relations,
-            self.floor,
-            self.score_max,
-            self.advanced,
-            self.llm_heads,
-        ]
+        return [self.kind, self.n_heads, self.layers, self.base_url, self.model, self.api_key, self.mode,
+                self.relations, self.floor, self.score_max, self.advanced, self.llm_heads]  # fmt: skip
 
 
 def build(ctx: AppContext, session: gr.State) -> AttentionTab:
@@ -124,8 +127,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         )
         estimate_btn = gr.Button("Estimate cost", elem_id="estimate-btn")
         score_btn = gr.Button("Score corpus", variant="primary", elem_id="score-btn")
-    estimate = gr.HTML(elem_id="estimate")
-    progress = gr.HTML(elem_id="score-progress")
+    estimate = gr.HTML(label="Cost estimate", elem_id="estimate")
+    progress = gr.HTML(label="Scoring progress", elem_id="score-progress")
 
     gr.Markdown("### Browse the matrices")
     with gr.Row():
@@ -139,46 +142,62 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             False, label="Per-row colours", info="each row by its own largest weight", elem_id="row-scale", scale=1
         )
         show_btn = gr.Button("Show", elem_id="show-btn", scale=0, min_width=80)
-    sentence_box = gr.HTML(elem_id="sentence-text")
+    sentence_box = gr.HTML(label="Sentence shown", elem_id="sentence-text")
     heatmap = gr.Plot(label="Attention (row = word, column = word it attends to)", elem_id="attention-heatmap")
     with gr.Accordion("Compare with another source, and download", open=False, elem_id="compare-accordion"):
         with gr.Row():
             other = gr.Dropdown(OTHER_CHOICES, value="uniform", label="Other source (B)", elem_id="other-source")
             compare_btn = gr.Button("Side by side and difference", elem_id="compare-btn")
-        compare_msg = gr.HTML()
+        compare_msg = gr.HTML(label="Comparison (which sentence and heads)", elem_id="compare-sources-message")
         side = gr.Plot(label="A (this source) and B", elem_id="side-by-side")
         diff = gr.Plot(label="A − B", elem_id="difference")
         with gr.Row():
             fmt = gr.Radio(["csv", "json"], value="csv", label="Format", elem_id="export-format")
             export_btn = gr.Button("Download this sentence's matrix", elem_id="export-btn")
         export_file = gr.File(label="Matrix file", elem_id="export-file")
-        export_msg = gr.HTML()
+        export_msg = gr.HTML(label="Download message", elem_id="export-message")
+
+    panels = [side, diff, compare_msg, export_file, export_msg]  # drawn for one sentence, head and source
+    cleared = [None, None, "", None, ""]
+
+    def corpus_changed(state: Session):
+        """A new corpus: back to its first sentence, and nothing drawn for the old one stays."""
+        return 0, None, act.stale_line(ctx, state, 0, "the corpus changed"), "", "", *cleared, *heads_cleared
 
     tab = AttentionTab(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads, local_box,
-        openai_box, estimate, progress, sentence, head, heatmap,
+        openai_box, estimate, progress, sentence, head, heatmap, [], corpus_changed,
     )  # fmt: skip
 
     # --- handlers: thin, named as the API documents them ---------------------------------------
-    def remember(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads, state
-    ):
-        state.settings = act.read_settings(
-            kind, n_heads, layers, base_url, model, mode, relations, floor, score_max, advanced, llm_heads
-        )
+    def remember(kind, n_heads, layers, base_url, model, api_key, *rest):
+        state = rest[-1]
+        state.settings = act.read_settings(kind, n_heads, layers, base_url, model, *rest[:-1])
         state.api_key = str(api_key or "")
+        ctx.pages.remember_source(state.owner, state.settings)  # restored on a reload (never the key)
 
     def set_source(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
         state: Session,
     ):  # fmt: skip
-        """Choose this session's attention source (used by show_attention, start_training, ...). floor and
+        """Choose this session's attention source (used by show_attention, start_training, ...). Every
+        argument but kind defaults to the form's initial value, so a baseline needs one: predict("uniform",
+        api_name="/set_source") or predict(kind="uniform", ...). floor and
         score_max: the OpenAI-compatible source's scale; advanced: any other option, option=value per line;
         llm_heads: the local LLM's chosen heads (21.4,23.5), one supplied head each."""
         remember(
             kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
             state,
         )  # fmt: skip
+
+    def source_changed(*form_and_state):
+        """The form changed: keep the session in step, and take away what was drawn for the old source."""
+        *form, sentence_no, state = form_and_state
+        before = heads_panel.mapped(state.settings)
+        remember(*form, state)
+        line = act.stale_line(ctx, state, sentence_no, f"the source is now {state.settings.label()}")
+        same_heads = heads_panel.mapped(state.settings) == before  # e.g. other layers: the same heads mapped
+        return None, line, "", "", *cleared, *([gr.skip()] * len(heads_cleared) if same_heads else heads_cleared)
 
     def toggle(kind):
         return (
@@ -194,10 +213,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         max_sentences, state: Session,
     ):  # fmt: skip
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
-        remember(
-            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-            state,
-        )  # fmt: skip
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
+                 llm_heads, state)  # fmt: skip
         return act.estimate_cost(ctx, state, max_sentences)
 
     def score_corpus(
@@ -205,11 +222,10 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         max_sentences, state: Session,
     ):  # fmt: skip
         """Score the corpus (or its first max_sentences) with the chosen source, streaming progress:
-        done, cached, failed, requests and tokens. Ends with the heatmap of the first sentence."""
-        remember(
-            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-            state,
-        )  # fmt: skip
+        done, cached, failed, requests and tokens. Ends with the heatmap of the first scored sentence and
+        its number."""
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
+                 llm_heads, state)  # fmt: skip
         yield from act.score_corpus(ctx, state, max_sentences)
 
     def show_attention(sentence_no, head, row_scale, state: Session):
@@ -221,8 +237,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     def step_sentence(sentence_no, head, row_scale, delta: int, state: Session):
         n = len(ctx.corpus_of(state).sentences)
         idx = (act.clamp(sentence_no, n) + delta) % n
-        fig, text, heads = act.heatmap(ctx, state, idx, head, bool(row_scale))
-        return idx, fig, text, gr.update(choices=heads, value=min(int(head or 0), len(heads) - 1))
+        return idx, *show_attention(idx, head, row_scale, state)
 
     def compare_sources(sentence_no, head, other, state: Session):
         """This source (A) and another (B) on the same sentence: side by side, and A − B."""
@@ -233,58 +248,49 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         return act.export(ctx, state, sentence_no, fmt, request)
 
     # --- wiring -------------------------------------------------------------------------------
-    settings_in = [*tab.source_inputs, session]
-    for i, comp in enumerate(tab.source_inputs):
-        # the first registration is the public /set_source endpoint; the rest only keep the session in step
-        comp.change(
-            set_source,
-            settings_in,
-            None,
-            api_name="set_source" if i == 0 else None,
-            api_visibility="public" if i == 0 else "private",
-            queue=False,
-            show_progress="hidden",
-        )
-    kind.change(
-        toggle, kind, [local_box, openai_box, n_heads, advanced, llm_heads], api_visibility="private", queue=False
-    )
+    heads_stale, heads_cleared = heads_panel.build(ctx, session, sentence, row_scale, kind, n_heads, llm_heads)
+    tab.stale = [sentence, heatmap, sentence_box, estimate, progress, *panels, *heads_stale]
+    private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    # the public /set_source endpoint; every field's change also clears what was drawn for the old source
+    kind.change(set_source, [*tab.source_inputs, session], None, api_name="set_source", queue=False,
+                show_progress="hidden")  # fmt: skip
+    for comp in tab.source_inputs:
+        comp.change(source_changed, [*tab.source_inputs, sentence, session], tab.stale[1:], **private)
+    kind.change(toggle, kind, [local_box, openai_box, n_heads, advanced, llm_heads], **private)
+    max_sentences.change(lambda: "", None, estimate, **private)
     estimate_btn.click(estimate_cost, [*tab.source_inputs, max_sentences, session], estimate, api_name="estimate_cost")
     score_btn.click(
         score_corpus,
         [*tab.source_inputs, max_sentences, session],
-        [progress, heatmap, sentence_box, head],
+        [progress, heatmap, sentence_box, head, sentence],
         api_name="score_corpus",
         concurrency_limit=None,  # not Gradio's shared slots: the app's lanes bound network and local passes
         show_progress="minimal",
     )
     shown = [sentence, head, row_scale, session]
-    show_btn.click(show_attention, shown, [heatmap, sentence_box, head], api_name="show_attention")
-    sentence.submit(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
-    head.input(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
-    row_scale.input(show_attention, shown, [heatmap, sentence_box, head], api_visibility="private")
+    drawn = [heatmap, sentence_box, head]
+    show_btn.click(show_attention, shown, drawn, api_name="show_attention")
+    sentence.submit(show_attention, shown, drawn, api_visibility="private")
+    # a typed number redraws at once (the last one typed wins): the box and the plot always agree
+    sentence.input(show_attention, shown, drawn, api_visibility="private", trigger_mode="always_last")
+    head.input(show_attention, shown, drawn, api_visibility="private")
+    row_scale.input(show_attention, shown, drawn, api_visibility="private")
     for btn, delta in ((prev_btn, -1), (next_btn, 1)):
         btn.click(
-            lambda s, h, r, st, d=delta: step_sentence(s, h, r, d, st),
-            shown,
-            [sentence, heatmap, sentence_box, head],
+            lambda s, h, r, st, d=delta: step_sentence(s, h, r, d, st), shown, [sentence, *drawn],
             api_visibility="private",
-        )
+        )  # fmt: skip
+    sentence.change(lambda: cleared, None, panels, **private)
+    for comp in (head, other):
+        comp.change(lambda: cleared[:3], None, panels[:3], **private)
+    fmt.change(lambda: cleared[3:], None, panels[3:], **private)
     compare_btn.click(
         compare_sources, [sentence, head, other, session], [side, diff, compare_msg], api_name="compare_sources"
     )
     export_btn.click(export_matrix, [sentence, fmt, session], [export_file, export_msg], api_name="export_matrix")
-    heads_panel.build(ctx, session, sentence, row_scale, kind, llm_heads)
-
-    def follow_local_model(current: str, state: Session):
-        """Once the local model turns out unavailable, a picker (and session) still on it moves to the baseline."""
-        model_state = local_state()
-        choice, value = default_source(model_state), follow_default(current, model_state)
-        if choice.fell_back and state.settings.kind == "local":
-            state.settings = replace(state.settings, kind=value)
-        return gr.update(value=value, info=choice.picker_info()), gr.Timer(active=not choice.final)
 
     picker_timer = gr.Timer(2.0)
     picker_timer.tick(
-        follow_local_model, [kind, session], [kind, picker_timer], api_visibility="private", show_progress="hidden"
+        act.follow_local_model, [kind, session], [kind, picker_timer], api_visibility="private", show_progress="hidden"
     )
     return tab

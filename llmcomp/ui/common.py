@@ -26,7 +26,7 @@ from llmcomp.app.keys import KeyPolicy
 from llmcomp.errors import LLMCompError
 from llmcomp.settings import DATA_DIR, Paths
 from llmcomp.text import Corpus, CorpusConfig, load_corpus
-from llmcomp.ui.state import Session
+from llmcomp.ui.state import PageMemory, Session
 
 if TYPE_CHECKING:
     from llmcomp.attention import AttentionCache
@@ -59,6 +59,7 @@ class AppContext:
     public: bool = False  # served to anyone (see expose); set at launch
     launch_warning: str = ""
     browser_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    pages: PageMemory = field(default_factory=PageMemory)  # each browser's corpus and source, for a reload
 
     @classmethod
     def create(cls, paths: Paths | None = None, jobs: JobManager | None = None) -> AppContext:

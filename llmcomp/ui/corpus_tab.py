@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import gradio as gr
 import pandas as pd
 
 from llmcomp.plots import histogram_svg
 from llmcomp.text import Corpus, CorpusError, parse_corpus
-from llmcomp.text.corpus import SplitMode
+from llmcomp.text.corpus import SentenceTooLongError, SplitMode
 from llmcomp.text.tokenizer import detokenize
 from llmcomp.ui.common import DEFAULT_CORPUS, AppContext, error, note
 from llmcomp.ui.state import Session
 
 PREVIEW_ROWS = 200
+UPLOADED = "(your upload)"  # the picker's entry for this session's uploaded corpus (never a path)
 
 
 @dataclass
@@ -29,10 +31,15 @@ class CorpusTab:
     histogram: gr.HTML
     preview: gr.Dataframe
     split: gr.HTML
+    restore: Callable[..., Any]  # handler (session) -> the browser's remembered corpus, for ``restore_outputs``
 
     @property
     def view_outputs(self) -> list:
         return [self.message, self.summary, self.histogram, self.preview, self.split]
+
+    @property
+    def restore_outputs(self) -> list:
+        return [*self.view_outputs, self.bundled]
 
 
 def histogram_html(corpus: Corpus) -> str:
@@ -107,26 +114,49 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
     # Every new session starts on the default corpus, so its view is part of the page itself: the
     # page is usable as soon as it renders, without waiting for a round trip.
     first = initial_view(ctx, Session())
-    message = gr.HTML(first[0], elem_id="corpus-message")
+    message = gr.HTML(first[0], label="Corpus message", elem_id="corpus-message")
     with gr.Row():
         with gr.Column(scale=3):
-            summary = gr.HTML(first[1], elem_id="corpus-summary")
-            split = gr.HTML(first[4], elem_id="corpus-split")
+            summary = gr.HTML(first[1], label="Corpus statistics", elem_id="corpus-summary")
+            split = gr.HTML(first[4], label="Held-out validation split", elem_id="corpus-split")
         with gr.Column(scale=2):
             histogram = gr.HTML(first[2], label="Sentence lengths", elem_id="corpus-histogram")
     preview = gr.Dataframe(
         first[3], label="Preview (first sentences)", interactive=False, wrap=True, elem_id="corpus-preview"
     )
-    tab = CorpusTab(bundled, upload, message, summary, histogram, preview, split)
+
+    def restore(state: Session):
+        """The corpus this browser chose before a reload (its upload, kept on the server), else nothing."""
+        page = ctx.pages.recall(state.owner)
+        try:
+            corpus = page.upload or (ctx.bundled(page.bundled) if page.bundled else None)
+        except (CorpusError, ValueError):
+            corpus = None
+        if corpus is None or corpus is ctx.corpus_of(state):
+            return (gr.skip(),) * 6
+        state.corpus = corpus
+        what = "your upload" if page.upload else "the bundled corpus"
+        return *view(corpus, note(f"using {what} {corpus.name} (restored after the reload)", "ok")), picker(state)
+
+    tab = CorpusTab(bundled, upload, message, summary, histogram, preview, split, restore)
+
+    def picker(state: Session):
+        """The picker names the corpus in use: a bundled file, or this session's upload."""
+        names, corpus = ctx.bundled_names(), ctx.corpus_of(state)
+        if corpus.name in names and corpus is ctx.bundled(corpus.name):
+            return gr.update(choices=names, value=corpus.name)
+        return gr.update(choices=[*names, (f"{corpus.name} {UPLOADED}", UPLOADED)], value=UPLOADED)
 
     def use_bundled_corpus(name: str, state: Session):
         """Use a bundled corpus (example.txt or binding.txt). Returns a message, statistics, a length
         histogram, a preview and the held-out split."""
+        if name == UPLOADED and state.corpus is not None:
+            return view(state.corpus, note(f"using your upload {state.corpus.name}", "ok"))
         try:
             corpus = ctx.bundled(name)
         except (CorpusError, ValueError) as e:
             return error(str(e)), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        _set(state, corpus)
+        _set(ctx, state, corpus, bundled=True)
         return view(corpus, note(f"using the bundled corpus {name}", "ok"))
 
     def upload_corpus(path: str | None, state: Session, split: SplitMode = ctx.corpus_config.split):
@@ -149,26 +179,39 @@ def build(ctx: AppContext, session: gr.State) -> CorpusTab:
                 )
             config = replace(ctx.corpus_config, split=split)
             corpus = parse_corpus(file.read_bytes(), name=file.name, config=config)
+        except SentenceTooLongError as e:  # what can be done here: the file, or the split mode this tab offers
+            return error(f"{e.advise(too_long_remedy(split))}{keep}"), *[gr.skip()] * 4
         except CorpusError as e:
             return error(f"{e}{keep}"), *[gr.skip()] * 4
         except OSError as e:
             return error(f"could not read the upload ({e.strerror}); try again{keep}"), *[gr.skip()] * 4
-        _set(state, corpus)
+        _set(ctx, state, corpus, bundled=False)
         return view(corpus, note(f"loaded {file.name}: {len(corpus.sentences):,} sentences", "ok"))
 
-    use_bundled.click(use_bundled_corpus, [bundled, session], tab.view_outputs, api_name="use_bundled_corpus")
-    # the upload box is emptied afterwards, so the next file can be dropped straight away
+    hidden = {"api_visibility": "private", "show_progress": "hidden"}
+    use_bundled.click(use_bundled_corpus, [bundled, session], tab.view_outputs, api_name="use_bundled_corpus").then(
+        picker, session, bundled, **hidden
+    )
+    # the upload box is emptied afterwards, so the next file can be dropped straight away; the picker names it
     upload.upload(upload_corpus, [upload, session, split_mode], tab.view_outputs, api_name="upload_corpus").then(
-        lambda: None, None, upload, api_visibility="private", show_progress="hidden"
+        lambda state: (None, picker(state)), session, [upload, bundled], **hidden
     )
     return tab
 
 
-def _set(state: Session, corpus: Corpus) -> None:
-    """A new corpus invalidates what was computed on the old one."""
+def _set(ctx: AppContext, state: Session, corpus: Corpus, bundled: bool) -> None:
+    """A new corpus invalidates what was computed on the old one; the browser's choice is kept for a reload."""
+    ctx.pages.remember_corpus(state.owner, corpus, bundled)
     state.corpus = corpus
     state.scored = None
     state.generation = None
+
+
+def too_long_remedy(split: str) -> str:
+    """What a person in this tab can do about a sentence over the word limit, under split mode ``split``."""
+    if split == "lines":
+        return "split the line in the file, or choose split auto to cut lines after . ! ?"
+    return "split it in the file: it has no . ! ? to cut at within the limit"
 
 
 def initial_view(ctx: AppContext, state: Session) -> tuple:

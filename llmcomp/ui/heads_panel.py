@@ -25,6 +25,7 @@ from llmcomp.ui.common import USER_ERRORS, AppContext, error, failed, note, prog
 from llmcomp.ui.state import Session
 
 CONFIG = mv.ModelViewConfig()
+REMAP = "the source or corpus changed: press Map all heads (instant if these heads were mapped before)"
 NOT_MAPPED = "the heads of this source are not mapped yet for this corpus; press Map all heads"
 #: a click on a cell becomes a 'select' event with the cell's head label (event delegation: the grid redraws)
 CLICK_JS = (
@@ -71,8 +72,10 @@ GRID_CSS = (
 
 
 def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr.Checkbox, kind: gr.Dropdown,
-          llm_heads: gr.Textbox) -> None:  # fmt: skip
-    """The Heads accordion; ``sentence`` and ``row_scale`` are the tab's, ``kind``/``llm_heads`` its form."""
+          n_heads: gr.Slider, llm_heads: gr.Textbox) -> tuple[list, list]:  # fmt: skip
+    """The Heads accordion; ``sentence`` and ``row_scale`` are the tab's, ``kind``/``n_heads``/``llm_heads``
+    its form. Returns the outputs drawn for one source and corpus, and their cleared values (the tab clears
+    them when either changes)."""
     patterns = CONFIG.pattern_names()
     with gr.Accordion("Heads: map every head, click one, pick some for training", open=False, elem_id="heads-box"):
         gr.Markdown(
@@ -83,8 +86,10 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
         with gr.Row():
             pattern = gr.Dropdown(patterns, value="previous", label="Pattern (colour = score)", elem_id="heads-pattern")
             map_btn = gr.Button("Map all heads", variant="primary", elem_id="heads-map-btn")
-        progress = gr.HTML(elem_id="heads-progress")
-        grid = gr.HTML("", elem_id="heads-grid", js_on_load=CLICK_JS, css_template=GRID_CSS)
+        progress = gr.HTML(label="Mapping progress", elem_id="heads-progress")
+        grid = gr.HTML(
+            "", label="Head grid (click a head)", elem_id="heads-grid", js_on_load=CLICK_JS, css_template=GRID_CSS
+        )
         with gr.Row():
             selected = gr.Textbox(
                 "", label="Head", placeholder="click a cell, or type L21.H4", elem_id="heads-selected"
@@ -94,12 +99,12 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
                 scale=3,
             )  # fmt: skip
             show_btn = gr.Button("Show head", elem_id="heads-show-btn", scale=0, min_width=110)
-        message = gr.HTML(elem_id="heads-message")
+        message = gr.HTML(label="Head shown", elem_id="heads-message")
         plot = gr.Plot(label="This head (row = word, column = word it attends to)", elem_id="heads-heatmap")
         with gr.Row():
             picked = gr.Textbox("", label="Picked heads", placeholder="L21.H4, L23.H5", elem_id="heads-picked", scale=3)
             use_btn = gr.Button("Use picked heads for training", elem_id="heads-use-btn", scale=1)
-        use_message = gr.HTML(elem_id="heads-use-message")
+        use_message = gr.HTML(label="Source chosen from the picked heads", elem_id="heads-use-message")
 
     def map_heads(pattern, selected, state: Session) -> Iterator[tuple[Any, Any]]:
         """Map every head of the local LLM (or of the chosen free multi-head source) on the corpus's first
@@ -110,8 +115,8 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
             job = None if atlas is not None else mv.start_mapping(
                 state.settings, corpus, ctx.jobs, act.visitor(state), keys=ctx.keys(state), cache=ctx.cache(),
                 config=CONFIG)  # fmt: skip
-        except USER_ERRORS as e:
-            yield failed(e), skip
+        except USER_ERRORS as e:  # no grid beside an error: it was mapped for other inputs
+            yield failed(e), ""
             return
         if job is not None:
             job.lease_s = act.SCORING_LEASE_S
@@ -132,7 +137,7 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
                     job.stop("the page was closed")
             snap = job.snapshot()
             if snap.status != "finished" or job.result is None:
-                yield error(snap.error or snap.status), skip
+                yield error(snap.error or snap.status), ""
                 return
             atlas = job.result
         text = f"{len(atlas.labels)} heads mapped on {atlas.sentences} training sentences"
@@ -146,7 +151,7 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
         try:
             atlas = mv.cached_atlas(state.settings, ctx.corpus_of(state), CONFIG)
         except USER_ERRORS as e:
-            return failed(e), gr.skip()
+            return failed(e), ""
         if atlas is None:
             return note(NOT_MAPPED, "info"), ""
         return gr.skip(), grid_of(atlas, pattern, selected)
@@ -161,8 +166,8 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
                 raise mv.ModelViewError(NOT_MAPPED)
             words, caption = mv.sentence_words(corpus, sentence_no, own_sentence)
             m, title = mv.head_matrix(atlas, head, words, keys=ctx.keys(state), cache=ctx.cache())
-        except USER_ERRORS as e:
-            return gr.skip(), failed(e)
+        except USER_ERRORS as e:  # the plot drawn before was for other inputs: cleared, never beside the error
+            return None, failed(e)
         fig = attention_heatmap(m, words, title=title, row_scale=bool(row_scale))
         return fig, note(f"{caption}: {detokenize(words)} · {title}", "ok")
 
@@ -195,3 +200,18 @@ def build(ctx: AppContext, session: gr.State, sentence: gr.Number, row_scale: gr
         api_visibility="private",
     )  # fmt: skip
     use_btn.click(use_heads, [picked, session], [use_message, kind, llm_heads], api_name="use_heads")
+    # a corpus sentence's head plot is stale once the sentence # changes (a typed sentence's is not)
+    sentence.change(lambda own: (None, "") if not str(own or "").strip() else (gr.skip(), gr.skip()), own,
+                    [plot, message], api_visibility="private", queue=False, show_progress="hidden")  # fmt: skip
+    for comp in (kind, n_heads, llm_heads):  # a person changed the source: "the source is now ..." no longer holds
+        comp.input(lambda: "", None, use_message, api_visibility="private", queue=False, show_progress="hidden")
+    return [progress, grid, plot, message], [note(REMAP, "info"), "", None, ""]
+
+
+def mapped(settings) -> dict | None:
+    """Which heads the grid maps for these settings (None when they cannot work): the grid and the head
+    plot are stale only when this changes, not when, say, the local LLM's layers do."""
+    try:
+        return mv.mapped_description(settings)
+    except USER_ERRORS:
+        return None

@@ -1,4 +1,5 @@
-"""Per-browser-session state (held in ``gr.State``, so in server memory only, one per session).
+"""Per-browser-session state (held in ``gr.State``, so in server memory only, one per session), and each
+browser's page choices, which outlive a session so that a reload restores them (``PageMemory``).
 
 The API key a visitor types lives here and nowhere else: never in a file, the cache, a checkpoint
 or a log, and ``repr()`` does not show it.
@@ -6,7 +7,9 @@ or a log, and ``repr()`` does not show it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from llmcomp.app.attention_view import Scored
@@ -53,3 +56,53 @@ class Session:
         )
 
     __str__ = __repr__
+
+
+@dataclass
+class PageChoice:
+    """What one browser last chose on the page: its corpus (a bundled name, or its own upload kept here on
+    the server) and its source settings. Never the API key: ``SourceSettings`` holds none."""
+
+    bundled: str | None = None
+    upload: Corpus | None = None
+    settings: SourceSettings | None = None
+
+
+class PageMemory:
+    """Each browser's page choices by browser id, in server memory, so that a reload restores them.
+
+    Bounded: the least recently seen browsers are forgotten first, and uploads (up to the upload limit
+    each) are kept for fewer browsers than settings. A browser without an id (an API client) is never
+    remembered; nothing a client sends is used as a path."""
+
+    def __init__(self, max_browsers: int = 2000, max_uploads: int = 16):
+        self._pages: OrderedDict[str, PageChoice] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_browsers, self.max_uploads = max_browsers, max_uploads
+
+    def _page(self, owner: str) -> PageChoice:
+        page = self._pages.pop(owner, None) or PageChoice()
+        self._pages[owner] = page
+        while len(self._pages) > self.max_browsers:
+            self._pages.popitem(last=False)
+        uploads = [p for p in self._pages.values() if p.upload is not None]
+        for old in uploads[: max(0, len(uploads) - self.max_uploads)]:
+            old.upload = None
+        return page
+
+    def remember_source(self, owner: str | None, settings: SourceSettings) -> None:
+        if owner:
+            with self._lock:
+                self._page(owner).settings = settings
+
+    def remember_corpus(self, owner: str | None, corpus: Corpus, bundled: bool) -> None:
+        if owner:
+            with self._lock:
+                page = self._page(owner)
+                page.bundled, page.upload = (corpus.name, None) if bundled else (None, corpus)
+
+    def recall(self, owner: str | None) -> PageChoice:
+        """A copy of what ``owner`` chose (empty when nothing is remembered)."""
+        with self._lock:
+            page = self._pages.get(owner) if owner else None
+            return replace(page) if page is not None else PageChoice()

@@ -178,10 +178,7 @@ def status(ctx: AppContext, state: Session, seen: str, request: gr.Request):
     bar = progress_bar(int(snap.progress * 1000), 1000, bar_label)
     key = f"{snap.job_id}:{len(snap.metrics)}:{snap.status}"
     fig = gr.skip() if key == seen else loss_figure(list(snap.metrics), total_steps=snap.total_steps)
-    extra = (
-        f" (about {format_seconds(snap.eta_s)} left)" if snap.status == "training" and snap.eta_s is not None else ""
-    )
-    return note(status_line(snap) + extra, kind) + mixture_note(snap), bar, fig, job_json(snap), key
+    return note(status_line(snap), kind) + mixture_note(snap), bar, fig, job_json(snap), key  # the ETA is in the line
 
 
 def mixture_note(snap: JobSnapshot) -> str:

@@ -47,7 +47,7 @@ class TrainTab:
 
 def build(ctx: AppContext, session: gr.State) -> TrainTab:
     D = act.form_defaults()  # noqa: N806 - the configs' defaults, read once per page
-    setup = gr.HTML(elem_id="train-setup")
+    setup = gr.HTML(label="What a new run trains on", elem_id="train-setup")
     with gr.Row():
         steps = gr.Number(D["steps"], precision=0, minimum=1, label="Steps", elem_id="train-steps")
         batch_size = gr.Number(
@@ -92,14 +92,16 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
         download_btn = gr.Button("Download checkpoint (.zip)", elem_id="download-ckpt-btn")
-    message = gr.HTML(elem_id="train-message")
-    progress = gr.HTML(elem_id="train-progress")
-    status = gr.HTML(elem_id="train-status")
-    badge = gr.HTML(elem_id="train-leak-badge")  # beside the loss: validation scored prefix by prefix
+    message = gr.HTML(label="Training message", elem_id="train-message")
+    progress = gr.HTML(label="Training progress", elem_id="train-progress")
+    status = gr.HTML(label="Training status", elem_id="train-status")
+    badge = gr.HTML(
+        label="Leak-free validation badge", elem_id="train-leak-badge"
+    )  # beside the loss: validation scored prefix by prefix
     plot = gr.Plot(label="Loss", elem_id="loss-plot")
     ckpt_file = gr.File(label="Checkpoint", elem_id="ckpt-file", visible=False)
     with gr.Accordion("Job details (JSON)", open=False):
-        job = gr.JSON(elem_id="job-json")
+        job = gr.JSON(label="Training job", elem_id="job-json")
     seen = gr.State("")
     timer = gr.Timer(1.0)
 
