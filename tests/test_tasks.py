@@ -199,11 +199,12 @@ def test_compare_reports_a_custom_tasks_focus_loss_accuracy_and_target_mass(regi
     md = (tmp_path / "cmp" / "table.md").read_text()
     assert "focus acc (mean ± std)" in md and "target mass" in md and "task articles" in md
     # the app's Compare tab shows them beside the losses, and leaves them out where no task was measured
-    from llmcomp.ui.compare_tab import per_source_table
+    from llmcomp.app.run_compare import fmt_loss
+    from llmcomp.app.run_compare import sources_table as per_source_table
 
     shown = per_source_table(result.runs).set_index("source")
-    assert shown.loc["gaussian", "focus accuracy (mean)"] == round(table.loc["gaussian", "val_focus_acc_mean"], 4)
-    assert shown.loc["uniform", "target mass (mean)"] == round(table.loc["uniform", "target_mass_mean"], 4)
+    assert shown.loc["gaussian", "focus accuracy (mean)"] == fmt_loss(table.loc["gaussian", "val_focus_acc_mean"])
+    assert shown.loc["uniform", "target mass (mean)"] == fmt_loss(table.loc["uniform", "target_mass_mean"])
     plain = [replace(r, final_val_focus_loss=None, final_val_focus_acc=None, final_val_target_mass=None)
              for r in result.runs]  # fmt: skip
     assert not {"focus loss (mean)", "focus accuracy (mean)", "target mass (mean)"} & set(per_source_table(plain))

@@ -156,7 +156,10 @@ SOURCE_COLUMNS = {
     "best_val_loss_std": "best val loss (std)",
     "val_loss_mean": "final val loss (mean)",
     "val_loss_std": "final val loss (std)",
+    "val_loss_seen_mean": "† val loss, training-time rows (mean)",  # only where rows may see later words
+    "val_focus_loss_mean": "focus loss (mean)",  # at a task's decided positions (docs/tasks.md), when measured
     "val_focus_acc_mean": "focus accuracy (mean)",
+    "target_mass_mean": "target mass (mean)",
     "tokens_per_s_mean": "tokens/s",
     "requests": "API requests",
 }
@@ -180,8 +183,9 @@ def sources_table(runs: list[RunSummary]) -> pd.DataFrame:
             continue
         fmt = fmt_int if col in ("tokens_per_s_mean", "requests") else fmt_loss
         out[col] = [fmt(None if pd.isna(v) else float(v)) for v in table[col]]
-    if (out["val_focus_acc_mean"] == "").all():
-        out = out.drop(columns="val_focus_acc_mean")
+    unmeasured = [c for c in ("val_loss_seen_mean", "val_focus_loss_mean", "val_focus_acc_mean", "target_mass_mean")
+                  if c in out.columns and (out[c] == "").all()]  # fmt: skip
+    out = out.drop(columns=unmeasured)
     return out.rename(columns=SOURCE_COLUMNS).reset_index(drop=True)
 
 

@@ -60,17 +60,20 @@ def rename(runs: list[RunSummary], name: str, display_name: str) -> RunSummary:
     return run
 
 
-def delete(runs: list[RunSummary], name: str, runs_dir: str | Path, protect: Iterable[Path] = ()) -> Path:
+def delete(runs: list[RunSummary], name: str, runs_dir: str | Path, protect: Iterable[Path] = (),
+           busy: Iterable[str | Path | None] = ()) -> Path:  # fmt: skip
     """Delete the listed run ``name``: its own folder and nothing else (the attention cache and other runs
-    stay). Refuses a run in progress, a folder outside ``runs_dir`` and one that holds a ``protect`` path
-    (the attention cache). Returns the deleted path."""
+    stay). Refuses a run in progress (by its record, or listed in ``busy``: the folders this process's jobs
+    write, however long their scoring takes), a folder outside ``runs_dir`` and one that holds a ``protect``
+    path (the attention cache). Returns the deleted path."""
     run = find(runs, name)
     root, path = Path(runs_dir).resolve(), run.path
     try:
         record = run_folder.read_record(path)
     except ValueError:
         record = None  # a damaged record is no run in progress
-    if run.status == "training" or in_progress(record, path):
+    live = {Path(p).resolve() for p in busy if p}
+    if run.status == "training" or in_progress(record, path) or path.resolve() in live:
         raise RunError(f"{title(run)} is in progress: stop it first, then delete it")
     if path.is_symlink() or not path.resolve().is_relative_to(root) or path.resolve() == root:
         raise RunError(f"{name} is not a run folder inside the runs folder; delete it by hand")
