@@ -18,6 +18,33 @@ def fake_openai():
         yield server
 
 
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """The web app served on 127.0.0.1 (a free port) with its own home folder, for gradio_client tests;
+    a training run still going at the end is stopped."""
+    from types import SimpleNamespace
+
+    from llmcomp.app.jobs import JobManager
+    from llmcomp.settings import Paths
+    from llmcomp.ui.app import build_app, launch_options
+
+    home = tmp_path_factory.mktemp("home")
+    paths = Paths(home=home, cache=home / "cache.sqlite", runs=home / "runs")
+    jobs = JobManager()
+    demo = build_app(paths=paths, jobs=jobs)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
+    try:
+        yield SimpleNamespace(demo=demo, url=demo.local_url, paths=paths, jobs=jobs, ctx=demo.llmcomp_context)
+    finally:
+        active = jobs.active()
+        if active is not None:
+            active.stop()
+            active.wait(30)
+        demo.close()
+        demo.llmcomp_context.close()
+
+
 #: writes the GGUF model, as transformers loads it, in the Hugging Face cache's layout (a subprocess:
 #: the sockets refuse, and no HF_* variable is set, so the GGUF route is seen to stay offline by itself)
 HUB_FOLDER_SCRIPT = r"""

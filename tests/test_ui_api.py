@@ -12,7 +12,6 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -65,22 +64,8 @@ TINY = {"n_layer": 1, "n_embd": 16, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    paths = Paths(home=home, cache=home / "cache.sqlite", runs=home / "runs")
-    jobs = JobManager()
-    demo = build_app(paths=paths, jobs=jobs)
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
-    try:
-        yield SimpleNamespace(demo=demo, url=demo.local_url, paths=paths, jobs=jobs, ctx=demo.llmcomp_context)
-    finally:
-        active = jobs.active()
-        if active is not None:
-            active.stop()
-            active.wait(30)
-        demo.close()
-        demo.llmcomp_context.close()
+def app(served_app):
+    return served_app
 
 
 @pytest.fixture

@@ -7,17 +7,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from types import SimpleNamespace
 
 import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from gradio_client import Client  # noqa: E402
-
-from llmcomp.app.jobs import JobManager  # noqa: E402
-from llmcomp.settings import Paths  # noqa: E402
-from llmcomp.ui.app import build_app, launch_options  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,22 +22,8 @@ TINY = {"n_layer": 1, "n_embd": 16, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    paths = Paths(home=home, cache=home / "cache.sqlite", runs=home / "runs")
-    jobs = JobManager()
-    demo = build_app(paths=paths, jobs=jobs)
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
-    try:
-        yield SimpleNamespace(demo=demo, url=demo.local_url, paths=paths, jobs=jobs, ctx=demo.llmcomp_context)
-    finally:
-        active = jobs.active()
-        if active is not None:
-            active.stop()
-            active.wait(30)
-        demo.close()
-        demo.llmcomp_context.close()
+def app(served_app):
+    return served_app
 
 
 def train(c: Client, kind: str, steps: int = 12, timeout: float = 120) -> str:

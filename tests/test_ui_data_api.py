@@ -16,10 +16,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from llmcomp.app.jobs import JobManager  # noqa: E402
-from llmcomp.settings import Paths  # noqa: E402
 from llmcomp.text import load_corpus  # noqa: E402
-from llmcomp.ui.app import build_app, launch_options  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DATA_ENDPOINTS = ("/attention_data", "/metrics_data", "/runs_data", "/generate_data")
@@ -32,22 +29,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    paths = Paths(home=home, cache=home / "cache.sqlite", runs=home / "runs")
-    jobs = JobManager()
-    demo = build_app(paths=paths, jobs=jobs)
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(demo, host="127.0.0.1"))
-    try:
-        yield SimpleNamespace(url=demo.local_url, paths=paths)
-    finally:
-        active = jobs.active()
-        if active is not None:
-            active.stop()
-            active.wait(30)
-        demo.close()
-        demo.llmcomp_context.close()
+def app(served_app):
+    return served_app
 
 
 def client(app) -> Client:
