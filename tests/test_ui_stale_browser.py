@@ -23,6 +23,14 @@ def has_plot(page, elem_id: str) -> bool:
     return page.evaluate("() => !!" + PLOT.format(id=elem_id) + "?.data?.length")
 
 
+def plot_agrees_with_sentence_line(page) -> None:
+    """Wait until the heatmap is drawn and its rows are the words of the sentence the line names."""
+    page.wait_for_function("() => " + PLOT.format(id="attention-heatmap") + "?.data?.[0]?.type === 'heatmap'")
+    line = page.inner_text("#sentence-text").split(":", 1)[1].rsplit(" · ", 1)[0]
+    rows = page.evaluate("() => " + PLOT.format(id="attention-heatmap") + ".layout.yaxis.ticktext")
+    assert " ".join(r.rsplit(" (", 1)[0] for r in rows).replace(" ", "") == line.replace(" ", ""), (rows, line)
+
+
 def sentence_no(page) -> str:
     return page.input_value("#sentence-no input")
 
@@ -45,6 +53,7 @@ def test_attention_views_follow_their_inputs(browser, server, tmp_path):  # noqa
     wait_text(page, "#score-progress", "finished")
     wait_text(page, "#sentence-text", "Sentence 0 of 29")
     page.wait_for_function("() => document.querySelector('#sentence-no input').value === '0'")
+    plot_agrees_with_sentence_line(page)
     shot(page, "s02-score-box-and-plot-agree")
 
     # a typed sentence number redraws the plot: the box and the plot agree without pressing Show
@@ -129,6 +138,7 @@ def test_a_reload_restores_the_corpus_and_source_but_never_the_key(browser, serv
     choose(page, "source-kind", GAUSSIAN)
     page.click("#show-btn")
     wait_text(page, "#sentence-text", "Sentence 0 of 19")  # the restored corpus is the session's too
+    plot_agrees_with_sentence_line(page)
     shot(page, "s07-reload-restored")
     ctx.close()
 

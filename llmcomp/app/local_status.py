@@ -74,10 +74,3 @@ def default_source(state: str) -> DefaultSource:
         reason = state.removeprefix("failed").removeprefix(":").strip() or "it failed to load"
         return DefaultSource(FALLBACK_KIND, reason, final=True)
     return DefaultSource("local", None, final=state == "loaded")
-
-
-def follow_default(current: str, state: str) -> str:
-    """The picker's value once the local model's state is known: a picker still on the local LLM
-    moves to the fallback when the model cannot load; any other choice stays."""
-    choice = default_source(state)
-    return choice.kind if choice.fell_back and current == "local" else current

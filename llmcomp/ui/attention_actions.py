@@ -13,7 +13,7 @@ import gradio as gr
 
 from llmcomp.app import scoring
 from llmcomp.app.attention_view import NotScoredError, Scored, head_labels, matrix_for, other_matrix
-from llmcomp.app.local_status import default_source, follow_default, local_state
+from llmcomp.app.local_status import default_source, local_state
 from llmcomp.app.sources import SERVER_ONLY_OPTIONS, SourceSettings, build_source, form_field
 from llmcomp.attention.registry import PAID, user_options
 from llmcomp.plots import attention_heatmap, difference_heatmap, matrix_to_csv, matrix_to_json, side_by_side
@@ -257,9 +257,13 @@ def stale_line(ctx: AppContext, state: Session, sentence_no, why: str) -> str:
 
 
 def follow_local_model(current: str, state: Session):
-    """Once the local model turns out unavailable, a picker (and session) still on it moves to the baseline."""
-    model_state = local_state()
-    choice, value = default_source(model_state), follow_default(current, model_state)
-    if choice.fell_back and state.settings.kind == "local":
-        state.settings = replace(state.settings, kind=value)
-    return gr.update(value=value, info=choice.picker_info()), gr.Timer(active=not choice.final)
+    """Once the local model turns out unavailable, a picker (and session) still on it moves to the baseline.
+    Until then the picker is left alone: its value read at the tick may be older than the visitor's choice."""
+    choice = default_source(local_state())
+    timer = gr.Timer(active=not choice.final)
+    if not choice.fell_back:
+        return gr.skip(), timer
+    if state.settings.kind != "local":  # the session's choice, kept in step by every change of the form
+        return gr.update(info=choice.picker_info()), timer
+    state.settings = replace(state.settings, kind=choice.kind)
+    return gr.update(value=choice.kind, info=choice.picker_info()), timer
