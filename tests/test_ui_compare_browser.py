@@ -100,6 +100,10 @@ def test_compare_groups_by_corpus_smooths_hides_renames_and_deletes_after_asking
     wait_text(page, "#compare-edit-message", "a-previous is now shown as previous, long run")
     wait_text(page, "#compare-table", "previous, long run")
     assert runs["a-previous"].is_dir()  # the folder keeps its name
+    # the refresh after a rename keeps the run picked and the run hidden from the plot
+    assert "previous, long run" in page.input_value("#compare-run input")
+    assert not page.locator("#compare-shown").get_by_label("previous, long run").is_checked()
+    assert all(n.startswith("a-uniform") for n in figure(page)["names"])
     shot(page, "compare-05-renamed")
 
     cache = server["home"] / "attention-cache.sqlite"

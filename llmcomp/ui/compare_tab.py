@@ -121,6 +121,18 @@ def build(ctx: AppContext, session: gr.State):
         shown_list = None if shown_runs is None else list(shown_runs)
         return figure(group, Choices(corpus_key, smoothing_w, x, train_on, shown_list))
 
+    def refresh_keeping(corpus_key, smoothing_w, x, train_on, picked, shown_runs, state: Session, request: gr.Request):
+        """compare_runs after a rename or delete, keeping the run picked and the runs hidden from the plot."""
+        out = list(compare_runs(corpus_key, smoothing_w, x, train_on, state, request))
+        names = [v for _, v in out[3].get("choices", [])]
+        keep = [n for n in names if n in (shown_runs or [])]
+        if keep:
+            out[3] = gr.update(choices=out[3]["choices"], value=keep)
+            out[4] = compare_curves(corpus_key, smoothing_w, x, train_on, keep, state, request)
+        if picked in names:
+            out[7] = gr.update(choices=out[7]["choices"], value=picked)
+        return tuple(out)
+
     def editable(state: Session, request: gr.Request) -> list[RunSummary]:
         owner = owner_of(state, request)
         return run_list.editable(runs_of(state, request), owner_tag(owner), ctx.public)
@@ -160,13 +172,14 @@ def build(ctx: AppContext, session: gr.State):
     curve_inputs = [corpus, smoothing, x_axis, train, shown, session]
     gr.on([smoothing.change, x_axis.input, train.input, shown.input], compare_curves, curve_inputs, plot,
           api_name="compare_curves", show_progress="hidden")  # fmt: skip
+    kept = [corpus, smoothing, x_axis, train, run, shown, session]
     rename_btn.click(rename_run, [run, new_name, session], edit_message, api_name="rename_run").then(
-        compare_runs, inputs, outputs, api_visibility="private"
+        refresh_keeping, kept, outputs, api_visibility="private"
     )
     delete_btn.click(ask_delete, [run, session], [confirm, confirm_text, edit_message], api_visibility="private")
     no.click(lambda: (gr.update(visible=False), note("nothing deleted", "info")), None, [confirm, edit_message],
              api_visibility="private")  # fmt: skip
     yes.click(delete_run, [run, session], edit_message, api_name="delete_run").then(
         lambda: gr.update(visible=False), None, confirm, api_visibility="private"
-    ).then(compare_runs, inputs, outputs, api_visibility="private")
+    ).then(refresh_keeping, kept, outputs, api_visibility="private")
     return (lambda state: time.time()), [tick]
