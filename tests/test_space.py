@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_ui_browser import browser, shot  # noqa: F401  # Debian's chromium, screenshots in test-output/
 
 from llmcomp import settings
 
@@ -121,6 +122,21 @@ def header_text(url: str) -> str:
     raise AssertionError("no header component in the page's config")
 
 
+def page_as_a_visitor_sees_it(browser, url: str, name: str, header: str, picker: str) -> None:  # noqa: F811
+    """The page in Chromium: the header says ``header``, the source picker shows ``picker``; a screenshot."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.locator("#llmc-model-status").filter(has_text=header).wait_for()
+    page.get_by_role("tab", name="2 · Attention").click()
+    page.wait_for_function(f"() => document.querySelector('#source-kind input')?.value?.startsWith({picker!r})")
+    # the local LLM's own fields are shown with it only
+    assert page.locator("#local-layers").is_visible() == picker.startswith("Local LLM")
+    shot(page, name)
+    ctx.close()
+
+
 def score_first_sentences(url: str) -> tuple[str, dict]:
     from gradio_client import Client
 
@@ -131,7 +147,8 @@ def score_first_sentences(url: str) -> tuple[str, dict]:
 
 
 @pytest.mark.slow
-def test_a_space_built_from_requirements_runs_its_default_or_falls_back(space_venv, hub_cache, tmp_path):
+@pytest.mark.browser
+def test_a_space_built_from_requirements_runs_its_default_or_falls_back(space_venv, hub_cache, browser, tmp_path):  # noqa: F811
     # 1. the Hub is reachable (here: its cache holds the model): the local LLM is the default and loads from it
     home = tmp_path / "with-hub"
     home.mkdir()
@@ -139,6 +156,7 @@ def test_a_space_built_from_requirements_runs_its_default_or_falls_back(space_ve
     try:
         assert "local model unavailable" not in header_text(url)
         progress, status = score_first_sentences(url)
+        page_as_a_visitor_sees_it(browser, url, "space-01-hub-model", "local model ready", "Local LLM")
     finally:
         proc.kill()
         proc.wait(30)
@@ -156,6 +174,7 @@ def test_a_space_built_from_requirements_runs_its_default_or_falls_back(space_ve
     try:
         header = header_text(url)
         progress, status = score_first_sentences(url)
+        page_as_a_visitor_sees_it(browser, url, "space-02-fallback", "using the uniform baseline", "Baseline: uniform")
     finally:
         proc.kill()
         proc.wait(30)

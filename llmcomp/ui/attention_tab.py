@@ -82,7 +82,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             scale=2,
         )  # fmt: skip
         n_heads = gr.Slider(1, 9, value=1, step=1, label="Heads", elem_id="source-heads", scale=1)
-    with gr.Group(visible=True) as local_box:
+    with gr.Group(visible=start.kind == "local") as local_box:  # as toggle() shows it for the start kind
         layers = gr.Textbox(
             "all", label="LLM layers to average", info="all, last-8, first-4, 10-20 or 3,7,11", elem_id="local-layers"
         )
@@ -114,7 +114,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
             )  # fmt: skip
     with gr.Accordion("Advanced options", open=False, elem_id="source-advanced-box"):
         llm_heads = gr.Textbox(
-            "", label="LLM heads, one supplied head each (layer.head)",
+            "", label="LLM heads, one supplied head each (layer.head)", visible=start.kind == "local",
             info="e.g. 21.4,23.5; empty: the LLM layers' heads averaged into Heads groups", elem_id="local-heads",
         )  # fmt: skip
         advanced = gr.Textbox(
