@@ -281,7 +281,8 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app, public)
     a, b = client(app), client(app)
     a.predict("example.txt", api_name="/use_bundled_corpus")
     a.predict(kind="uniform", api_name="/set_source")
-    msg = a.predict(steps=100_000, eval_every=10, **TINY, api_name="/start_training")
+    # patience 0: never stop early, so the run is still going when the second Start comes
+    msg = a.predict(steps=100_000, eval_every=10, patience=0, **TINY, api_name="/start_training")
     assert "started" in msg, msg
     job = poll(a, lambda j: len([m for m in j.get("metrics", []) if "val_loss" in m]) >= 2)
     n_points = len(job["metrics"])
@@ -307,6 +308,8 @@ def test_training_lifecycle_one_job_at_a_time_and_isolated_sessions(app, public)
     path, note = a.predict(resume="", api_name="/download_checkpoint")
     names = zipfile.ZipFile(path).namelist()
     assert {"checkpoint.json", "model.safetensors", "vocab.json"} <= set(names) and "zip" in note
+    saved = json.loads(zipfile.ZipFile(path).read("checkpoint.json"))
+    assert saved["train_config"]["patience"] == 0, saved["train_config"]  # the form's patience reached the run
     assert run in [v for _, v in a.predict(api_name="/list_models")["choices"]]
     assert run not in [v for _, v in b.predict(api_name="/list_models")["choices"]]
     assert "no run to download yet" in b.predict(resume="", api_name="/download_checkpoint")[1]

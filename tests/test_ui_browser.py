@@ -239,6 +239,7 @@ def test_the_whole_journey(browser, server, tmp_path):
     fill(page, "#train-steps input", 100000)
     fill(page, "#train-batch input", 8)
     fill(page, "#train-eval input", 10)
+    fill(page, "#train-patience input", 0)  # never stop early: the run must still be going at the second Start
     fill(page, "#train-layers input[type=number]", 1)
     choose(page, "train-width", "16")
     page.click("#start-btn")

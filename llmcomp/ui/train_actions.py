@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 #: be resumed): a closed page must not hold the one training slot. The Train tab polls every second; a
 #: hidden tab may be throttled to a poll a minute, hence the margin. API clients poll training_status.
 TRAINING_LEASE_S = 300.0
-FORM_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "n_layer", "n_embd", "n_learned_heads", "dropout",
-               "mix_heads")  # fmt: skip
+TRAIN_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "patience")  # TrainConfig's
+MODEL_FIELDS = ("n_layer", "n_embd", "n_learned_heads", "dropout", "mix_heads")  # GPTConfig's
+FORM_FIELDS = TRAIN_FIELDS + MODEL_FIELDS
 
 
 def form_defaults() -> dict[str, Any]:
@@ -120,8 +121,8 @@ def start(ctx: AppContext, state: Session, request: gr.Request, form: dict[str, 
     try:
         ctx.jobs.check_free(owner)
         corpus = ctx.corpus_of(state)
-        tcfg = TrainConfig(**{k: form[k] for k in FORM_FIELDS[:5]})
-        mcfg = GPTConfig(**{k: form[k] for k in FORM_FIELDS[5:]})
+        tcfg = TrainConfig(**{k: form[k] for k in TRAIN_FIELDS})
+        mcfg = GPTConfig(**{k: form[k] for k in MODEL_FIELDS})
         run_path = find_run(ctx, owner, resume).path if resume else None
         description = resume_point(run_path).source_spec if run_path else state.settings.description()
         source = build_source(description, keys=keys, cache=ctx.cache())

@@ -57,6 +57,10 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         eval_every = gr.Number(
             D["eval_every"], precision=0, minimum=1, label="Validate every (steps)", elem_id="train-eval"
         )
+        patience = gr.Number(
+            D["patience"], precision=0, minimum=0, label="Stop early after (validations without improvement; 0: never)",
+            elem_id="train-patience",
+        )  # fmt: skip
     with gr.Row():
         n_layer = gr.Slider(1, 6, value=D["n_layer"], step=1, label="Layers", elem_id="train-layers")
         n_embd = gr.Dropdown([16, 32, 64, 128, 256], value=D["n_embd"], label="Width (n_embd)", elem_id="train-width")
@@ -110,15 +114,17 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         return act.describe_setup(ctx, state, request)
 
     def start_training(
-        steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads,
+        steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads, patience,
         state: Session, request: gr.Request,
     ):  # fmt: skip
-        """Start training in the background (one run at a time per server); poll training_status."""
+        """Start training in the background (one run at a time per server); poll training_status. patience:
+        stop once this many validations in a row have not improved the best loss (0: train every step)."""
         try:
             form = {
                 "steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "eval_every": int(eval_every),
                 "seed": int(seed or 0), "n_layer": int(n_layer), "n_embd": int(n_embd),
                 "n_learned_heads": int(learned_heads), "dropout": float(dropout), "mix_heads": int(mix_heads),
+                "patience": int(patience),
             }  # fmt: skip
         except (TypeError, ValueError):
             return failed(UserError("fill in every number: steps, batch size, learning rate, ..."))
@@ -148,7 +154,21 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
     )
     start_btn.click(
         start_training,
-        [steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads, session],
+        [
+            steps,
+            batch_size,
+            lr,
+            eval_every,
+            n_layer,
+            n_embd,
+            learned_heads,
+            dropout,
+            seed,
+            resume,
+            mix_heads,
+            patience,
+            session,
+        ],  # fmt: skip
         message,
         api_name="start_training",
     ).then(training_status, [session, seen], tab.poll_outputs, api_visibility="private", show_progress="hidden")
