@@ -12,8 +12,11 @@ OpenAI-compatible source points at the fake server, which must see nothing).
 
 from __future__ import annotations
 
+import functools
 import json
+import tempfile
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -49,11 +52,21 @@ SAMPLES: dict[str, tuple[str, typing.Any]] = {
 KIND_SAMPLES: dict[tuple[str, str], tuple[str, typing.Any]] = {("local", "heads"): ("21.4+23.5", "21.4,23.5")}
 
 
+@functools.cache
+def attention_file() -> str:
+    """A one-sentence file for the file source's ``path`` (plain format: words, one matrix per head)."""
+    path = Path(tempfile.mkdtemp(prefix="llmcomp-options-")) / "attention.jsonl"
+    path.write_text(json.dumps({"words": ["a", "b"], "heads": [[[1], [0.5, 0.5]]]}) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def sample(kind: str, option: str) -> tuple[str, typing.Any]:
     """A valid value that is not the default, as text and as the source should hold it."""
     if option == "gguf_path":
         path = str(default_gguf_path())
         return path, path
+    if (kind, option) == ("file", "path"):
+        return attention_file(), attention_file()
     if (kind, option) in KIND_SAMPLES:
         return KIND_SAMPLES[kind, option]
     if option in SAMPLES:

@@ -116,7 +116,7 @@ def build_source(
 
 
 #: options a web form may not set, whoever fills it in: a file path on the server (the command line's choice)
-SERVER_ONLY_OPTIONS = frozenset({"gguf_path"})
+SERVER_ONLY_OPTIONS = frozenset({"gguf_path", "path"})
 #: the largest value a web form may give an option: more would let one visitor take the server's memory,
 #: threads or an endpoint's rate limit (the command line has no such limits)
 FORM_LIMITS: dict[str, float] = {

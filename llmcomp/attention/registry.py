@@ -28,6 +28,7 @@ SOURCES: dict[str, str] = {
     "local": "llmcomp.attention.local_llm:LocalLLMSource",
     "openai": "llmcomp.attention.openai_source:OpenAISource",
     "oracle": "llmcomp.attention.oracle:OracleSource",
+    "file": "llmcomp.attention.file_source:FileSource",
 }
 BASELINES = ("uniform", "previous", "gaussian", "random", "learned")
 #: sources worth caching (slow or paid); baselines are cheaper to recompute than to look up
@@ -57,6 +58,7 @@ RELATIONS: tuple[str, ...] = ("meaning", "syntax", "coreference", "relatedness")
 INTERNAL_OPTIONS: dict[str, frozenset[str]] = {
     "*": frozenset({"cache", "fallback", "config", "api_key", "dry_run"}),
     "learned": frozenset({"n_heads"}),
+    "file": frozenset({"n_heads"}),  # the file decides; accepted so that its spec rebuilds it
 }
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llmcomp.attention.base import AttentionSource, ScoreStats
     from llmcomp.text.corpus import Corpus
 
-SOURCE_KINDS = "uniform, previous, gaussian, random, learned, local, openai or oracle"
+SOURCE_KINDS = "uniform, previous, gaussian, random, learned, local, openai, oracle or file:PATH"
 
 
 def add_corpus_args(p: argparse.ArgumentParser) -> None:
@@ -76,6 +76,7 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "shift": ("baselines", "--oracle-shift", "oracle: point this many words off the deciding word"),
     "weight": ("baselines", "--oracle-weight", "oracle: share of each row on the word it points at (0..1)"),
     "task": ("baselines", "--oracle-task", "oracle: the task whose deciding word it points at (default: binding)"),
+    "path": ("file", "--attention-file", "file: the JSON-lines file of matrices (--attention file:PATH says the same)"),
 }
 #: flags of an option that another kind takes under another flag: (kind, option) -> (group, flag, help).
 #: The local source's ``heads`` (layer.head pairs) is not openai's ``heads`` (relation names, ``--heads``).
@@ -91,6 +92,7 @@ KIND_FLAGS: dict[tuple[str, str], tuple[str, str, str]] = {
 #: openai's relation heads
 HEADS_OPTIONS = ("n_heads", "learned_heads", "heads")
 _GROUPS = {"local": "local LLM source", "openai": "OpenAI-compatible source", "baselines": "baselines and oracle"}
+_GROUPS |= {"file": "attention from a file"}
 
 
 def _dest(option: str, kind: str | None = None) -> str:
@@ -181,7 +183,14 @@ def make_cli_source(args: argparse.Namespace, spec: dict[str, Any] | None = None
 def cli_description(args: argparse.Namespace, spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"kind": ..., **options}`` from the flags (over ``spec``, a checkpoint's, when given)."""
     kind = str((spec or {}).get("kind") or args.attention)
+    kind, _sep, path = kind.partition(":")  # ``file:PATH`` is ``file --attention-file PATH``
     given = source_options(args, kind)
+    if path and kind == "file":
+        given.setdefault("path", path)
+    elif path:
+        from llmcomp.attention.base import AttentionError
+
+        raise AttentionError(f"--attention {kind}:{path}: only the file source takes a value after the colon")
     return {**(spec or {}), **given} if spec else {"kind": kind, **given}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -68,9 +67,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         for i, reason in list(result.failures.items())[:10]:
             print(f"failed #{i}: {one_line(reason)}", file=sys.stderr)  # a server's words: escaped
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                for words, m in zip(corpus.sentences, result.matrices, strict=True):
-                    f.write(json.dumps({"words": words, "attention": None if m is None else m.tolist()}) + "\n")
+            from llmcomp.attention.file_source import write_lines
+
+            write_lines(args.out, corpus.sentences, result.matrices, not source.prefix_causal, source.spec())
             print(f"matrices written to {args.out}")
         return 0 if not result.failures or args.fallback else 1
     finally:

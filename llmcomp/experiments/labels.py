@@ -44,9 +44,9 @@ def parse_source(label: str) -> tuple[str, dict[str, Any]]:
     kind, _sep, stray = (x.strip() for x in head.partition(":"))
     if kind not in SOURCES:
         raise CompareError(f"unknown attention source {kind!r} in {label!r}; choose one of: {', '.join(SOURCES)}")
-    if stray:
+    options: dict[str, Any] = {"path": stray} if kind == "file" and stray else {}  # file:PATH, as file:path=PATH
+    if stray and not options:
         raise CompareError(f"cannot read source option {stray!r} in {label!r}; write kind:option=value")
-    options: dict[str, Any] = {}
     for part in parts:
         key, _sep, val = part.partition("=")
         try:
