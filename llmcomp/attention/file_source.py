@@ -74,7 +74,7 @@ def _read_text(path: Path, max_bytes: int) -> str:
     except OSError as e:
         raise AttentionError(f"cannot read attention file {path}: {e.strerror or e}") from None
     if len(data) > max_bytes:
-        raise AttentionError(f"attention file {path} is larger than {max_bytes // 2**20} MiB; split it")
+        raise AttentionError(f"attention file {path} is larger than {max_bytes:,} bytes; split it")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -82,12 +82,12 @@ def _read_text(path: Path, max_bytes: int) -> str:
 
 
 def read_lines(
-    path: str | Path, max_bytes: int = MAX_FILE_BYTES
+    path: str | Path, max_bytes: int | None = None
 ) -> tuple[dict[tuple[str, ...], torch.Tensor | None], bool, str]:
     """The file's matrices by sentence (None: failed when scored), whether its rows see later words, and
     the SHA-256 of its bytes. AttentionError, one line naming the file and line, for anything malformed."""
     path = Path(path)
-    text = _read_text(path, max_bytes)
+    text = _read_text(path, MAX_FILE_BYTES if max_bytes is None else max_bytes)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     found: dict[tuple[str, ...], torch.Tensor | None] = {}
     first_line: dict[tuple[str, ...], int] = {}
