@@ -168,3 +168,15 @@ def test_sparse_is_sentence_mode_only_and_shows_in_spec_and_estimates(fake_opena
         assert estimates["sentence"].completion_tokens < dense.estimate([long]).completion_tokens / 2
     assert fake_openai.requests == 0
     assert json.loads(json.dumps(spec)) == spec
+
+
+def test_the_bench_target_sparse_tokens_grow_with_t_not_t_squared():
+    """bench/sparse.py's target on one long sentence: at most 10·T completion tokens a head, far below dense."""
+    from bench.sparse import TARGET_PER_WORD, sentences_of_length, tokens_per_sentence
+    from llmcomp.testing.fake_server import FakeOpenAIServer
+
+    sentences = sentences_of_length(64, 1)
+    with FakeOpenAIServer() as server:
+        dense = tokens_per_sentence(server.url, "dense", sentences)[0] / 3
+        sparse = tokens_per_sentence(server.url, "sparse", sentences)[0] / 3
+    assert sparse <= TARGET_PER_WORD * 64 and sparse < dense / 3, (sparse, dense)
