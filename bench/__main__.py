@@ -1,7 +1,8 @@
 """Every benchmark, one table: ``python -m bench`` (``--quick`` for a faster pass).
 
 Runs training throughput, scoring cost against the fake OpenAI server, local LLM throughput,
-generation speed per source, app start-up, learning speed against a plain loop and the head atlas,
+generation speed per source, app start-up, learning speed against a plain loop, the head atlas and the
+completion tokens of sparse answers,
 then prints one table of medians and ratios. A benchmark that is missing or fails is reported as a row saying so;
 the others still run.
 """
@@ -28,6 +29,7 @@ BENCHMARKS = [
     ("bench.startup", "app start-up"),
     ("bench.recipe", "learning speed (binding)"),
     ("bench.atlas", "head atlas (local LLM)"),
+    ("bench.sparse", "sparse answers (fake OpenAI)"),
 ]
 
 
@@ -94,6 +96,14 @@ def _atlas(rows: list[dict]) -> list[Row]:
     ]  # fmt: skip
 
 
+def _sparse(rows: list[dict]) -> list[Row]:
+    return [
+        {"case": f"T={r['T']}", "median": r["sparse tokens/head"], "unit": "completion tokens/head",
+         "ratio": r["sparse/dense"], "ratio of": "dense answer", "note": f"{r['sparse/T']:.1f}·T (target <= 10·T)"}
+        for r in rows
+    ]  # fmt: skip
+
+
 ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.train_throughput": _train,
     "bench.scoring": _scoring,
@@ -102,6 +112,7 @@ ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.startup": _startup,
     "bench.recipe": _recipe,
     "bench.atlas": _atlas,
+    "bench.sparse": _sparse,
 }
 
 

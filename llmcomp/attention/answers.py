@@ -238,6 +238,32 @@ def parse_sentence_answer(obj: Any, n_words: int, heads: list[str], score_max: i
     return torch.tensor(out, dtype=torch.float32).reshape(len(heads), n_words, n_words)
 
 
+def parse_sparse_answer(obj: Any, n_words: int, heads: list[str], score_max: int, top_k: int) -> torch.Tensor:
+    """Integer scores (heads, T, T) from a sparse ``sentence`` answer: per word up to ``top_k`` [j, score] pairs,
+    j an earlier word or the word itself, each j once; every other cell stays 0 (the floor alone)."""
+    out = torch.zeros(len(heads), n_words, n_words)
+    for h, (name, rows) in enumerate(zip(heads, _by_head(obj, heads), strict=True)):
+        if not isinstance(rows, list) or len(rows) != n_words:
+            got = len(rows) if isinstance(rows, list) else type(rows).__name__
+            raise AnswerError(f'"{name}" must have {n_words} lists (one per word); got {got}')
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) > top_k:
+                got = f"{len(row)} pairs" if isinstance(row, list) else _json_type(row)
+                raise AnswerError(f'"{name}" word {i} must list at most {top_k} [j, score] pairs; got {got}')
+            seen: set[int] = set()
+            for e in row:
+                if not isinstance(e, list) or len(e) != 2:
+                    raise AnswerError(f'"{name}" word {i} holds {_json_type(e)}, not a [j, score] pair')
+                j = _score(e[0], n_words - 1, f'"{name}" word {i} index')
+                if j > i:
+                    raise AnswerError(f'"{name}" word {i} names word {j}, a later word; name only words 0..{i}')
+                if j in seen:
+                    raise AnswerError(f'"{name}" word {i} names word {j} more than once')
+                seen.add(j)
+                out[h, i, j] = _score(e[1], score_max, f'"{name}" word {i} score of word {j}')
+    return out
+
+
 def parse_vector_answer(obj: Any, length: int, heads: list[str], score_max: int, what: str) -> list[list[int]]:
     """One list of ``length`` integer scores per head (a ``prefix`` row or a ``pair`` batch)."""
     out = []

@@ -214,7 +214,7 @@ class ChatClient:
         """One HTTP attempt within the deadline; raises BadFormat, Transient, UnitFailed or ScoringAborted."""
         c = self.config
         kwargs: dict[str, Any] = {"model": c.model, "messages": messages}
-        rf = prompts.response_format(fmt, task, list(c.heads))  # type: ignore[arg-type]
+        rf = prompts.response_format(fmt, task, list(c.heads), c.answer)  # type: ignore[arg-type]
         if rf is not None:
             kwargs["response_format"] = rf
         if c.temperature is not None:

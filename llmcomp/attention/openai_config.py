@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from llmcomp import settings
-from llmcomp.attention.prompts import check_heads  # pure: no torch, no SDK
+from llmcomp.attention.prompts import ANSWERS, Answer, check_heads  # pure: no torch, no SDK
 from llmcomp.errors import LLMCompError
 
 Mode = Literal["sentence", "prefix", "pair"]
@@ -86,6 +86,8 @@ class OpenAIConfig:
     backoff_base: float = 0.5  # seconds; doubled per retry, with jitter, unless the server sends Retry-After
     backoff_max: float = 8.0
     max_retry_after: float = 120.0  # a longer Retry-After fails the request instead of waiting
+    answer: Answer = "dense"  # sparse (sentence mode): each word's top_k earlier words only, the rest at the floor
+    top_k: int = 3  # words per row a sparse answer names
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
@@ -96,6 +98,10 @@ class OpenAIConfig:
             self.heads = tuple(check_heads(list(self.heads)))
         except ValueError as e:
             raise OpenAIConfigError(str(e)) from None
+        if self.answer not in ANSWERS or (self.answer == "sparse" and self.mode != "sentence"):
+            raise OpenAIConfigError(f"answer={self.answer!r}: choose dense, or sparse (sentence mode only)")
+        if not 1 <= self.top_k <= 64:
+            raise OpenAIConfigError(f"top_k must be 1..64, got {self.top_k}")
         if not 1 <= self.score_max <= 100:
             raise OpenAIConfigError(f"score_max must be 1..100, got {self.score_max}")
         if self.floor < 0 or not math.isfinite(self.floor):

@@ -74,7 +74,8 @@ class Strategy:
         self.heads = list(config.heads)
 
     def messages(self, words: list[str], pairs: list[tuple[int, int]] | None = None) -> list[dict[str, str]]:
-        return prompts.build_messages(self.task, words, self.heads, self.config.score_max, pairs)
+        c = self.config
+        return prompts.build_messages(self.task, words, self.heads, c.score_max, pairs, c.answer, c.top_k)
 
     def plan(self, todo: list[list[str]]) -> list[Planned]:
         """The first-attempt requests that scoring ``todo`` (sentences not cached) would send."""
@@ -132,11 +133,15 @@ class SentenceMode(Strategy):
         await pool(self.config.max_concurrency, [lambda k=k, w=w: self._one(run, k, w) for k, w in items])
 
     async def _one(self, run: Run, key: str, words: list[str]) -> None:
-        heads, score_max = self.heads, self.config.score_max
+        heads, score_max, top_k = self.heads, self.config.score_max, self.config.top_k
+
+        def parse(obj: Any) -> torch.Tensor:
+            if self.config.answer == "sparse":  # each word's top_k words; the rest stay at the floor
+                return answers.parse_sparse_answer(obj, len(words), heads, score_max, top_k)
+            return answers.parse_sentence_answer(obj, len(words), heads, score_max)
+
         try:
-            scores = await self.ask(
-                run, self.messages(words), lambda obj: answers.parse_sentence_answer(obj, len(words), heads, score_max)
-            )
+            scores = await self.ask(run, self.messages(words), parse)
         except UnitFailed as e:
             self.finish(run, key, words, str(e))
             return

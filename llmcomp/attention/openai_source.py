@@ -76,7 +76,7 @@ from llmcomp.attention.openai_config import (
 from llmcomp.attention.openai_errors import ScoringAborted as ScoringAborted
 from llmcomp.attention.openai_modes import STRATEGIES, Run, Strategy, pair_key, row_key
 from llmcomp.attention.openai_runtime import CacheWriter, LoopThread, RunCancelled
-from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION
+from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION, Answer
 
 log = logging.getLogger("llmcomp.attention.openai")
 
@@ -129,6 +129,8 @@ class OpenAISource(AttentionSource):
         backoff_base: float | None = None,
         backoff_max: float | None = None,
         max_retry_after: float | None = None,
+        answer: Answer | None = None,
+        top_k: int | None = None,
         cache: AttentionCache | None = None,
         fallback: AttentionSource | None = None,
     ):
@@ -179,6 +181,7 @@ class OpenAISource(AttentionSource):
             "max_corrective_retries": c.max_corrective_retries,
             "pair_batch": c.pair_batch,
             "temperature": c.temperature,
+            **({"answer": c.answer, "top_k": c.top_k} if c.answer != "dense" else {}),
         }
 
     def _score_identity(self) -> dict[str, Any]:
@@ -194,6 +197,7 @@ class OpenAISource(AttentionSource):
             "heads": list(c.heads),
             "score_max": c.score_max,
             "temperature": c.temperature,
+            **prompts.answer_identity(c.answer, c.top_k),  # nothing for dense: its keys are as they were
         }
 
     def fingerprint(self) -> dict[str, Any]:
@@ -211,7 +215,8 @@ class OpenAISource(AttentionSource):
 
     def describe(self) -> str:
         c = self.config
-        return f"openai {c.model} @ {c.host}, {c.mode} mode, heads {', '.join(c.heads)}"
+        sparse = f" (sparse top-{c.top_k} answers)" if c.answer == "sparse" else ""
+        return f"openai {c.model} @ {c.host}, {c.mode} mode{sparse}, heads {', '.join(c.heads)}"
 
     def head_labels(self) -> list[str]:
         """Each head is named by the relation it asks about."""
@@ -225,7 +230,8 @@ class OpenAISource(AttentionSource):
         """Requests and tokens needed to score ``sentences`` in ``mode`` (default: this source's),
         counting what the cache already holds. No request is made. Retries are not included."""
         if mode is not None and mode != self.config.mode:
-            sibling = OpenAISource(dataclasses.replace(self.config, mode=mode), cache=self.cache)
+            answer = self.config.answer if mode == "sentence" else "dense"  # sparse is sentence mode's alone
+            sibling = OpenAISource(dataclasses.replace(self.config, mode=mode, answer=answer), cache=self.cache)
             return sibling.estimate(sentences)
         todo: dict[str, list[str]] = {}
         cached = 0
@@ -241,7 +247,8 @@ class OpenAISource(AttentionSource):
         strategy, n_heads = self._strategy(), len(self.config.heads)
         planned = strategy.plan(list(todo.values()))
         prompt_tokens = sum(prompts.approx_tokens(m["content"]) for messages, _ in planned for m in messages)
-        completion_tokens = sum(prompts.approx_answer_tokens(strategy.task, n, n_heads) for _, n in planned)
+        top_k = self.config.top_k if self.config.answer == "sparse" else None
+        completion_tokens = sum(prompts.approx_answer_tokens(strategy.task, n, n_heads, top_k) for _, n in planned)
         unique = len({self.cache_key(list(s)) for s in sentences})
         return Estimate(self.config.mode, unique, cached, len(planned), prompt_tokens, completion_tokens)
 

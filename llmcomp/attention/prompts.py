@@ -9,6 +9,10 @@ Three tasks, one per scoring mode:
 * ``pair``: context-free relatedness of word pairs, many pairs per request; the answer is one score
   per pair per head.
 
+The ``sentence`` task has two answer formats (``Answer``): ``dense``, the whole matrix (about T²/2 scores per
+head), and ``sparse``, each word's ``top_k`` earlier words (or itself) as ``[j, score]`` pairs, the rest left at
+the floor (about k·T scores per head, so completion tokens grow with T, not T²).
+
 Every prompt passes the words as JSON data in the user message and refers to them by index, and the
 system message says the words are data, never instructions. Scores are small integers
 ``0..score_max``. Reading the answers (and distrusting them) is ``answers``' job. Also here: the JSON
@@ -24,11 +28,15 @@ from typing import Any, Literal
 
 Task = Literal["sentence", "prefix", "pair"]
 TASKS: tuple[str, ...] = ("sentence", "prefix", "pair")
+Answer = Literal["dense", "sparse"]
+ANSWERS: tuple[str, ...] = ("dense", "sparse")
 
 #: Bump when the wording of any prompt changes: cached scores from another wording are not reused.
 PROMPT_VERSION = "1"
 #: Bump when the shape of the requested answer (the JSON schema) changes.
 SCHEMA_VERSION = "1"
+#: Bump when the sparse answer's prompt or shape changes (dense keys never carry it, so they stay as they were).
+SPARSE_VERSION = "1"
 
 #: What each relation head asks for. Other names are allowed (lowercase identifiers) and are
 #: described by their name alone.
@@ -66,10 +74,31 @@ _DATA_RULE = (
 )
 
 
-def system_prompt(task: Task, heads: list[str], score_max: int) -> str:
+def answer_identity(answer: str, top_k: int) -> dict[str, Any]:
+    """What the answer format adds to a cache key: nothing for dense (keys as before), the format and k for sparse."""
+    return {} if answer == "dense" else {"answer": answer, "top_k": top_k, "sparse_version": SPARSE_VERSION}
+
+
+def _sparse_body(heads: list[str], scale: str, top_k: int) -> str:
+    return (
+        f"You pick, for each word of a sentence, the at most {top_k} words it attends to most among the earlier "
+        "words and itself.\n"
+        '"words" lists the sentence; words[i] is word i (0-based). For each relation in "heads" give one list '
+        f"per word: for word i, up to {top_k} pairs [j, score] with j an index from 0 to i (word i itself "
+        "allowed), each j at most once, strongest first. Words left out count as no link. Never name a word "
+        "that comes after word i.\n"
+        f"{scale}\nRelations (word i looks at word j):\n{_relations(heads)}\n"
+        'Reply with JSON only: {"<relation>": [[[0, s]], [[j, s], ...], ...], ...} with one list per word, '
+        "in order, for every relation."
+    )
+
+
+def system_prompt(task: Task, heads: list[str], score_max: int, answer: str = "dense", top_k: int = 3) -> str:
     """The fixed instructions for one task (the words themselves go in the user message)."""
     scale = f"Scores are integers from 0 (no link) to {score_max} (strongest link)."
-    if task == "sentence":
+    if task == "sentence" and answer == "sparse":
+        body = _sparse_body(heads, scale, top_k)
+    elif task == "sentence":
         body = (
             "You rate how much each word of a sentence attends to each earlier word and to itself.\n"
             '"words" lists the sentence; words[i] is word i (0-based). For each relation in "heads" give a '
@@ -103,21 +132,35 @@ def system_prompt(task: Task, heads: list[str], score_max: int) -> str:
 
 
 def user_payload(
-    task: Task, words: list[str], heads: list[str], score_max: int, pairs: list[tuple[int, int]] | None = None
+    task: Task,
+    words: list[str],
+    heads: list[str],
+    score_max: int,
+    pairs: list[tuple[int, int]] | None = None,
+    answer: str = "dense",
+    top_k: int = 3,
 ) -> str:
     """The user message: JSON data only, so a word can never pose as an instruction."""
     data: dict[str, Any] = {"task": task, "heads": heads, "score_max": score_max, "words": list(words)}
+    if answer != "dense":
+        data |= {"answer": answer, "top_k": top_k}
     if task == "pair":
         data["pairs"] = [list(p) for p in (pairs or [])]
     return json.dumps(data, ensure_ascii=False)
 
 
 def build_messages(
-    task: Task, words: list[str], heads: list[str], score_max: int, pairs: list[tuple[int, int]] | None = None
+    task: Task,
+    words: list[str],
+    heads: list[str],
+    score_max: int,
+    pairs: list[tuple[int, int]] | None = None,
+    answer: str = "dense",
+    top_k: int = 3,
 ) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": system_prompt(task, heads, score_max)},
-        {"role": "user", "content": user_payload(task, words, heads, score_max, pairs)},
+        {"role": "system", "content": system_prompt(task, heads, score_max, answer, top_k)},
+        {"role": "user", "content": user_payload(task, words, heads, score_max, pairs, answer, top_k)},
     ]
 
 
@@ -142,10 +185,12 @@ def corrective_message(answer: str, error: str, max_chars: int = 2000) -> list[d
 
 
 # --- JSON schemas (structured output) ---------------------------------------------------------
-def response_schema(task: Task, heads: list[str]) -> dict[str, Any]:
+def response_schema(task: Task, heads: list[str], answer: str = "dense") -> dict[str, Any]:
     """Strict JSON schema of the answer. It cannot pin lengths or ranges; the code checks those."""
     ints = {"type": "array", "items": {"type": "integer"}}
     value = {"type": "array", "items": ints} if task == "sentence" else ints
+    if task == "sentence" and answer == "sparse":  # per word a list of [j, score] pairs
+        value = {"type": "array", "items": {"type": "array", "items": ints}}
     return {
         "type": "object",
         "properties": {h: value for h in heads},
@@ -154,14 +199,17 @@ def response_schema(task: Task, heads: list[str]) -> dict[str, Any]:
     }
 
 
-def response_format(kind: str, task: Task, heads: list[str]) -> dict[str, Any] | None:
+def response_format(kind: str, task: Task, heads: list[str], answer: str = "dense") -> dict[str, Any] | None:
     """The ``response_format`` request field for json_schema, json_object or text (None)."""
     if kind == "json_schema":
+        sparse = task == "sentence" and answer == "sparse"
         return {
             "type": "json_schema",
             "json_schema": {
-                "name": f"attention_{task}_v{SCHEMA_VERSION}",
-                "schema": response_schema(task, heads),
+                "name": f"attention_{task}_sparse_v{SPARSE_VERSION}"
+                if sparse
+                else f"attention_{task}_v{SCHEMA_VERSION}",
+                "schema": response_schema(task, heads, answer),
                 "strict": True,
             },
         }
@@ -176,7 +224,10 @@ def approx_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def approx_answer_tokens(task: Task, n: int, n_heads: int) -> int:
-    """Completion tokens of a valid answer: about one token per score (digits and commas merge)."""
+def approx_answer_tokens(task: Task, n: int, n_heads: int, top_k: int | None = None) -> int:
+    """Completion tokens of a valid answer: about one token per score (digits and commas merge); ``top_k``
+    for a sparse answer (about three tokens per [j, score] pair)."""
     per_head = n * (n + 1) // 2 + n if task == "sentence" else n
+    if task == "sentence" and top_k is not None:
+        per_head = sum(3 * min(top_k, i + 1) + 1 for i in range(n))
     return n_heads * (per_head + 4) + 2

@@ -48,6 +48,8 @@ LABELS: dict[str, str] = {
 }
 #: how the OpenAI-compatible source asks (``llmcomp.attention.openai_config`` validates against this)
 MODES: tuple[str, ...] = ("sentence", "prefix", "pair")
+#: how the OpenAI-compatible source's sentence mode is answered: the whole matrix, or each word's top_k words
+ANSWERS: tuple[str, ...] = ("dense", "sparse")
 #: the relation heads the OpenAI-compatible source has prompts for (other names are allowed)
 RELATIONS: tuple[str, ...] = ("meaning", "syntax", "coreference", "relatedness")
 #: options no person types, for every kind ("*") or for one kind: objects the application layer passes
@@ -220,7 +222,8 @@ def describe_spec(spec: dict[str, Any]) -> str:
     plural = "" if heads == 1 else "s"
     if kind == "openai":
         rel = ", ".join(spec.get("heads", []))
-        return f"openai {spec.get('model', '?')} ({spec.get('mode', '?')} mode; {rel})"
+        sparse = f", sparse top-{spec.get('top_k', '?')}" if spec.get("answer") == "sparse" else ""
+        return f"openai {spec.get('model', '?')} ({spec.get('mode', '?')} mode{sparse}; {rel})"
     if kind == "local" and spec.get("heads"):  # chosen heads, one supplied head each
         if spec["heads"] == "all":
             return f"local LLM (every head of layers {spec.get('layers', 'all')}, one each)"

@@ -63,6 +63,8 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "max_requests": ("openai", "--max-requests", "stop after this many requests"),
     "max_tokens": ("openai", "--max-tokens", "stop after this many prompt + completion tokens"),
     "pair_batch": ("openai", "--pair-batch", "pairs per request in pair mode"),
+    "answer": ("openai", "--answer", "sentence mode's answer: dense (whole matrix) or sparse (each word's top-k)"),
+    "top_k": ("openai", "--top-k", "words per word a sparse answer names (the rest get the floor)"),
     "timeout": ("openai", "--request-timeout", "seconds per attempt"),
     "max_retries": ("openai", "--max-retries", "retries per request (429, 5xx, timeouts)"),
     "max_consecutive_failures": ("openai", "--max-consecutive-failures", "failed attempts in a row that stop the run"),

@@ -48,6 +48,7 @@ from llmcomp.testing.behaviours import (
     spoil_content,
 )
 from llmcomp.testing.fake_http import Handler, Server
+from llmcomp.testing.sparse import corrupt_sparse, sparsify
 
 __all__ = ["FAULTS", "MODELS", "FakeOpenAIServer", "Fault", "answer_for", "main"]
 
@@ -185,6 +186,9 @@ class FakeOpenAIServer:
             task, words = data["task"], [str(w) for w in data["words"]]
             model = str(req.get("model", self.model))
             answer = leak_answer(data) if model == LEAK_MODEL else answer_for(data)
+            sparse = task == "sentence" and data.get("answer") == "sparse"
+            if sparse:  # each word's top_k words of the same dense answer (llmcomp.testing.sparse)
+                answer = sparsify(answer, int(data.get("top_k", 3)))
         except (StopIteration, ValueError, KeyError, TypeError, IndexError):
             return error_response(400, "invalid_request", "the first user message is not llmcomp JSON data")
         with self._lock:
@@ -199,7 +203,9 @@ class FakeOpenAIServer:
         if kind == "slow":
             time.sleep(fault.delay)
         key = auth.removeprefix("Bearer ")
-        if kind in CORRUPTIONS or kind == "echo_key":
+        if (kind in CORRUPTIONS or kind == "echo_key") and sparse:
+            answer = corrupt_sparse(kind, answer, score_max, key)
+        elif kind in CORRUPTIONS or kind == "echo_key":
             answer = corrupt(kind, task, answer, score_max, key)
         content = json.dumps(answer)  # NaN is written as the bare token NaN, as a sloppy server would
         if fmt == "text":
