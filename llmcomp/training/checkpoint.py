@@ -137,7 +137,7 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path) -> Path:
     try:
         tag = {"step": str(ckpt.step)}  # each tensor file says which step it holds: a load checks they agree
         tied = ckpt.model.lm_head.weight is ckpt.model.wte.weight  # a tied head is stored once, as wte
-        state = {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items()
+        state = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()
                  if not (tied and k == "lm_head.weight")}  # fmt: skip
         _write_synced(new / "model.safetensors", safetensors_bytes(state, metadata=tag))
         if ckpt.optimizer_state:
@@ -279,7 +279,7 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for idx, st in opt.state_dict()["state"].items():
         for name, value in st.items():
-            out[f"{idx}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
+            out[f"{idx}.{name}"] = torch.as_tensor(value).detach().cpu().clone().contiguous()  # device-free
     return out
 
 

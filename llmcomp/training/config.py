@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmcomp.devices import DeviceError, check_device_name
 from llmcomp.errors import LLMCompError
 
 
@@ -52,6 +53,9 @@ class TrainConfig:
     # checkpoint is kept beside the last (llmcomp.training.convergence, docs/results.md)
     patience: int = 3
     min_delta: float = 0.0
+    # where the model trains: auto (cuda when torch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N or mps.
+    # Placement only: checkpoints are saved from CPU tensors and leave it out (llmcomp.devices; docs/operations.md)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,6 +84,10 @@ class TrainConfig:
         for name in ("warmup_steps", "log_every"):
             if getattr(self, name) is not None:
                 whole(name, 0 if name == "warmup_steps" else 1)
+        try:
+            check_device_name(self.device)
+        except DeviceError as e:
+            raise TrainConfigError(str(e)) from None
         if not isinstance(self.lr, int | float) or not (0 < self.lr <= 1):
             raise TrainConfigError(f"the learning rate must be above 0 and at most 1 (try 0.003), got {self.lr!r}")
         if not (0 <= self.min_lr_ratio <= 1) or not (self.weight_decay >= 0) or not (self.grad_clip >= 0):

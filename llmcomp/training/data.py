@@ -164,22 +164,23 @@ def evaluate(model: GPT, examples: list[Example], pad_id: int, batch_size: int =
     was_training = model.training
     model.eval()
     total = count = focus_total = focus_count = focus_right = mass_total = mass_count = 0.0
+    device = next(model.parameters()).device  # batches are made on the CPU; the model may be on a GPU
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             b = collate(chunk, pad_id)
-            att = b.att if b.att.shape[1] else None
-            mask = b.y != -100
-            logits = model.lm_head(model.hidden(b.x, att)[mask])
-            losses = F.cross_entropy(logits, b.y[mask], reduction="none")
+            x, y, att = b.x.to(device), b.y.to(device), b.att.to(device) if b.att.shape[1] else None
+            mask = y != -100
+            logits = model.lm_head(model.hidden(x, att)[mask])
+            losses = F.cross_entropy(logits, y[mask], reduction="none")
             total += float(losses.sum())
             count += losses.numel()
-            focus = b.focus[mask]
+            focus = b.focus.to(device)[mask]
             focus_total += float(losses[focus].sum())
             focus_count += int(focus.sum())
-            focus_right += int((logits[focus].argmax(-1) == b.y[mask][focus]).sum())
+            focus_right += int((logits[focus].argmax(-1) == y[mask][focus]).sum())
             if att is not None:
-                s, m = _target_mass(chunk, att, b.focus)
+                s, m = _target_mass(chunk, b.att, b.focus)
                 mass_total, mass_count = mass_total + s, mass_count + m
     model.train(was_training)
     out = {"loss": total / max(count, 1)}

@@ -17,18 +17,14 @@ from typing import Any
 import torch
 
 from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreStats
+from llmcomp.devices import resolve_device, seed_step
 from llmcomp.errors import LLMCompError
 from llmcomp.model.gpt import GPTConfig
 from llmcomp.text.corpus import Corpus
 from llmcomp.text.tasks import Task, as_task
 from llmcomp.threads import torch_threads
 from llmcomp.training.batching import Batch, Example
-from llmcomp.training.checkpoint import (
-    Checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
-)
+from llmcomp.training.checkpoint import Checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from llmcomp.training.config import TrainConfig, TrainConfigError  # noqa: F401 - re-exported: its old home
 from llmcomp.training.convergence import EARLY_STOP, STEPS_DONE, STOPPED, EarlyStopping
 from llmcomp.training.data import FocusFn, PreparedData, data_key, evaluate, prepare_data, validation_record
@@ -109,6 +105,9 @@ class Trainer:
             self.metrics = [{k: v for k, v in m.items() if k != "stop_reason"} for m in self.metrics]
         else:
             self.model = new_model(corpus, self.vocab, source, model_config, self.config.seed)
+        #: where the model and its batches live; made and loaded on the CPU, so the same seed inits the same
+        self.device = resolve_device(self.config.device)
+        self.model.to(self.device)
         #: best validation loss so far (recomputed from a resumed run's metrics) and the patience left
         self.best = EarlyStopping.from_metrics(self.metrics, self.config.patience, self.config.min_delta)
         self.optimizer = new_optimizer(self.model, self.config.lr, self.config.weight_decay)
@@ -208,10 +207,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             batch = self.batch(step)
-            # dropout draws from the CPU generator; seeding only it (torch.manual_seed also seeds every
-            # accelerator backend, which captures a stack trace each call: ~1 ms a step) keeps resume exact
-            torch.default_generator.manual_seed(cfg.seed * 1_000_003 + step)
-            loss = model.token_losses(batch.x, batch.att if batch.att.shape[1] else None, batch.y)[0].mean()
+            x, att, y = (t.to(self.device, non_blocking=True) for t in (batch.x, batch.att, batch.y))
+            seed_step(self.device, cfg.seed * 1_000_003 + step)  # dropout: resume stays exact
+            loss = model.token_losses(x, att if att.shape[1] else None, y)[0].mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -273,7 +271,7 @@ class Trainer:
             source_spec=self.source.spec(),
             source_fingerprint=self.source.fingerprint(),
             train_config={
-                **asdict(self.config),
+                **{k: v for k, v in asdict(self.config).items() if k != "device"},  # placement, not identity
                 "corpus": self.corpus.name,
                 "corpus_sentences": len(self.corpus.sentences),
                 "split_seed": self.corpus.config.seed,

@@ -1,0 +1,125 @@
+"""Devices (issue 16, item 6): ``auto`` picks what this machine has, an explicit GPU it lacks is a one-line
+error from the API and the CLI, ``device="cpu"`` trains exactly as the default did, checkpoints carry no
+device, the local source's device stays out of its cache key and spec, and its batch size follows the device.
+
+This machine has no GPU: what runs on one (``docs/operations.md``, "GPUs") is not measured here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from llmcomp.app.sources import parse_advanced
+from llmcomp.attention import make_source
+from llmcomp.attention.local_llm import LocalLLMError, LocalLLMSource
+from llmcomp.cli import main
+from llmcomp.devices import DeviceError, resolve_device
+from llmcomp.model import GPTConfig
+from llmcomp.settings import EXAMPLE_CORPUS
+from llmcomp.text import load_corpus
+from llmcomp.training import TrainConfig, Trainer, load_checkpoint
+from llmcomp.training.config import TrainConfigError
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without a CUDA GPU")
+SMALL = GPTConfig(n_layer=1, n_embd=32, dropout=0.2)  # dropout: the per-step seeding must hold too
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(EXAMPLE_CORPUS)
+
+
+def _losses(corpus, tmp_path=None, **cfg) -> tuple[list[float], Trainer]:
+    trainer = Trainer(corpus, make_source("gaussian", n_heads=2), SMALL, TrainConfig(steps=12, eval_every=6,
+                      log_every=1, seed=3, patience=0, **cfg), run_dir=tmp_path)  # fmt: skip
+    result = trainer.run()
+    return [m["train_loss"] for m in result.metrics] + [result.final_val_loss], trainer
+
+
+def test_auto_picks_what_this_machine_has(corpus):
+    want = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == want
+    assert TrainConfig().device == "auto" and LocalLLMSource().device.type == want
+    trainer = Trainer(corpus, make_source("uniform"), SMALL, TrainConfig(steps=1))
+    assert trainer.device.type == want and next(trainer.model.parameters()).device.type == want
+
+
+@NO_GPU
+def test_explicit_cuda_without_a_gpu_is_one_line_naming_cpu_and_auto(corpus):
+    with pytest.raises(DeviceError) as e:
+        Trainer(corpus, make_source("uniform"), SMALL, TrainConfig(device="cuda"))
+    assert "\n" not in str(e.value) and "no CUDA GPU" in str(e.value)
+    assert "--device cpu" in str(e.value) and "--device auto" in str(e.value)
+    with pytest.raises(LocalLLMError) as e:
+        LocalLLMSource(device="cuda:1")
+    assert "\n" not in str(e.value) and "--llm-device cpu" in str(e.value)
+    with pytest.raises(TrainConfigError, match="unknown device 'tpu'"):
+        TrainConfig(device="tpu")
+
+
+@NO_GPU
+def test_the_cli_says_so_in_one_line(capsys):
+    common = ["--corpus", str(EXAMPLE_CORPUS), "--no-cache", "--steps", "1"]
+    assert main(["train", *common, "--attention", "uniform", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no CUDA GPU" in err and "--device cpu" in err
+    assert main(["train", *common, "--attention", "uniform", "--device", "gpu"]) == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+    assert main(["score", "--corpus", str(EXAMPLE_CORPUS), "--attention", "local", "--llm-device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--llm-device cpu" in err
+
+
+def test_device_cpu_trains_exactly_as_the_default(corpus, tmp_path):
+    default, _ = _losses(corpus)
+    cpu, trainer = _losses(corpus, tmp_path, device="cpu")
+    if not torch.cuda.is_available():
+        assert cpu == default  # same seed, same losses, bit for bit
+    assert cpu == _losses(corpus, device="cpu")[0]
+    # the checkpoint carries no device: a run trained on a GPU resumes on a laptop and vice versa
+    ck = load_checkpoint(tmp_path / "checkpoint")
+    assert "device" not in ck.train_config and ck.train_config["seed"] == 3
+    assert all(t.device.type == "cpu" for t in ck.model.state_dict().values())
+
+
+def test_a_resumed_cpu_run_ends_on_the_same_loss(corpus, tmp_path):
+    whole, _ = _losses(corpus, device="cpu")
+    cfg = TrainConfig(steps=12, eval_every=6, log_every=1, seed=3, patience=0, device="cpu")
+    first = Trainer(corpus, make_source("gaussian", n_heads=2), SMALL, cfg, run_dir=tmp_path)
+    first.run(stop_at=5)
+    again = Trainer(corpus, make_source("gaussian", n_heads=2), SMALL, replace(cfg, device="auto"), run_dir=tmp_path,
+                    resume_from=tmp_path / "checkpoint")  # fmt: skip
+    assert again.run().final_val_loss == whole[-1]
+
+
+def test_the_local_device_is_placement_not_identity():
+    cpu, auto = LocalLLMSource(device="cpu"), LocalLLMSource()
+    assert cpu.fingerprint() == auto.fingerprint()  # a cache scored on a GPU box serves this one
+    assert "device" not in cpu.spec() and make_source(**cpu.spec()).config.device == "auto"
+    half = LocalLLMSource(precision="bf16")
+    assert half.fingerprint() == {**cpu.fingerprint(), "precision": "bf16"}  # more than float error apart
+
+
+def test_the_local_batch_size_follows_the_device():
+    aligned = {i: SimpleNamespace(ids=list(range(6))) for i in range(40)}
+    src = LocalLLMSource(device="cpu")
+    assert [len(b) for b in src._batches(list(aligned), aligned, 270)] == [16, 16, 8]
+    src.device = torch.device("cuda")  # what a GPU box resolves; only the batching is asked here
+    assert [len(b) for b in src._batches(list(aligned), aligned, 270)] == [40]
+    src = LocalLLMSource(device="cpu", batch_size=7)
+    assert [len(b) for b in src._batches(list(aligned), aligned, 270)] == [7] * 5 + [5]
+
+
+def test_half_precision_is_refused_off_a_cuda_gpu():
+    with pytest.raises(LocalLLMError) as e:
+        LocalLLMSource(device="cpu", precision="bf16").score_many([["a", "cat"]])
+    assert "CUDA GPU only" in str(e.value) and "--llm-precision fp32" in str(e.value)
+
+
+def test_the_web_forms_advanced_options_take_device_and_precision():
+    assert parse_advanced("local", "device=cpu\nprecision=bf16\nbatch_size=32") == {
+        "device": "cpu", "precision": "bf16", "batch_size": 32,
+    }  # fmt: skip
