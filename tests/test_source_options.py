@@ -44,6 +44,7 @@ SAMPLES: dict[str, tuple[str, typing.Any]] = {
     "model": ("other-model", "other-model"),
     "base_url": (OTHER_URL, OTHER_URL),
     "task": ("ioi", "ioi"),  # the oracle's task (issue 14): any causal task's name
+    "cache_tag": ("server-b", "server-b"),  # issue 16: tells servers behind one URL apart
 }
 #: an option whose values differ by kind: the local source's heads are layer.head pairs (``+`` or ``,``)
 KIND_SAMPLES: dict[tuple[str, str], tuple[str, typing.Any]] = {("local", "heads"): ("21.4+23.5", "21.4,23.5")}

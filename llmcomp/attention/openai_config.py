@@ -86,6 +86,7 @@ class OpenAIConfig:
     backoff_base: float = 0.5  # seconds; doubled per retry, with jitter, unless the server sends Retry-After
     backoff_max: float = 8.0
     max_retry_after: float = 120.0  # a longer Retry-After fails the request instead of waiting
+    cache_tag: str = ""  # part of every cache key: two servers behind one URL and model name never share scores
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
@@ -108,6 +109,8 @@ class OpenAIConfig:
             raise OpenAIConfigError("max_consecutive_failures must be at least 1")
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise OpenAIConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if len(self.cache_tag) > 100 or not self.cache_tag.isprintable():
+            raise OpenAIConfigError("cache_tag must be printable text of at most 100 characters")
         split = urlsplit(self.base_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise OpenAIConfigError(f"base URL must look like https://host/v1, got {safe_url(self.base_url)!r}")

@@ -129,6 +129,7 @@ class OpenAISource(AttentionSource):
         backoff_base: float | None = None,
         backoff_max: float | None = None,
         max_retry_after: float | None = None,
+        cache_tag: str | None = None,
         cache: AttentionCache | None = None,
         fallback: AttentionSource | None = None,
     ):
@@ -179,6 +180,7 @@ class OpenAISource(AttentionSource):
             "max_corrective_retries": c.max_corrective_retries,
             "pair_batch": c.pair_batch,
             "temperature": c.temperature,
+            **({"cache_tag": c.cache_tag} if c.cache_tag else {}),
         }
 
     def _score_identity(self) -> dict[str, Any]:
@@ -194,6 +196,8 @@ class OpenAISource(AttentionSource):
             "heads": list(c.heads),
             "score_max": c.score_max,
             "temperature": c.temperature,
+            # only when set: an untagged source keeps the keys it had before tags existed
+            **({"cache_tag": c.cache_tag} if c.cache_tag else {}),
         }
 
     def fingerprint(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "backoff_base": ("openai", "--backoff-base", "seconds before the first retry (doubled each time)"),
     "backoff_max": ("openai", "--backoff-max", "longest wait between retries (seconds)"),
     "max_retry_after": ("openai", "--max-retry-after", "a longer Retry-After fails the request (seconds)"),
+    "cache_tag": ("openai", "--cache-tag", "part of every cache key: tell apart servers behind one URL and model"),
     "sigma": ("baselines", "--sigma", "gaussian: width of the Gaussians (words)"),
     "seed": ("baselines", "--random-seed", "random: the seed of its frozen weights"),
     "max_len": ("baselines", "--random-max-len", "random: the longest sentence it covers (words)"),
