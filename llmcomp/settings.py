@@ -229,3 +229,22 @@ def local_hub() -> LocalHub:
     if any(c.isspace() for c in revision) or len(revision) > 200:
         raise SettingsError(f"LLMCOMP_LOCAL_REVISION={revision[:80]!r} is not a commit hash, tag or branch")
     return LocalHub(name, revision, forced=model is not None)
+
+
+def _price(name: str) -> float | None:
+    raw = get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < 10_000):
+        raise SettingsError(f"{name}={raw[:40]!r} must be dollars per 1M tokens, a number from 0")
+    return value
+
+
+def price_override() -> tuple[float | None, float | None]:
+    """``LLMCOMP_PRICE_INPUT`` and ``LLMCOMP_PRICE_OUTPUT``: dollars per 1M prompt / completion tokens
+    that replace the price table's (``llmcomp.attention.prices``); None where unset."""
+    return _price("LLMCOMP_PRICE_INPUT"), _price("LLMCOMP_PRICE_OUTPUT")

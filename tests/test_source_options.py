@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, typing.Any]] = {
     "task": ("ioi", "ioi"),  # the oracle's task (issue 14): any causal task's name
     "top_k": ("5", 5),  # the OpenAI source's sparse answers: 3 is the default
     "device": ("cpu", "cpu"),  # the local source's device (issue 16): a device this machine has
+    "cache_tag": ("server-b", "server-b"),  # issue 16: tells servers behind one URL apart
 }
 #: an option whose values differ by kind: the local source's heads are layer.head pairs (``+`` or ``,``)
 KIND_SAMPLES: dict[tuple[str, str], tuple[str, typing.Any]] = {("local", "heads"): ("21.4+23.5", "21.4,23.5")}

@@ -20,6 +20,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 from gradio_client import Client, handle_file  # noqa: E402
 
 from llmcomp.app.jobs import JobManager  # noqa: E402
+from llmcomp.attention.prices import CHECKED  # noqa: E402
 from llmcomp.settings import BudgetCaps, Paths  # noqa: E402
 from llmcomp.text import load_corpus  # noqa: E402
 from llmcomp.text.binding import generate_binding_corpus  # noqa: E402
@@ -215,6 +216,9 @@ def test_openai_source_on_the_fake_server_never_leaks_the_key(app, fake_openai, 
     )
     est = c.predict(**src, api_name="/estimate_cost")
     assert "sentence mode: 20 of 20 sentences to score, 20 requests" in est
+    assert "cost unknown: no price for model" in est and "--price-input/--price-output" in est
+    priced = c.predict(**dict(src, model="gpt-4o-mini"), api_name="/estimate_cost")  # issue 16: in dollars
+    assert "about $0.0" in priced and "at gpt-4o-mini" in priced and f"s price of {CHECKED}" in priced, priced
     job = c.submit(**src, api_name="/score_corpus")
     progress, heat, sentence, heads, _ = job.result(timeout=120)
     assert "done <b>20</b>" in progress and "failed <b>0</b>" in progress
@@ -264,6 +268,7 @@ def test_owner_key_goes_only_to_the_owner_endpoint_and_respects_the_caps(app, fa
         own = dict(foreign, relations=["relatedness"])
         refused = c.predict(**own, api_name="/estimate_cost")
         assert "llmc-error" in refused and "allows 5 more" in refused and "your own API key" in refused
+        assert "no price for model" in refused  # the budget speaks of money too (fake-model has no price)
         progress, *_ = c.predict(**own, api_name="/score_corpus")
         assert "allows 5 more" in progress
         fake_openai.reset_counts()

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmcomp.app.budget import BudgetError
 from llmcomp.app.cache_view import CacheView
 from llmcomp.app.jobs import EXPECTED_ERRORS, Job, stats_dict
+from llmcomp.attention.prices import Cost, cost
 from llmcomp.attention.registry import PAID
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class CostEstimate:
     owner_key: bool = False  # the server owner's key would pay, so the budget applies
     detail: str = ""  # the source's own estimate, one line (paid sources)
     allowance: str = ""  # what the owner's key still allows (owner_key only)
+    cost: Cost | None = None  # the tokens in dollars (paid sources; ``cost.dollars`` None: no price known)
 
     @property
     def to_score(self) -> int:
@@ -66,7 +69,44 @@ def _cache_hidden(source: AttentionSource, hide: bool) -> Iterator[None]:
         source.cache = cache
 
 
-def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
+@dataclass(frozen=True)
+class Prices:
+    """Dollars per 1M prompt / completion tokens that replace the price table's (None: the table's),
+    and the most a run may cost (``--max-dollars``; None: no limit)."""
+
+    input: float | None = None
+    output: float | None = None
+    max_dollars: float | None = None
+
+    @classmethod
+    def from_env(cls, input: float | None = None, output: float | None = None, max_dollars: float | None = None):
+        """These flags over ``LLMCOMP_PRICE_INPUT`` / ``LLMCOMP_PRICE_OUTPUT`` (``llmcomp.settings``)."""
+        from llmcomp import settings
+
+        env_in, env_out = settings.price_override()
+        return cls(env_in if input is None else input, env_out if output is None else output, max_dollars)
+
+
+def dollars_of(source: AttentionSource, prompt_tokens: int, completion_tokens: int, prices: Prices | None) -> Cost:
+    """What these tokens cost at the source's model's price (the overrides first)."""
+    p = prices if prices is not None else Prices.from_env()
+    model = str(getattr(getattr(source, "config", None), "model", "") or "")
+    return cost(model, prompt_tokens, completion_tokens, p.input, p.output)
+
+
+def check_dollars(est: CostEstimate, max_dollars: float | None) -> None:
+    """BudgetError (one line) when the estimate may cost more than ``max_dollars``, or has no price."""
+    if max_dollars is None or est.cost is None:
+        return
+    if est.cost.dollars is None:
+        raise BudgetError(f"--max-dollars {max_dollars:g} cannot be checked: {est.cost.basis}; nothing was sent")
+    if est.cost.dollars > max_dollars:
+        raise BudgetError(f"this run would cost {est.cost}, more than --max-dollars {max_dollars:g}; nothing was sent")
+
+
+def estimate(
+    source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None, prices: Prices | None = None
+) -> CostEstimate:
     """The cost of scoring ``sentences`` with ``source``: requests and tokens for a paid source
     (after cache hits), cache hits for a cached one, nothing for one computed on the spot.
 
@@ -81,9 +121,10 @@ def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolic
         with _cache_hidden(source, hide):
             est = source.estimate(sentences)
         tokens = est.prompt_tokens + est.completion_tokens
-        detail = f"{est}; {HIDDEN_NOTE}" if hide else str(est)
+        money = dollars_of(source, est.prompt_tokens, est.completion_tokens, prices)
+        detail = f"{est}; {money}" + (f"; {HIDDEN_NOTE}" if hide else "")
         return CostEstimate(source.kind, est.sentences, None if hide else est.cached, est.requests, tokens,
-                            source.kind in PAID, owner, detail, allowance)  # fmt: skip
+                            source.kind in PAID, owner, detail, allowance, money)  # fmt: skip
     cached = None
     if source.cache is not None and not hide:
         cached = sum(1 for words in sentences if source.cache_key(list(words)) in source.cache)
@@ -91,13 +132,20 @@ def estimate(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolic
     return CostEstimate(source.kind, len(sentences), cached, paid=source.kind in PAID, owner_key=owner, detail=detail)
 
 
-def check_budget(source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None) -> CostEstimate:
-    """Estimate, then reserve what the owner's key may spend on it (BudgetError when it would cross a
-    cap, before any request); returns the estimate. ``keys.charge(source)`` settles the reservation
-    when the work ends (a source dropped without it gives the reservation back when collected)."""
-    est = estimate(source, sentences, keys)
+def check_budget(
+    source: AttentionSource, sentences: Sequence[Words], keys: KeyPolicy | None = None, prices: Prices | None = None
+) -> CostEstimate:
+    """Estimate, refuse what costs more than ``prices.max_dollars``, then reserve what the owner's key
+    may spend on it (BudgetError when it would cross a cap, before any request); returns the estimate.
+    ``keys.charge(source)`` settles the reservation when the work ends (a source dropped without it
+    gives the reservation back when collected)."""
+    est = estimate(source, sentences, keys, prices)
+    check_dollars(est, prices.max_dollars if prices is not None else None)
     if keys is not None:
-        keys.reserve(source, est.requests, est.tokens)
+        try:
+            keys.reserve(source, est.requests, est.tokens)
+        except BudgetError as e:
+            raise BudgetError(f"{e} ({est.cost})" if est.cost is not None else str(e)) from None
     return est
 
 
@@ -106,9 +154,11 @@ def score(
     sentences: Sequence[Words],
     keys: KeyPolicy | None = None,
     progress: ProgressFn | None = None,
+    prices: Prices | None = None,
 ) -> ScoreResult:
-    """Check the budget, score every sentence in this thread, charge what the owner's key spent."""
-    check_budget(source, sentences, keys)
+    """Check the budget (and ``prices.max_dollars``), score every sentence in this thread, charge what
+    the owner's key spent."""
+    check_budget(source, sentences, keys, prices)
     try:
         return source.score_many(sentences, progress=progress)
     finally:

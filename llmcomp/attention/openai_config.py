@@ -88,6 +88,7 @@ class OpenAIConfig:
     max_retry_after: float = 120.0  # a longer Retry-After fails the request instead of waiting
     answer: Answer = "dense"  # sparse (sentence mode): each word's top_k earlier words only, the rest at the floor
     top_k: int = 3  # words per row a sparse answer names
+    cache_tag: str = ""  # part of every cache key: two servers behind one URL and model name never share scores
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
@@ -114,6 +115,8 @@ class OpenAIConfig:
             raise OpenAIConfigError("max_consecutive_failures must be at least 1")
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise OpenAIConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if len(self.cache_tag) > 100 or not self.cache_tag.isprintable():
+            raise OpenAIConfigError("cache_tag must be printable text of at most 100 characters")
         split = urlsplit(self.base_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise OpenAIConfigError(f"base URL must look like https://host/v1, got {safe_url(self.base_url)!r}")

@@ -131,6 +131,7 @@ class OpenAISource(AttentionSource):
         max_retry_after: float | None = None,
         answer: Answer | None = None,
         top_k: int | None = None,
+        cache_tag: str | None = None,
         cache: AttentionCache | None = None,
         fallback: AttentionSource | None = None,
     ):
@@ -182,6 +183,7 @@ class OpenAISource(AttentionSource):
             "pair_batch": c.pair_batch,
             "temperature": c.temperature,
             **({"answer": c.answer, "top_k": c.top_k} if c.answer != "dense" else {}),
+            **({"cache_tag": c.cache_tag} if c.cache_tag else {}),
         }
 
     def _score_identity(self) -> dict[str, Any]:
@@ -198,6 +200,8 @@ class OpenAISource(AttentionSource):
             "score_max": c.score_max,
             "temperature": c.temperature,
             **prompts.answer_identity(c.answer, c.top_k),  # nothing for dense: its keys are as they were
+            # only when set: an untagged source keeps the keys it had before tags existed
+            **({"cache_tag": c.cache_tag} if c.cache_tag else {}),
         }
 
     def fingerprint(self) -> dict[str, Any]:

@@ -78,6 +78,7 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "backoff_base": ("openai", "--backoff-base", "seconds before the first retry (doubled each time)"),
     "backoff_max": ("openai", "--backoff-max", "longest wait between retries (seconds)"),
     "max_retry_after": ("openai", "--max-retry-after", "a longer Retry-After fails the request (seconds)"),
+    "cache_tag": ("openai", "--cache-tag", "part of every cache key: tell apart servers behind one URL and model"),
     "sigma": ("baselines", "--sigma", "gaussian: width of the Gaussians (words)"),
     "seed": ("baselines", "--random-seed", "random: the seed of its frozen weights"),
     "max_len": ("baselines", "--random-max-len", "random: the longest sentence it covers (words)"),
@@ -142,6 +143,26 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "uniform")
         groups[group].add_argument(flag, dest=_dest(option), metavar=option.upper(), help=text + extra)
     for (kind, option), (group, flag, text) in KIND_FLAGS.items():
         groups[group].add_argument(flag, dest=_dest(option, kind), metavar=option.upper(), help=text)
+
+
+def add_price_args(p: argparse.ArgumentParser) -> None:
+    """``--price-input``, ``--price-output`` (over the price table, ``llmcomp.attention.prices``) and ``--max-dollars``."""
+    g = p.add_argument_group("cost (paid sources)")
+    g.add_argument(
+        "--price-input", type=float, help="$ per 1M prompt tokens (default: LLMCOMP_PRICE_INPUT, else the table)"
+    )
+    g.add_argument(
+        "--price-output", type=float, help="$ per 1M completion tokens (default: LLMCOMP_PRICE_OUTPUT, else the table)"
+    )
+    g.add_argument("--max-dollars", type=float, help="refuse a run whose estimate costs more, before anything is sent")
+
+
+def cli_prices(args: argparse.Namespace) -> Any:
+    """The price flags over the environment's (``app.scoring.Prices``)."""
+    from llmcomp.app.scoring import Prices
+
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    return Prices.from_env(get("price_input"), get("price_output"), get("max_dollars"))
 
 
 def source_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import BASELINES
-from llmcomp.cli.common import add_corpus_args, print_corpus_notices
+from llmcomp.cli.common import add_corpus_args, add_price_args, cli_prices, print_corpus_notices
 from llmcomp.experiments.labels import parse_source, split_sources
 from llmcomp.text.corpus import CorpusConfig
 
@@ -28,6 +28,7 @@ CLI_DEFAULT_SOURCES = ",".join((*BASELINES, "local"))
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="train the same model with each attention source and tabulate")
     add_corpus_args(p)
+    add_price_args(p)
     p.add_argument(
         "--sources",
         default=CLI_DEFAULT_SOURCES,
@@ -182,6 +183,37 @@ class _Bars:
         self.training.close()
 
 
+def _check_dollars(labels: list[str], corpus: Any, config: Any, prices: Any) -> None:
+    """``--max-dollars``: the paid sources' estimates summed, refused (one line) before anything is sent."""
+    from llmcomp.app.budget import BudgetError
+    from llmcomp.app.scoring import estimate
+    from llmcomp.app.sources import build_source
+    from llmcomp.attention.registry import PAID
+    from llmcomp.training.data import sentences_to_score
+
+    if prices.max_dollars is None:
+        return
+    total, parts = 0.0, []
+    for label in labels:
+        kind, options = parse_source(label)
+        if kind not in PAID:
+            continue
+        source = build_source({"kind": kind, **options}, cache=config.cache)
+        try:
+            cost = estimate(source, sentences_to_score(corpus, source), prices=prices).cost
+        finally:
+            source.close()
+        if cost is None or cost.dollars is None:
+            raise BudgetError(f"--max-dollars cannot be checked for {label}: {cost.basis if cost else 'no estimate'}")
+        total += cost.dollars
+        parts.append(f"{label}: {cost}")
+    if total > prices.max_dollars:
+        raise BudgetError(
+            f"this comparison would cost about ${total:,.2f} ({'; '.join(parts)}), more than --max-dollars "
+            f"{prices.max_dollars:g}; nothing was sent"
+        )
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
     from llmcomp.experiments.compare import compare, resolve_task
@@ -204,6 +236,7 @@ def run_cli(args: argparse.Namespace) -> int:
     for label in labels:
         parse_source(label)  # a label that cannot build a source stops here, before any training
     config.sources = labels
+    _check_dollars(labels, corpus, config, cli_prices(args))
     for note in notes:
         print(note, file=sys.stderr)
     out = getattr(args, "out", None)

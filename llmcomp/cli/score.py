@@ -7,7 +7,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmcomp.cli.common import ScoringBar, add_corpus_args, add_source_args, load_cli_corpus, make_cli_source
+from llmcomp.cli.common import (
+    ScoringBar,
+    add_corpus_args,
+    add_price_args,
+    add_source_args,
+    cli_prices,
+    load_cli_corpus,
+    make_cli_source,
+)
 from llmcomp.errors import one_line
 
 if TYPE_CHECKING:
@@ -18,7 +26,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("score", help="score a corpus's attention into the cache (with a cost estimate)")
     add_corpus_args(p)
     add_source_args(p, default="local")
-    p.add_argument("--dry-run", action="store_true", help="estimate requests and tokens; send nothing")
+    add_price_args(p)
+    p.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and dollars; send nothing")
     p.add_argument("--out", help="also write the matrices as JSON lines")
     p.set_defaults(func=cmd_score)
 
@@ -35,24 +44,29 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from llmcomp.app.scoring import score
+    from llmcomp.app.scoring import check_dollars, dollars_of, estimate, score
 
     corpus = load_cli_corpus(args)
+    prices = cli_prices(args)
     source = make_cli_source(args)
     try:
         if hasattr(source, "estimate_all") and args.dry_run:
-            for estimate in source.estimate_all(corpus.sentences).values():
-                print(f"estimate: {estimate}")
+            for est in source.estimate_all(corpus.sentences).values():
+                money = dollars_of(source, est.prompt_tokens, est.completion_tokens, prices)
+                print(f"estimate: {est}; {money}")
+            check_dollars(estimate(source, corpus.sentences, prices=prices), prices.max_dollars)
             return 0
         if hasattr(source, "estimate"):
-            print(f"estimate: {source.estimate(corpus.sentences)}")
+            est = estimate(source, corpus.sentences, prices=prices)
+            print(f"estimate: {est.detail}")
+            check_dollars(est, prices.max_dollars)  # before the bar: a refused run shows none
         elif args.dry_run:
             print(f"{source.kind} is computed locally: no requests, no tokens")
             return 0
         bar = ScoringBar(len(corpus.sentences))
         start = time.perf_counter()
         try:
-            result = score(source, corpus.sentences, progress=bar)
+            result = score(source, corpus.sentences, progress=bar, prices=prices)
         finally:
             bar.close()
         s, wall = result.stats, time.perf_counter() - start

@@ -9,9 +9,11 @@ from typing import Any
 from llmcomp.cli.common import (
     ScoringBar,
     add_corpus_args,
+    add_price_args,
     add_source_args,
     cli_builder,
     cli_description,
+    cli_prices,
     load_cli_corpus,
     make_cli_source,
 )
@@ -23,6 +25,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model with a chosen attention source")
     add_corpus_args(p)
     add_source_args(p, default=None)
+    add_price_args(p)
     g = p.add_argument_group("model and training (defaults: GPTConfig and TrainConfig)")
     g.add_argument("--steps", type=int, default=TrainConfig.steps, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")
@@ -82,6 +85,7 @@ def add_parser(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from llmcomp.app.scoring import check_budget
     from llmcomp.app.training import TrainRequest, resume_point, start_training
     from llmcomp.text.tasks import choose_task
     from llmcomp.training.data import sentences_to_score
@@ -122,7 +126,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             corpus, source, model_cfg, train_cfg, run_dir=args.run_dir, resume=args.resume, task=task,
             head_choice=choice,
         )  # fmt: skip
-        run = start_training(request)
+        prices = cli_prices(args)
+        check = None if prices.max_dollars is None else lambda src, sents: check_budget(src, sents, prices=prices)
+        run = start_training(request, check=check)
         trainer = run.trainer
         stats = corpus.stats()
         print(
