@@ -154,3 +154,17 @@ def test_a_long_line_names_what_the_page_offers(browser, server, tmp_path):  # n
     assert "choose split auto" in text and "max_words" not in text and "still using example.txt" in text
     shot(page, "s08-long-line-message")
     ctx.close()
+
+
+def test_an_estimate_goes_when_the_source_changes_and_stays_for_its_own(browser, server):  # noqa: F811
+    ctx, page = new_page(browser, server)
+    tab(page, "2 · Attention")
+    choose(page, "source-kind", "Baseline: previous word")
+    page.wait_for_timeout(300)
+    page.click("#estimate-btn")
+    wait_text(page, "#estimate", "free")
+    page.wait_for_timeout(1000)  # the picker's own change has been handled: the estimate made for it stays
+    assert "free" in page.inner_text("#estimate")
+    choose(page, "source-kind", GAUSSIAN)
+    page.wait_for_function("() => !document.querySelector('#estimate').innerText.includes('free')")
+    ctx.close()

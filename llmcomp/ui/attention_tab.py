@@ -197,7 +197,9 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         remember(*form, state)
         line = act.stale_line(ctx, state, sentence_no, f"the source is now {state.settings.label()}")
         same_heads = heads_panel.mapped(state.settings) == before  # e.g. other layers: the same heads mapped
-        return None, line, "", "", *cleared, *([gr.skip()] * len(heads_cleared) if same_heads else heads_cleared)
+        # an estimate made for this very form stays (its click may be handled before this change's)
+        estimate = gr.skip() if state.estimated_for == state.settings else ""
+        return None, line, estimate, "", *cleared, *([gr.skip()] * len(heads_cleared) if same_heads else heads_cleared)
 
     def toggle(kind):
         return (
@@ -215,6 +217,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
         remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
                  llm_heads, state)  # fmt: skip
+        state.estimated_for = state.settings
         return act.estimate_cost(ctx, state, max_sentences)
 
     def score_corpus(

@@ -48,6 +48,7 @@ class Session:
     scored: Scored | None = None
     owner_key_usage: Usage = field(default_factory=Usage)
     generation: GenerationView | None = None
+    estimated_for: SourceSettings | None = None  # the source the estimate on screen was made for
 
     def __repr__(self) -> str:
         corpus = self.corpus.name if self.corpus else None
