@@ -109,7 +109,7 @@ def test_an_error_and_a_stale_title_go_when_the_field_is_corrected(browser, serv
 def test_a_reload_restores_the_corpus_and_source_but_never_the_key(browser, server, tmp_path):  # noqa: F811
     corpus = tmp_path / "kept.txt"
     corpus.write_text("\n".join(generate_binding_corpus(20, seed=6)) + "\n")
-    key = "sk-reload-must-not-come-back-123"
+    key = "planted-reload-key-must-not-come-back"
     ctx, page = new_page(browser, server)
     upload(page, corpus)
     wait_text(page, "#corpus-message", "loaded kept.txt")
