@@ -31,7 +31,7 @@ from llmcomp.training.run_folder import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 @dataclass
@@ -278,10 +278,6 @@ def group_by_corpus(runs: Iterable[RunSummary]) -> dict[str | None, list[RunSumm
     return groups
 
 
-def _round(x: float | None, nd: int) -> float | None:
-    return None if x is None else round(x, nd)
-
-
 #: a run table's column for ``final_val_loss_seen``: empty unless the source's rows may see later words
 SEEN_COLUMN = "† val loss, training-time rows"
 #: What a run of a source whose rows may see later words says beside its loss (CLI warning, compare's † note).
@@ -290,29 +286,3 @@ LEAK_NOTE = (
     "val_loss is that leak-free loss; val_loss_seen is the loss under the training-time rows (often lower, "
     "never reachable when generating)"
 )
-RUNS_TABLE_COLUMNS = ["run", "source", "steps", "best val loss", "best step", "final val loss", "val perplexity", "tokens/s",
-                      "API requests", "status", SEEN_COLUMN]  # fmt: skip
-
-
-def runs_table(runs: Iterable[RunSummary]) -> pd.DataFrame:
-    """One row per run: source, steps, best validation loss and its step, final validation loss and
-    perplexity, tokens/s, API requests."""
-    import pandas as pd
-
-    rows = [
-        {
-            "run": r.name,
-            "source": r.source,
-            "steps": f"{r.steps}/{r.total_steps}",
-            "best val loss": _round(r.best_val_loss, 4),
-            "best step": r.best_step,
-            "final val loss": _round(r.final_val_loss, 4),
-            "val perplexity": _round(r.final_val_ppl, 2),
-            "tokens/s": None if r.tokens_per_s is None else int(round(r.tokens_per_s)),
-            "API requests": r.api_requests,
-            "status": r.status if r.stop_reason != "early_stop" else f"{r.status} (early stop)",
-            SEEN_COLUMN: _round(r.final_val_loss_seen, 4),
-        }
-        for r in runs
-    ]
-    return pd.DataFrame(rows, columns=RUNS_TABLE_COLUMNS)
