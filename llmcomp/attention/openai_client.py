@@ -34,7 +34,7 @@ from llmcomp.attention.openai_errors import (
     classify,
     redact,
 )
-from llmcomp.attention.openai_http import build_sdk, too_large
+from llmcomp.attention.openai_http import MAX_FILE_BYTES, build_sdk, too_large
 from llmcomp.errors import one_line
 
 log = logging.getLogger("llmcomp.attention.openai")
@@ -81,6 +81,7 @@ class ChatClient:
         self.format: str | None = None  # the structured-output format this server accepts, once known
         self._rejected: set[str] = set()  # formats this server refused while none was known
         self._sdk: Any = None
+        self._files_sdk: Any = None  # the Batch API's client: files may be hundreds of MB
         self._probe: asyncio.Lock | None = None  # one request at a time while the format is unknown...
         self._probe_open = False  # ...until the server fails in a way no format explains
 
@@ -105,11 +106,21 @@ class ChatClient:
             self._sdk = build_sdk(self.config.base_url, key, self.config.timeout)
         return self._sdk
 
+    def files_sdk(self) -> Any:
+        """A second client, with the same key and endpoint, that reads bodies up to ``MAX_FILE_BYTES`` (batch files)."""
+        if self._files_sdk is None:
+            self.sdk()  # the same checks of the key
+            self._files_sdk = build_sdk(
+                self.config.base_url, self._key() or NO_KEY, self.config.timeout, MAX_FILE_BYTES
+            )
+        return self._files_sdk
+
     async def aclose(self) -> None:
-        """Close the SDK client's connections (on the loop that used them)."""
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
+        """Close the SDK clients' connections (on the loop that used them)."""
+        for client in (self._sdk, self._files_sdk):
+            if client is not None:
+                await client.close()
+        self._sdk = self._files_sdk = None
 
     def _key(self) -> str:
         return self.config.api_key.get() if self.config.api_key else ""

@@ -134,6 +134,26 @@ class OpenAIConfig:
         return f"{split.hostname}:{split.port}" if split.port else str(split.hostname)
 
 
+@dataclass(frozen=True)
+class BatchConfig:
+    """How the Batch API route (``llmcomp score --batch``) submits and waits; the limits are OpenAI's per batch."""
+
+    poll: float = 30.0  # seconds between status checks
+    wait: float = 25 * 3600.0  # longest wait for open batches (their window is 24 h); they keep running after
+    max_requests: int = 50_000  # requests per batch file
+    max_bytes: int = 200_000_000  # bytes per batch file
+    live_retry: bool = True  # a line that failed or answered invalidly is asked again live (with corrections)
+    transfer_timeout: float = 600.0  # seconds for one upload or download, wall clock
+
+    def __post_init__(self) -> None:
+        for name in ("poll", "wait", "transfer_timeout"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise OpenAIConfigError(f"batch {name} must be a non-negative number of seconds, got {value}")
+        if self.max_requests < 1 or self.max_bytes < 1024:
+            raise OpenAIConfigError("batch max_requests must be at least 1 and max_bytes at least 1024")
+
+
 def safe_url(url: str) -> str:
     """The URL without user:password@, query or fragment (a key may hide in any of them)."""
     s = urlsplit(url)

@@ -52,20 +52,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from llmcomp.attention import prompts
 from llmcomp.attention.base import AttentionSource, ProgressFn, ScoreResult, ScoreStats, Words
 from llmcomp.attention.cache import AttentionCache
+from llmcomp.attention.openai_batch import BatchRoute
 
 # FORMATS, _KNOWN_FORMATS, ScoringAborted and the config names are imported from here by callers and tests.
 from llmcomp.attention.openai_client import _KNOWN_FORMATS as _KNOWN_FORMATS
 from llmcomp.attention.openai_client import FORMATS as FORMATS
-from llmcomp.attention.openai_client import ChatClient
+from llmcomp.attention.openai_client import ChatClient, json_key
 from llmcomp.attention.openai_config import (
     MODES,
+    BatchConfig,
     Mode,
     OpenAIConfig,
     OpenAIConfigError,
@@ -132,17 +134,19 @@ class OpenAISource(AttentionSource):
         answer: Answer | None = None,
         top_k: int | None = None,
         cache_tag: str | None = None,
+        batch: BatchConfig | None = None,
         cache: AttentionCache | None = None,
         fallback: AttentionSource | None = None,
     ):
         """Options are the ``OpenAIConfig`` fields; None means "not given" (then the environment, then
         ``.env``, then the default), except for ``temperature``, where None means "do not send one".
         ``n_heads`` (as in ``spec()``) picks that many default heads when ``heads`` is not given.
-        Or pass a ready ``config``."""
+        Or pass a ready ``config``. ``batch`` sends the requests through the Batch API first
+        (``openai_batch``; ``on_batch_status`` hears its progress lines)."""
         options = {
             k: v
             for k, v in locals().items()
-            if k not in ("self", "config", "n_heads", "cache", "fallback", "__class__")
+            if k not in ("self", "config", "n_heads", "batch", "cache", "fallback", "__class__")
         }
         if config is None:
             if heads is None and n_heads is not None:
@@ -155,6 +159,8 @@ class OpenAISource(AttentionSource):
         super().__init__(n_heads=len(config.heads), cache=cache, fallback=fallback)
         self.config = config
         self.prefix_causal = config.mode != "sentence"
+        self.batch = batch
+        self.on_batch_status: Callable[[str], None] | None = None
         self.last_estimate: Estimate | None = None
         self._runtime = LoopThread()
         self._writer = CacheWriter(cache, config.floor, self.n_heads)  # builds matrices, writes and commits
@@ -292,12 +298,21 @@ class OpenAISource(AttentionSource):
         run = Run(stats, asyncio.Semaphore(self.config.max_concurrency), progress=progress)
         unique = {self.cache_key(words): words for words in sentences}  # equal keys mean equal words
         try:
-            await self._runtime.cancellable(self._strategy().score(run, list(unique.items())))
+            await self._runtime.cancellable(self._route(run, list(unique.items())))
         except RunCancelled:
-            raise self._chat.aborted(run.stats, "cancelled: scoring stopped on request") from None
+            batches = "; its batches keep running: run the same command again to collect them" if self.batch else ""
+            raise self._chat.aborted(run.stats, f"cancelled: scoring stopped on request{batches}") from None
         finally:  # also on an abort: everything scored is committed before the caller hears of it
             await self._writer.settle()
         return [run.results[self.cache_key(words)] for words in sentences]
+
+    async def _route(self, run: Run, items: list[tuple[str, list[str]]]) -> None:
+        """The Batch API first when asked (``openai_batch``), then live requests for whatever is left."""
+        strategy = self._strategy()
+        if self.batch is not None:
+            identity = json_key("batch", self.fingerprint())
+            items = await BatchRoute(self.batch, strategy, self._chat, identity, self.on_batch_status).route(run, items)
+        await strategy.score(run, items)
 
     def cancel(self) -> None:
         """Stop scoring from any thread, at once: ``ScoringAborted("cancelled: ...")``; the source stays cancelled."""

@@ -54,11 +54,12 @@ ANSWERS: tuple[str, ...] = ("dense", "sparse")
 RELATIONS: tuple[str, ...] = ("meaning", "syntax", "coreference", "relatedness")
 #: options no person types, for every kind ("*") or for one kind: objects the application layer passes
 #: (cache, fallback, a whole config), the API key (the key policy decides it: never a flag, a label or a
-#: form field), a command's own mode (``dry_run``: ``llmcomp score --dry-run``), and the learned source's
+#: form field), a command's own mode (``dry_run``: ``llmcomp score --dry-run``; ``batch``: ``--batch``), and the learned source's
 #: ``n_heads`` (always 0; accepted only so that its spec rebuilds it). Every other accepted option is
 #: user-facing: the CLI, ``--sources`` labels and the web form all reach it (tests/test_source_options.py).
 INTERNAL_OPTIONS: dict[str, frozenset[str]] = {
     "*": frozenset({"cache", "fallback", "config", "api_key", "dry_run"}),
+    "openai": frozenset({"batch"}),  # a BatchConfig: the Batch API route of score and train
     "learned": frozenset({"n_heads"}),
     "file": frozenset({"n_heads"}),  # the file decides; accepted so that its spec rebuilds it
 }

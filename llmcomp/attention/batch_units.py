@@ -1,0 +1,122 @@
+"""The requests of a Batch API run, in each scoring mode, and how an answer read from a batch lands in the cache.
+
+A unit is one request: its ``custom_id`` is the cache key its answer is stored under, so an answer that comes back
+is matched to what it scores without any other state. ``sentence`` mode asks one request per sentence (the key of
+its matrix). ``prefix`` mode asks one request per distinct row, and every row is known up front: row i shows words
+0..i only and depends on no other row's answer, so all of a corpus's prefix requests go in the batch at once (shared
+prefixes once). ``pair`` mode asks for chunks of (query, key) pairs; a chunk's id hashes its pairs. Answers pass the
+same checks as the live route's (``answers``); a line that fails them is reported with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llmcomp.attention import answers, prompts
+from llmcomp.attention.base import validate_attention
+from llmcomp.attention.openai_client import json_key
+from llmcomp.attention.openai_modes import Strategy, chunks, pair_key, row_key
+
+#: the endpoint every request of a batch is sent to
+ENDPOINT = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One request of a batch: the cache key its answer is stored under, and what it asks about."""
+
+    custom_id: str
+    what: dict[str, Any]  # {"task": "sentence" | "prefix", "words": [...]} or {"task": "pair", "pairs": [[q, k]...]}
+
+
+def plan_units(strategy: Strategy, sentence_keys: dict[str, list[str]]) -> list[Unit]:
+    """The requests that score ``sentence_keys`` (cache key -> words, none cached), with what the cache holds left
+    out: for ``prefix``, rows already cached; for ``pair``, pairs already cached."""
+    task, cache = strategy.task, strategy.cache
+    if task == "sentence":
+        return [Unit(key, {"task": task, "words": words}) for key, words in sentence_keys.items()]
+    if task == "prefix":
+        rows = {
+            row_key(strategy.identity, w[: i + 1]): w[: i + 1] for w in sentence_keys.values() for i in range(len(w))
+        }
+        cached = cache.get_many_json(rows) if cache is not None else {}
+        return [Unit(key, {"task": task, "words": p}) for key, p in rows.items() if key not in cached]
+    needed = strategy.pairs_needed(list(sentence_keys.values()), {})  # type: ignore[attr-defined]
+    units = []
+    for chunk in chunks([list(p) for p in needed], strategy.config.pair_batch):
+        units.append(
+            Unit(json_key("pairs", {"source": strategy.identity, "pairs": chunk}), {"task": task, "pairs": chunk})
+        )
+    return units
+
+
+def messages_of(strategy: Strategy, unit: Unit) -> list[dict[str, str]]:
+    """The chat messages of a unit's request: the live route's own prompts."""
+    if unit.what["task"] == "pair":
+        words, idx = prompts.pair_words([(q, k) for q, k in unit.what["pairs"]])
+        return strategy.messages(words, idx)
+    return strategy.messages(unit.what["words"])
+
+
+def request_line(strategy: Strategy, unit: Unit, fmt: str) -> bytes:
+    """The unit as one line of a batch input file (JSONL), asking in response format ``fmt``."""
+    c = strategy.config
+    body: dict[str, Any] = {"model": c.model, "messages": messages_of(strategy, unit)}
+    rf = prompts.response_format(fmt, strategy.task, list(c.heads), c.answer)  # type: ignore[arg-type]
+    if rf is not None:
+        body["response_format"] = rf
+    if c.temperature is not None:
+        body["temperature"] = c.temperature
+    line = {"custom_id": unit.custom_id, "method": "POST", "url": ENDPOINT, "body": body}
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
+def accept(strategy: Strategy, unit: Unit, content: str, finish: str | None) -> None:
+    """Check one answer as the live route does and write what it scores to the cache (committed by the caller);
+    ``AnswerError`` with the reason when it is not usable."""
+    if finish == "length":
+        raise answers.AnswerError("the answer was cut off (finish_reason length)")
+    obj = answers.extract_json(content)
+    c, heads, cache = strategy.config, strategy.heads, strategy.cache
+    what = unit.what
+    if what["task"] == "sentence":
+        n = len(what["words"])
+        if c.answer == "sparse":
+            scores = answers.parse_sparse_answer(obj, n, heads, c.score_max, c.top_k)
+        else:
+            scores = answers.parse_sentence_answer(obj, n, heads, c.score_max)
+        try:
+            m = validate_attention(answers.scores_to_attention(scores, c.floor), n, len(heads))
+        except ValueError as e:
+            raise answers.AnswerError(str(e)) from None
+        cache.put(unit.custom_id, m)  # type: ignore[union-attr]
+    elif what["task"] == "prefix":
+        n = len(what["words"])
+        row = answers.parse_vector_answer(obj, n, heads, c.score_max, f"one per word 0..{n - 1}")
+        cache.put_json(unit.custom_id, dict(zip(heads, row, strict=True)))  # type: ignore[union-attr]
+    else:
+        pairs = what["pairs"]
+        got = answers.parse_vector_answer(obj, len(pairs), heads, c.score_max, "one per pair")
+        records = [
+            (pair_key(strategy.identity, q, k), {h: [got[i][n]] for i, h in enumerate(heads)})
+            for n, (q, k) in enumerate(pairs)
+        ]
+        cache.put_many_json(records)  # type: ignore[union-attr]
+
+
+def needs(strategy: Strategy, key: str, words: list[str]) -> set[str]:
+    """The ids of the units a sentence's matrix is built from (``pair`` mode: its pairs, as ``q\\x00k``)."""
+    if strategy.task == "sentence":
+        return {key}
+    if strategy.task == "prefix":
+        return {row_key(strategy.identity, words[: i + 1]) for i in range(len(words))}
+    return {f"{q}\x00{k}" for i, q in enumerate(words) for k in words[: i + 1]}
+
+
+def provides(unit: Unit) -> set[str]:
+    """What a unit answers, in the terms of ``needs``."""
+    if unit.what["task"] == "pair":
+        return {f"{q}\x00{k}" for q, k in unit.what["pairs"]}
+    return {unit.custom_id}
