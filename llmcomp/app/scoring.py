@@ -91,7 +91,8 @@ def dollars_of(source: AttentionSource, prompt_tokens: int, completion_tokens: i
     """What these tokens cost at the source's model's price (the overrides first)."""
     p = prices if prices is not None else Prices.from_env()
     model = str(getattr(getattr(source, "config", None), "model", "") or "")
-    return cost(model, prompt_tokens, completion_tokens, p.input, p.output)
+    batch = getattr(source, "batch", None) is not None  # the Batch API route costs half
+    return cost(model, prompt_tokens, completion_tokens, p.input, p.output, batch=batch)
 
 
 def check_dollars(est: CostEstimate, max_dollars: float | None) -> None:

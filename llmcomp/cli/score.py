@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmcomp.cli.common import (
     ScoringBar,
+    add_batch_args,
     add_corpus_args,
     add_price_args,
     add_source_args,
@@ -27,6 +28,7 @@ def add_parsers(sub: Any) -> None:
     add_corpus_args(p)
     add_source_args(p, default="local")
     add_price_args(p)
+    add_batch_args(p)
     p.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and dollars; send nothing")
     p.add_argument("--out", help="also write the matrices as JSON lines")
     p.set_defaults(func=cmd_score)

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmcomp.cli.common import (
     ScoringBar,
+    add_batch_args,
     add_corpus_args,
     add_price_args,
     add_source_args,
@@ -26,6 +27,7 @@ def add_parser(sub: Any) -> None:
     add_corpus_args(p)
     add_source_args(p, default=None)
     add_price_args(p)
+    add_batch_args(p)
     g = p.add_argument_group("model and training (defaults: GPTConfig and TrainConfig)")
     g.add_argument("--steps", type=int, default=TrainConfig.steps, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default: %(default)s")

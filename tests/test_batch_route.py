@@ -1,0 +1,255 @@
+"""The Batch API route (``llmcomp score --batch``), end to end over real HTTP against the fake server's Files and
+Batches API: every mode with no live request, splitting to the file limits, invalid lines retried live (or
+reported), expired and failed batches keeping what ran, the wait's deadline, cancel, kill -9 mid-poll and resume
+without paying twice, the budget, the key kept out of every file, and the estimate at the batch price.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmcomp.attention import AttentionCache
+from llmcomp.attention.batch_store import BatchStore
+from llmcomp.attention.openai_config import BatchConfig
+from llmcomp.attention.openai_source import _KNOWN_FORMATS, OpenAISource, ScoringAborted
+from llmcomp.text import tokenize
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "planted-BATCHCHECK-4e1d7a9b3c6f"  # distinctive: searched for in every file the route writes
+CORPUS = [
+    tokenize(t)
+    for t in [
+        "The cat sat on the mat.",
+        "A dog chased the cat.",
+        "The dog and the cat became friends.",
+        "Birds sing in the morning.",
+        "She gave him the book he wanted.",
+        "It rained all day, so we stayed inside.",
+    ]
+]
+FAST = BatchConfig(poll=0.01, wait=30)
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMCOMP_OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    _KNOWN_FORMATS.clear()
+
+
+@pytest.fixture
+def make(fake_openai, tmp_path):
+    """Sources against the fake server with fast retries; ``batch=None`` makes a live one."""
+    made: list[tuple[OpenAISource, AttentionCache]] = []
+
+    def _make(cache: str = "cache.sqlite", batch: BatchConfig | None = FAST, **kw) -> OpenAISource:
+        c = AttentionCache(tmp_path / cache)
+        kw = {"base_url": fake_openai.url, "api_key": KEY, "backoff_base": 0.01, "backoff_max": 0.02, **kw}
+        src = OpenAISource(cache=c, batch=batch, **kw)
+        made.append((src, c))
+        return src
+
+    yield _make
+    for src, c in made:
+        src.close()
+        c.close()
+
+
+def live_matrices(make, mode: str, **kw) -> list[torch.Tensor]:
+    src = make(cache=f"live-{mode}.sqlite", batch=None, mode=mode, **kw)
+    return src.score_many(CORPUS).require_all()
+
+
+@pytest.mark.parametrize("mode", ["sentence", "prefix", "pair"])
+def test_every_mode_is_scored_by_batch_alone_and_equals_the_live_route(make, fake_openai, mode):
+    """0 live requests; the matrices are the live route's, every request of the run in one batch (prefix mode:
+    every distinct prefix up front)."""
+    heads = ("meaning", "syntax")
+    got = make(mode=mode, heads=heads).score_many(CORPUS)
+    stats = fake_openai.stats()
+    assert stats["requests"] == 0 and stats["batches_created"] == 1, stats
+    expected_lines = {
+        "sentence": len(CORPUS),
+        "prefix": len({tuple(w[: i + 1]) for w in CORPUS for i in range(len(w))}),
+        "pair": 1 + (len({(q, k) for w in CORPUS for i, q in enumerate(w) for k in w[: i + 1]}) - 1) // 100,
+    }[mode]
+    assert stats["batch_lines"] == expected_lines and got.stats.batched == expected_lines
+    assert got.stats.requests == 0 and got.stats.scored == len(CORPUS) and not got.failures
+    fake_openai.reset_counts()
+    for a, b in zip(got.require_all(), live_matrices(make, mode, heads=heads), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_second_run_finds_everything_in_the_cache(make, fake_openai):
+    make().score_many(CORPUS)
+    again = make().score_many(CORPUS)
+    assert again.stats.cached == len(CORPUS) and fake_openai.stats()["batches_created"] == 1
+
+
+def test_requests_are_split_to_the_file_limits(make, fake_openai):
+    by_count = make(batch=BatchConfig(poll=0.01, max_requests=2)).score_many(CORPUS)
+    assert fake_openai.stats()["batches_created"] == 3 and not by_count.failures
+    fake_openai.reset_counts()
+    one_line = 3000  # a sentence-mode line is about 2 KB: one per file
+    by_bytes = make(cache="b.sqlite", batch=BatchConfig(poll=0.01, max_bytes=one_line)).score_many(CORPUS)
+    assert fake_openai.stats()["batches_created"] == len(CORPUS) and not by_bytes.failures
+
+
+def test_an_invalid_line_is_asked_again_live(make, fake_openai):
+    fake_openai.add_fault("nan", match="rained")  # the batch's line for that sentence; the live retry is fine
+    got = make().score_many(CORPUS)
+    assert not got.failures and fake_openai.stats()["requests"] == 1
+
+
+def test_without_live_retries_an_invalid_line_is_reported_with_its_reason(make, fake_openai):
+    fake_openai.add_fault("nan", match="rained")
+    fake_openai.add_fault("server_error", match="Birds")
+    got = make(batch=BatchConfig(poll=0.01, live_retry=False)).score_many(CORPUS)
+    assert fake_openai.stats()["requests"] == 0
+    assert sorted(got.failures) == [3, 5], got.failures
+    assert "invalid answer" in got.failures[5] and "batch_" in got.failures[5]
+    assert "500" in got.failures[3]
+
+
+def test_an_expired_batch_keeps_what_ran_and_the_next_run_submits_only_the_rest(make, fake_openai):
+    fake_openai.script_batches(["validating", "in_progress", "expired:2"])
+    first = make().score_many(CORPUS)
+    assert fake_openai.stats()["requests"] == 0, "requests a batch never ran are not sent live"
+    assert first.stats.scored == 2 and sorted(first.failures) == [2, 3, 4, 5]
+    assert "expired" in first.failures[2] and "run again" in first.failures[2]
+    fake_openai.script_batches(["validating", "completed"])
+    second = make().score_many(CORPUS)
+    stats = fake_openai.stats()
+    assert not second.failures and second.stats.cached == 2 and stats["batches_created"] == 2
+    assert stats["batch_lines"] == 2 + 4 and stats["requests"] == 0
+
+
+def test_a_failed_batch_reports_why_for_every_sentence(make, fake_openai):
+    fake_openai.script_batches(["validating", "failed"])
+    got = make().score_many(CORPUS)
+    assert len(got.failures) == len(CORPUS) and fake_openai.stats()["requests"] == 0
+    assert "failed" in got.failures[0] and "token limit" in got.failures[0].lower()
+
+
+def test_the_wait_has_a_deadline_and_a_later_run_collects_the_same_batch(make, fake_openai, tmp_path):
+    fake_openai.script_batches(["validating"] + ["in_progress"] * 3 + ["completed"])
+    with pytest.raises(ScoringAborted) as e:
+        make(batch=BatchConfig(poll=0.01, wait=0)).score_many(CORPUS)
+    msg = str(e.value)
+    assert "run the same command again" in msg and "batch_" in msg and "\n" not in msg
+    cache = AttentionCache(tmp_path / "cache.sqlite")  # the batch was recorded the moment it was created
+    store = BatchStore(cache.path)
+    assert [len(r.units) for r in store.all() if r.open] == [len(CORPUS)]
+    store.close()
+    cache.close()
+    got = make().score_many(CORPUS)
+    stats = fake_openai.stats()
+    assert not got.failures and stats["batches_created"] == 1 and stats["batch_lines"] == len(CORPUS)
+
+
+def test_cancel_stops_the_wait_at_once_and_leaves_the_batch_to_resume(make, fake_openai):
+    fake_openai.script_batches(["validating"] + ["in_progress"] * 10_000 + ["completed"])
+    src = make(batch=BatchConfig(poll=0.05, wait=60))
+    threading.Timer(0.5, src.cancel).start()
+    start = time.monotonic()
+    with pytest.raises(ScoringAborted, match="cancelled.*batches keep running"):
+        src.score_many(CORPUS)
+    assert time.monotonic() - start < 5
+
+
+def test_the_budget_counts_batch_lines(make, fake_openai):
+    got = make(max_requests=4).score_many(CORPUS)
+    assert fake_openai.stats()["batch_lines"] == 4 and fake_openai.stats()["requests"] == 0
+    assert len(got.failures) == 2 and all("budget exhausted" in r for r in got.failures.values())
+
+
+def test_a_wrong_key_stops_the_route_in_one_line_without_the_key(make, fake_openai):
+    fake_openai.api_key = "the-right-key"
+    with pytest.raises(ScoringAborted) as e:
+        make().score_many(CORPUS)
+    assert "401" in str(e.value) and KEY not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_key_is_in_no_file_the_route_writes(make, fake_openai, tmp_path):
+    make().score_many(CORPUS)
+    uploaded = b"".join(data for _meta, data in fake_openai.batches.files.values())
+    assert b'"custom_id"' in uploaded and KEY.encode() not in uploaded
+    assert KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
+
+
+def _cli(*args: str, url: str, cache: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "llmcomp", "score", "--attention", "openai", "--base-url", url, "--cache", str(cache),
+        "--corpus", str(REPO / "data" / "example.txt"), "--max-sentences", "12", "--batch", *args,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": KEY}
+
+
+def test_kill_9_mid_poll_then_the_same_command_resumes_the_batch(fake_openai, tmp_path):
+    """The batch is recorded before polling starts: the second command polls it, creates none, pays nothing twice."""
+    fake_openai.script_batches(["validating"] + ["in_progress"] * 40 + ["completed"])
+    cache = tmp_path / "cache.sqlite"
+    proc = subprocess.Popen(
+        _cli("--batch-poll", "0.05", url=fake_openai.url, cache=cache),
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while fake_openai.stats()["batches_created"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some polls
+    assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run(
+        _cli("--batch-poll", "0.01", url=fake_openai.url, cache=cache), env=_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming 1 batch" in out.stderr
+    stats = fake_openai.stats()
+    assert stats["batches_created"] == 1 and stats["requests"] == 0
+    assert "0 requests" in out.stdout and "12 scored" in out.stdout, out.stdout
+
+
+def test_dry_run_prices_the_batch_at_half(fake_openai, tmp_path):
+    def dollars(*extra: str) -> float:
+        out = subprocess.run(
+            [*_cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite"), *extra],
+            env=_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        line = next(x for x in out.stdout.splitlines() if x.startswith("estimate: sentence mode"))
+        return float(line.split("about $")[1].split()[0])
+
+    batch = dollars()
+    assert "Batch API" in subprocess.run(
+        _cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite"),
+        env=_env(), capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    live_cmd = [a for a in _cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite") if a != "--batch"]
+    out = subprocess.run(live_cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    live = float(next(x for x in out.stdout.splitlines() if x.startswith("estimate: sentence mode")).split("about $")[1].split()[0])
+    assert batch == pytest.approx(live / 2, rel=0.02)
+    assert fake_openai.stats()["batches_created"] == 0 and fake_openai.stats()["requests"] == 0
+
+
+def test_batch_with_a_source_that_sends_nothing_is_a_one_line_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "llmcomp", "score", "--attention", "uniform", "--batch", "--no-cache"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode != 0 and "--batch applies to the openai attention source" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
