@@ -113,7 +113,7 @@ def test_an_invalid_line_is_asked_again_live(make, fake_openai):
 
 def test_without_live_retries_an_invalid_line_is_reported_with_its_reason(make, fake_openai):
     fake_openai.add_fault("nan", match="rained")
-    fake_openai.add_fault("server_error", match="Birds")
+    fake_openai.add_fault("server_error", match="morning")
     got = make(batch=BatchConfig(poll=0.01, live_retry=False)).score_many(CORPUS)
     assert fake_openai.stats()["requests"] == 0
     assert sorted(got.failures) == [3, 5], got.failures
@@ -122,7 +122,7 @@ def test_without_live_retries_an_invalid_line_is_reported_with_its_reason(make, 
 
 
 def test_an_expired_batch_keeps_what_ran_and_the_next_run_submits_only_the_rest(make, fake_openai):
-    fake_openai.script_batches(["validating", "in_progress", "expired:2"])
+    fake_openai.script_batches(["validating", "expired:2"])
     first = make().score_many(CORPUS)
     assert fake_openai.stats()["requests"] == 0, "requests a batch never ran are not sent live"
     assert first.stats.scored == 2 and sorted(first.failures) == [2, 3, 4, 5]
@@ -188,9 +188,11 @@ def test_the_key_is_in_no_file_the_route_writes(make, fake_openai, tmp_path):
 
 
 def _cli(*args: str, url: str, cache: Path) -> list[str]:
+    corpus = cache.parent / "corpus.txt"
+    corpus.write_text("".join(" ".join(w).capitalize() + "\n" for w in CORPUS * 2))
     return [
         sys.executable, "-m", "llmcomp", "score", "--attention", "openai", "--base-url", url, "--cache", str(cache),
-        "--corpus", str(REPO / "data" / "example.txt"), "--max-sentences", "12", "--batch", *args,
+        "--corpus", str(corpus), "--split", "lines", "--batch", *args,
     ]  # fmt: skip
 
 
@@ -221,28 +223,24 @@ def test_kill_9_mid_poll_then_the_same_command_resumes_the_batch(fake_openai, tm
     assert "resuming 1 batch" in out.stderr
     stats = fake_openai.stats()
     assert stats["batches_created"] == 1 and stats["requests"] == 0
-    assert "0 requests" in out.stdout and "12 scored" in out.stdout, out.stdout
+    assert f"{2 * len(CORPUS)} scored" in out.stdout and f"0 requests + {len(CORPUS)} in batches" in out.stdout
 
 
 def test_dry_run_prices_the_batch_at_half(fake_openai, tmp_path):
-    def dollars(*extra: str) -> float:
+    def estimate(batch: bool) -> str:
+        cmd = _cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite")
         out = subprocess.run(
-            [*_cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite"), *extra],
-            env=_env(), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [a for a in cmd if batch or a != "--batch"], env=_env(), capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
-        line = next(x for x in out.stdout.splitlines() if x.startswith("estimate: sentence mode"))
+        return next(x for x in out.stdout.splitlines() if x.startswith("estimate: sentence mode"))
+
+    def dollars(line: str) -> float:
         return float(line.split("about $")[1].split()[0])
 
-    batch = dollars()
-    assert "Batch API" in subprocess.run(
-        _cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite"),
-        env=_env(), capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
-    live_cmd = [a for a in _cli("--dry-run", "--model", "gpt-4o-mini", url=fake_openai.url, cache=tmp_path / "c.sqlite") if a != "--batch"]
-    out = subprocess.run(live_cmd, env=_env(), capture_output=True, text=True, timeout=120)
-    live = float(next(x for x in out.stdout.splitlines() if x.startswith("estimate: sentence mode")).split("about $")[1].split()[0])
-    assert batch == pytest.approx(live / 2, rel=0.02)
+    batch, live = estimate(batch=True), estimate(batch=False)
+    assert "Batch API" in batch and "Batch API" not in live
+    assert dollars(batch) == pytest.approx(dollars(live) / 2, rel=0.02)
     assert fake_openai.stats()["batches_created"] == 0 and fake_openai.stats()["requests"] == 0
 
 

@@ -88,7 +88,7 @@ class ScoreStats:
     failed: int = 0
     fallbacks: int = 0  # failed sentences replaced by the fallback source
     requests: int = 0  # live requests (every HTTP attempt)
-    batched: int = 0  # requests sent in Batch API files (at the batch price)
+    batched: int = 0  # answers read from Batch API files (paid at the batch price)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

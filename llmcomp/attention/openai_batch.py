@@ -95,7 +95,7 @@ class BatchRoute:
                 self.notify(f"resuming {len(self.open)} batch(es) of an earlier run ({len(waiting)} requests)")
             units = [u for u in plan_units(self.strategy, dict(items)) if u.custom_id not in waiting]
             for part in self._files(self._within_budget(units)):
-                self.open.append(await self._submit(store, part, stats))
+                self.open.append(await self._submit(store, part))
             await self._wait(store, stats)
         finally:
             store.close()
@@ -200,7 +200,7 @@ class BatchRoute:
             return "no batch was left open"
         return f"batch(es) {', '.join(ids[:3])} keep running: run the same command again to collect them"
 
-    async def _submit(self, store: BatchStore, part: list[tuple[Unit, bytes]], stats: ScoreStats) -> BatchRecord:
+    async def _submit(self, store: BatchStore, part: list[tuple[Unit, bytes]]) -> BatchRecord:
         """Upload one input file, create its batch and record it before anything else can go wrong."""
         sdk, data = self.chat.files_sdk(), b"".join(line for _, line in part)
         uploaded = await self._call(
@@ -221,7 +221,6 @@ class BatchRoute:
         rec = BatchRecord(created.id, self.endpoint, self.identity, {u.custom_id: u.what for u, _ in part})
         rec.status = str(created.status)
         store.save(rec)
-        stats.batched += len(part)
         self.notify(f"submitted batch {rec.id}: {len(part):,} requests, {len(data):,} bytes")
         return rec
 
@@ -294,6 +293,7 @@ class BatchRoute:
             if cid not in answered:
                 self._mark(self.not_run, unit, f"batch {rec.id} {batch.status}{first} before this request ran")
         self.strategy.cache.commit()  # type: ignore[union-attr]
+        stats.batched += len(answered)
         rec.outcome = f"{kept:,} answers kept, {len(units) - kept:,} not"
 
     def _mark(self, table: dict[str, str], unit: Unit, why: str) -> None:

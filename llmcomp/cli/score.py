@@ -72,9 +72,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         s, wall = result.stats, time.perf_counter() - start
+        batched = f" + {s.batched} in batches" if s.batched else ""
         print(
             f"{s.sentences} sentences in {wall:.1f}s: {s.scored} scored, {s.cached} cached, {s.failed} failed, "
-            f"{s.fallbacks} fallbacks; {s.requests} requests, {s.prompt_tokens} prompt + {s.completion_tokens} "
+            f"{s.fallbacks} fallbacks; {s.requests} requests{batched}, {s.prompt_tokens} prompt + {s.completion_tokens} "
             "completion tokens"
         )
         if source.cache is not None:
