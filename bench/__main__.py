@@ -1,8 +1,8 @@
 """Every benchmark, one table: ``python -m bench`` (``--quick`` for a faster pass).
 
 Runs training throughput, scoring cost against the fake OpenAI server, local LLM throughput,
-generation speed per source, app start-up, learning speed against a plain loop, the head atlas and the
-completion tokens of sparse answers,
+generation speed per source, app start-up, learning speed against a plain loop, the head atlas, the
+completion tokens of sparse answers and the Batch API route's requests and cost,
 then prints one table of medians and ratios. A benchmark that is missing or fails is reported as a row saying so;
 the others still run.
 """
@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("bench.recipe", "learning speed (binding)"),
     ("bench.atlas", "head atlas (local LLM)"),
     ("bench.sparse", "sparse answers (fake OpenAI)"),
+    ("bench.batch", "Batch API route (fake OpenAI)"),
 ]
 
 
@@ -104,6 +105,15 @@ def _sparse(rows: list[dict]) -> list[Row]:
     ]  # fmt: skip
 
 
+def _batch(rows: list[dict]) -> list[Row]:
+    return [
+        {"case": f"{r['mode']} mode, {r['route']}", "median": r["dollars"], "unit": "$ at gpt-4o-mini's price",
+         "ratio": r["cost ratio"], "ratio of": "live route",
+         "note": f"{r['live requests']} live requests, {r['batch lines']} batch lines"}
+        for r in rows
+    ]  # fmt: skip
+
+
 ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.train_throughput": _train,
     "bench.scoring": _scoring,
@@ -113,6 +123,7 @@ ADAPTERS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "bench.recipe": _recipe,
     "bench.atlas": _atlas,
     "bench.sparse": _sparse,
+    "bench.batch": _batch,
 }
 
 

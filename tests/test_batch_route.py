@@ -251,3 +251,21 @@ def test_batch_with_a_source_that_sends_nothing_is_a_one_line_error(tmp_path):
     )  # fmt: skip
     assert out.returncode != 0 and "--batch applies to the openai attention source" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_train_scores_the_corpus_and_its_held_out_prefixes_in_one_batch(fake_openai, tmp_path):
+    """Sentence mode's leak-free validation needs every held-out prefix: they go in the same batch, not live."""
+    corpus = tmp_path / "corpus.txt"
+    names, verbs = ["the cat", "a dog", "my aunt", "the baker", "our teacher"], ["saw", "helped", "called", "met"]
+    corpus.write_text("".join(f"{a} {v} {b} today.\n" for a in names for v in verbs for b in names if a != b))
+    out = subprocess.run(
+        [sys.executable, "-m", "llmcomp", "train", "--attention", "openai", "--base-url", fake_openai.url, "--batch",
+         "--batch-poll", "0.01", "--steps", "2", "--corpus", str(corpus), "--split", "lines",
+         "--cache", str(tmp_path / "c.sqlite"), "--run-dir", str(tmp_path / "run")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    stats = fake_openai.stats()
+    assert stats["requests"] == 0 and stats["batches_created"] == 1
+    assert stats["batch_lines"] > 80, stats  # 80 sentences and the held-out sentences' prefixes
+    assert "leak-free" in out.stdout
