@@ -269,3 +269,16 @@ def test_train_scores_the_corpus_and_its_held_out_prefixes_in_one_batch(fake_ope
     assert stats["requests"] == 0 and stats["batches_created"] == 1
     assert stats["batch_lines"] > 80, stats  # 80 sentences and the held-out sentences' prefixes
     assert "leak-free" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "fault", ["malformed", "bad_body", "deep_content", "content_number", "echo_key", "truncated", "later", "html"]
+)
+def test_a_hostile_line_fails_its_sentence_alone_in_one_line_without_the_key(make, fake_openai, fault):
+    """The output file is read without trusting it: a bad answer costs its own sentence, with a reason."""
+    fake_openai.add_fault(fault, match="rained")
+    got = make(batch=BatchConfig(poll=0.01, live_retry=False)).score_many(CORPUS)
+    assert list(got.failures) == [5], got.failures
+    reason = got.failures[5]
+    assert "\n" not in reason and KEY not in reason and KEY[8:20] not in reason, reason
+    assert fake_openai.stats()["requests"] == 0

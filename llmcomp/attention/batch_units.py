@@ -21,6 +21,8 @@ from llmcomp.attention.openai_modes import Strategy, chunks, pair_key, row_key
 
 #: the endpoint every request of a batch is sent to
 ENDPOINT = "/v1/chat/completions"
+#: a line's error code for a request its batch never ran, and how a reason says it
+NOT_RUN = {"batch_expired": "expired", "batch_cancelled": "was cancelled"}
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,38 @@ def provides(unit: Unit) -> set[str]:
     if unit.what["task"] == "pair":
         return {f"{q}\x00{k}" for q, k in unit.what["pairs"]}
     return {unit.custom_id}
+
+
+def read_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """The lines of a batch output or error file that are objects with a string ``custom_id``; a damaged line
+    is a request with no answer, never an error of the whole file."""
+    out = []
+    for raw in data.splitlines():
+        try:
+            line = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            out.append(line)
+    return out
+
+
+def read_line(strategy: Strategy, unit: Unit, line: dict[str, Any]) -> tuple[str | None, answers.Completion | None]:
+    """(None, the completion) when the line's answer was valid and is cached; else (why not, None), where
+    "not run: expired" marks a request its batch never ran."""
+    response, error = line.get("response"), line.get("error")
+    if isinstance(error, dict) and error.get("code") in NOT_RUN:
+        return f"not run: {NOT_RUN[error['code']]}", None
+    if not isinstance(response, dict) or response.get("status_code") != 200:
+        response = response if isinstance(response, dict) else {}
+        body = response.get("body")
+        said = body.get("error") if isinstance(body, dict) else None
+        message = said.get("message") if isinstance(said, dict) else None
+        message = message or (error.get("message") if isinstance(error, dict) else None) or "no answer"
+        return f"request failed ({response.get('status_code') or 'no status'}: {str(message)[:200]})", None
+    try:
+        answer = answers.read_completion(json.dumps(response.get("body")).encode())
+        accept(strategy, unit, answer.content, answer.finish)
+    except (answers.AnswerError, answers.BodyError) as e:
+        return f"invalid answer: {e}", None
+    return None, answer

@@ -14,23 +14,23 @@ and the next one collects them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from llmcomp.attention import answers, prompts
+from llmcomp.attention import prompts
 from llmcomp.attention.base import ScoreStats
 from llmcomp.attention.batch_store import BatchRecord, BatchStore
 from llmcomp.attention.batch_units import (
     ENDPOINT,
     Unit,
-    accept,
     messages_of,
     needs,
     plan_units,
     provides,
+    read_jsonl,
+    read_line,
     request_line,
 )
 from llmcomp.attention.openai_client import ChatClient
@@ -41,7 +41,6 @@ from llmcomp.attention.openai_modes import Run, Strategy
 log = logging.getLogger("llmcomp.attention.openai")
 
 ENDED = ("completed", "expired", "cancelled", "failed")
-NOT_RUN = {"batch_expired": "expired", "batch_cancelled": "was cancelled"}
 
 
 class BatchRoute:
@@ -260,13 +259,7 @@ class BatchRoute:
     async def _download(self, file_id: str) -> list[Any]:
         sdk = self.chat.files_sdk()
         body = await self._call(f"download {file_id}", lambda: sdk.files.content(file_id), self.batch.transfer_timeout)
-        out = []
-        for raw in body.content.splitlines():
-            try:
-                out.append(json.loads(raw))
-            except (ValueError, RecursionError):
-                continue  # a damaged line is a line with no answer
-        return out
+        return read_jsonl(body.content)
 
     async def _collect(self, rec: BatchRecord, batch: Any, stats: ScoreStats) -> None:
         """Cache every valid answer of an ended batch; note why each other request gave none."""
@@ -276,13 +269,16 @@ class BatchRoute:
         for file_id in (batch.output_file_id, batch.error_file_id):
             lines = await self._download(file_id) if file_id else []
             for line in lines:
-                unit = units.get(line.get("custom_id")) if isinstance(line, dict) else None
+                unit = units.get(line["custom_id"])
                 if unit is None or unit.custom_id in answered:
                     continue
                 answered.add(unit.custom_id)
-                why = await asyncio.to_thread(self._read_line, unit, line, stats)
+                why, answer = await asyncio.to_thread(read_line, self.strategy, unit, line)  # off the loop
                 if why is None:
                     kept += 1
+                    for s in (stats, self.chat.usage):
+                        s.prompt_tokens += answer.prompt_tokens or 0  # type: ignore[union-attr]
+                        s.completion_tokens += answer.completion_tokens or 0  # type: ignore[union-attr]
                 elif why.startswith("not run"):
                     self._mark(self.not_run, unit, f"batch {rec.id} {why[8:]} before this request ran; run again")
                 else:
@@ -299,25 +295,3 @@ class BatchRoute:
     def _mark(self, table: dict[str, str], unit: Unit, why: str) -> None:
         for uid in provides(unit):
             table[uid] = self.chat.safe(why)
-
-    def _read_line(self, unit: Unit, line: dict[str, Any], stats: ScoreStats) -> str | None:
-        """None when the line's answer was valid and cached; else why not ("not run: expired" for a line the
-        batch never ran). On a worker thread: parsing and the cache write stay off the loop."""
-        response, error = line.get("response"), line.get("error")
-        if isinstance(error, dict) and error.get("code") in NOT_RUN:
-            return f"not run: {NOT_RUN[error['code']]}"
-        if not isinstance(response, dict) or response.get("status_code") != 200:
-            status = response.get("status_code") if isinstance(response, dict) else None
-            body = response.get("body") if isinstance(response, dict) else None
-            message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-            message = message or (error.get("message") if isinstance(error, dict) else None) or "no answer"
-            return f"request failed ({status or 'no status'}: {str(message)[:200]})"
-        try:
-            answer = answers.read_completion(json.dumps(response.get("body")).encode())
-            accept(self.strategy, unit, answer.content, answer.finish)
-        except (answers.AnswerError, answers.BodyError) as e:
-            return f"invalid answer: {e}"
-        for s in (stats, self.chat.usage):
-            s.prompt_tokens += answer.prompt_tokens or 0
-            s.completion_tokens += answer.completion_tokens or 0
-        return None

@@ -4,8 +4,8 @@ llama.cpp server, Groq, Cerebras) scores attention, through the official ``opena
 This module is the source itself: its identity (spec, fingerprint, cache keys), cost estimates, and
 ``score_many`` over the mode strategies. The parts are objects of their own: ``openai_config`` (settings and
 the key's ``Secret``), ``openai_client`` (transport, retries, format probing, budget, the circuit breaker),
-``openai_http`` (body caps), ``openai_modes`` (what each mode asks and how answers become rows) and
-``openai_runtime`` (the private loop, cancellation and the cache writer).
+``openai_http`` (body caps), ``openai_modes`` (what each mode asks and how answers become rows),
+``openai_runtime`` (the private loop, cancellation and the cache writer) and ``openai_batch`` (the Batch API).
 
 Example::
 
@@ -18,29 +18,14 @@ Example::
     result = src.score_many(sentences, progress=lambda s: print(s.done, "/", s.sentences))
     matrices = result.require_all()                # (2, T, T) each, or AttentionError naming a failure
 
-Modes (``mode=``), each a trade between cost and what the matrix may depend on:
-
-* ``sentence``: one request per sentence returns the whole lower-triangular matrix for every head.
-  Cheapest, but the LLM sees the whole sentence, so row i may be shaped by words after i:
-  ``prefix_causal`` is False: generation and validation score each row from its own prefix instead
-  (``attention.prefix_rows``), so the model trains on rows it never gets when generating.
-* ``prefix``: one request per row, showing only words 0..i. Row i can never depend on a later
-  word, rows are cached by prefix (a second sentence sharing a prefix reuses them), and appending
-  words never changes earlier rows. About T requests per sentence.
-* ``pair``: context-free relatedness of (query, key) word pairs, the original method, batched (up to
-  ``pair_batch`` pairs per request) with one pair cache for the whole corpus. Causal, cheapest per
-  pair, but blind to context.
-
-Scores are integers 0..score_max, turned into attention in code with ``floor`` added to every allowed
-cell (``normalize_scores``), so no row is empty. Every answer is validated; an invalid answer is sent
-back with the reason up to ``max_corrective_retries`` times, after which the sentence fails with that
-reason and is never cached. Structured output is tried as json_schema, then json_object, then plain text;
-what the server accepted is remembered per host and model (in memory and in the cache). Each attempt has a
-wall-clock deadline (``timeout``); 401, 403, 404, ``insufficient_quota``, an unreachable server and
-``max_consecutive_failures`` failed attempts in a row stop the run at once with ``ScoringAborted`` (one
-line, never the key), as does ``cancel()`` from any thread; everything scored so far is committed to the
-cache first. Budget caps (``max_requests``, ``max_tokens``, over the source's lifetime) stop scoring
-cleanly: the rest is reported failed with "budget exhausted". ``dry_run=True`` makes no requests at all.
+Modes (``mode=``; docs/sources.md compares them): ``sentence``, one request per sentence for the whole matrix
+(the LLM sees later words: ``prefix_causal`` False, so validation and generation score rows from prefixes);
+``prefix``, one request per row showing words 0..i only, rows shared through the cache; ``pair``, context-free
+(query, key) pairs, ``pair_batch`` per request. Scores are integers 0..score_max, made rows in code with
+``floor`` added. Every answer is validated and an invalid one sent back with its fault; 401, 403, 404,
+``insufficient_quota``, an unreachable server, too many failures in a row or ``cancel()`` stop the run in one
+line (``ScoringAborted``, never the key) after committing what was scored. ``max_requests`` and ``max_tokens``
+cap the source's lifetime; ``dry_run=True`` sends nothing; ``batch=BatchConfig()`` goes through the Batch API.
 
 Configuration: explicit arguments, then the environment, then ``./.env`` (read by ``llmcomp.settings``):
 ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``LLMCOMP_OPENAI_MODEL``. The key is kept in a ``Secret``
