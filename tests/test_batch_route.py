@@ -224,6 +224,14 @@ def test_kill_9_mid_poll_then_the_same_command_resumes_the_batch(fake_openai, tm
     stats = fake_openai.stats()
     assert stats["batches_created"] == 1 and stats["requests"] == 0
     assert f"{2 * len(CORPUS)} scored" in out.stdout and f"0 requests + {len(CORPUS)} in batches" in out.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "llmcomp", "cache", "batches", "--cache", str(cache)],
+        env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1, listed
+    assert (
+        "completed" in listed.stdout and f"{len(CORPUS)} requests" in listed.stdout and "answers kept" in listed.stdout
+    )
 
 
 def test_dry_run_prices_the_batch_at_half(fake_openai, tmp_path):

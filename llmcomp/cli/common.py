@@ -157,41 +157,6 @@ def add_price_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-dollars", type=float, help="refuse a run whose estimate costs more, before anything is sent")
 
 
-def add_batch_args(p: argparse.ArgumentParser) -> None:
-    """``--batch`` and how it waits; defaults from ``BatchConfig`` (torch-free)."""
-    from llmcomp.attention.openai_config import BatchConfig
-
-    g = p.add_argument_group("Batch API (openai source; docs/sources.md)")
-    g.add_argument(
-        "--batch",
-        action="store_true",
-        help="send the requests as OpenAI Batch API files (half price, answers within 24 h); run the same command "
-        "again to resume waiting for its batches",
-    )
-    g.add_argument("--batch-poll", type=float, default=BatchConfig.poll, help="seconds between status checks")
-    g.add_argument(
-        "--batch-wait",
-        type=float,
-        default=BatchConfig.wait,
-        help="longest wait for the batches in seconds (they keep running after; 0: submit and stop)",
-    )
-    g.add_argument(
-        "--batch-live-retry",
-        action=argparse.BooleanOptionalAction,
-        default=BatchConfig.live_retry,
-        help="ask again live a request whose batch line failed or answered invalidly",
-    )
-
-
-def batch_config(args: argparse.Namespace) -> Any:
-    """The ``BatchConfig`` the flags ask for, or None without ``--batch``."""
-    if not getattr(args, "batch", False):
-        return None
-    from llmcomp.attention.openai_config import BatchConfig
-
-    return BatchConfig(poll=args.batch_poll, wait=args.batch_wait, live_retry=args.batch_live_retry)
-
-
 def cli_prices(args: argparse.Namespace) -> Any:
     """The price flags over the environment's (``app.scoring.Prices``)."""
     from llmcomp.app.scoring import Prices
@@ -264,6 +229,8 @@ def cli_builder(args: argparse.Namespace) -> Callable[[Mapping[str, Any]], Atten
     from llmcomp.app.sources import build_source
 
     keys = KeyPolicy.command_line(getattr(args, _dest("base_url"), None))
+    from llmcomp.cli.batch import batch_config
+
     batch = batch_config(args)
 
     def build(description: Mapping[str, Any]) -> AttentionSource:

@@ -7,9 +7,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from llmcomp.cli.batch import add_batch_args
 from llmcomp.cli.common import (
     ScoringBar,
-    add_batch_args,
     add_corpus_args,
     add_price_args,
     add_source_args,
@@ -34,7 +34,9 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("cache", help="inspect, export or import the attention cache")
-    p.add_argument("action", choices=["stats", "export", "import"])
+    p.add_argument(
+        "action", choices=["stats", "export", "import", "batches"], help="batches: the Batch API's, recorded"
+    )
     p.add_argument("file", nargs="?", help="JSONL file to export to or import from")
     p.add_argument("--cache", help="cache file (default: $LLMCOMP_CACHE or .llmcomp/attention-cache.sqlite)")
     p.add_argument(
@@ -102,7 +104,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 2
     cache = AttentionCache(args.cache or Paths.from_env().cache)
     try:
-        if args.action == "stats":
+        if args.action == "batches":
+            from llmcomp.cli.batch import print_batches
+
+            print_batches(str(cache.path))
+        elif args.action == "stats":
             print(f"{cache.path}: {len(cache)} entries")
         elif args.action == "export":
             print(f"exported {cache.export_jsonl(args.file)} entries to {args.file}")

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from llmcomp.cli.batch import add_batch_args
 from llmcomp.cli.common import (
     ScoringBar,
-    add_batch_args,
     add_corpus_args,
     add_price_args,
     add_source_args,
