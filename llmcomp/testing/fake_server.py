@@ -234,7 +234,8 @@ class FakeOpenAIServer:
         content, finish = spoil_content(kind, content, words, size, key)
         delivery = {"drip": f"drip:{fault.interval:g}" if fault else "", "huge_chunked": "chunked"}.get(kind or "")
         headers = {DELIVERY: delivery} if delivery else {}
-        out = completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
+        n = self.requests + self.batches.batch_lines  # a distinct completion id, live or batched
+        out = completion(content, finish, messages, req.get("model", self.model), n, kind)
         if kind == "gzip":
             return 200, {"content-encoding": "gzip"}, gzip.compress(out)
         return 200, headers, out
@@ -253,6 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fault", action="append", default=[], help=f"kind[:times[:word]]; kinds: {', '.join(FAULTS)}")
     p.add_argument("--batch-script", default=None, help="batch statuses, one per poll, e.g. validating,completed")
     args = p.parse_args(argv)
+    try:
+        steps = check_script(args.batch_script.split(",")) if args.batch_script else None
+    except ValueError as e:
+        p.error(str(e))
     server = FakeOpenAIServer(
         args.host,
         args.port,
@@ -263,11 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     for f in args.fault:
         server.faults.append(parse_fault(f))
-    if args.batch_script:
-        try:
-            server.script_batches(args.batch_script.split(","))
-        except ValueError as e:
-            p.error(str(e))
+    if steps:
+        server.script_batches(steps)
     # Ctrl-C and SIGTERM stop the server even when the parent started it with SIGINT ignored
     # (an ignored signal is inherited across exec, as from a shell's background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
