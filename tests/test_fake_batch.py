@@ -225,3 +225,15 @@ def test_a_new_client_resumes_polling_where_another_left_off(fake_openai):
     done = second.batches.retrieve(batch.id)
     assert done.status == "completed" and len(file_lines(second, done.output_file_id)) == 3
     assert fake_openai.requests == 0
+
+
+def test_a_line_that_would_hang_times_out_and_a_gzipped_answer_is_stored_plain(fake_openai):
+    fake_openai.add_fault("hang", match="cat")
+    fake_openai.add_fault("gzip", match="dog")
+    client = client_for(fake_openai)
+    batch = poll(client, submit(client))[-1]
+    assert batch.request_counts.model_dump() == {"total": 3, "completed": 2, "failed": 1}
+    (err,) = file_lines(client, batch.error_file_id)
+    assert (err["custom_id"], err["response"], err["error"]["code"]) == ("req-0", None, "request_timeout")
+    out = file_lines(client, batch.output_file_id)
+    assert out[0]["custom_id"] == "req-1" and out[0]["response"]["body"]["object"] == "chat.completion"
