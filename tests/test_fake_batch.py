@@ -84,6 +84,8 @@ def test_a_batch_goes_validating_in_progress_completed_and_its_answers_are_valid
         "files_uploaded": 1,
         "batches_created": 1,
     }
+    fake_openai.reset_counts()
+    assert fake_openai.stats()["batch_lines"] == 0
 
 
 def test_the_upload_is_stored_as_sent_and_paths_without_v1_work(fake_openai):

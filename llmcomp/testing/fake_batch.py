@@ -30,8 +30,7 @@ MAX_ERRORS = 100  # validation errors listed on a failed batch
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SCRIPTED_FAILURE = {  # what a scripted "failed" step reports: OpenAI's most common failure after validation
     "code": "token_limit_exceeded",
-    "message": "Enqueued token limit reached for this model in organization org-fake. Limit: 90,000 enqueued "
-    "tokens. Please try submitting an earlier batch or one with fewer requests.",
+    "message": "Enqueued token limit reached for this model in organization org-fake. Limit: 90,000 enqueued tokens.",
     "param": None,
     "line": None,
 }
@@ -77,12 +76,7 @@ def parse_requests(data: bytes, max_requests: int, max_bytes: int) -> tuple[list
     """(request lines, validation errors) of a batch input file, checked as OpenAI checks one (lines from 1)."""
     if len(data) > max_bytes:
         return [], [line_error(None, "file_too_large", f"The input file has {len(data)} bytes; at most {max_bytes}.")]
-    try:
-        texts = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        return [], [line_error(None, "invalid_file_format", "The input file is not UTF-8 text.")]
-    while texts and not texts[-1].strip():
-        texts.pop()
+    texts = data.decode("utf-8", "replace").rstrip().splitlines()  # a line of bad UTF-8 is bad JSON or text
     if not texts:
         return [], [line_error(None, "empty_file", "The batch input file is empty.")]
     if len(texts) > max_requests:
@@ -171,11 +165,7 @@ class BatchStore:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {
-                "batch_lines": self.batch_lines,
-                "files_uploaded": self.files_uploaded,
-                "batches_created": self.batches_created,
-            }
+            return {k: getattr(self, k) for k in ("batch_lines", "files_uploaded", "batches_created")}
 
     def handle(self, method: str, path: str, payload: Any, auth: str) -> Response:
         """``path`` without the /v1 prefix; ``payload``: the multipart fields of an upload, else the raw body."""
@@ -257,8 +247,8 @@ class BatchStore:
         obj = {"id": _new_id("batch_"), "object": "batch", "endpoint": ENDPOINT, "errors": None}
         obj |= {"input_file_id": fid, "completion_window": "24h", "status": "validating"}
         obj |= {"output_file_id": None, "error_file_id": None, "created_at": now, "expires_at": now + 86_400}
-        for stamp in ("in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"):
-            obj[f"{stamp}_at"] = None
+        stamps = ("in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
+        obj |= {f"{s}_at": None for s in stamps}
         obj |= {"request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": metadata}
         obj["model"] = lines[0]["body"]["model"] if lines else None
         steps = self.script
