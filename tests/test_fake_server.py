@@ -271,6 +271,9 @@ def test_counters_reset_and_max_inflight(fake_openai):
         "by_task": {},
         "faults_served": {},
         "max_inflight": 0,
+        "batch_lines": 0,
+        "files_uploaded": 0,
+        "batches_created": 0,
     }
 
 

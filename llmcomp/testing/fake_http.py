@@ -2,6 +2,7 @@
 
 The handler turns what ``FakeOpenAIServer.handle_chat`` decides into bytes on the wire, including the deliveries
 of hostile servers: a response that never comes (``hang``) and a body sent one byte at a time (``drip``).
+Calls to /files and /batches go to ``FakeOpenAIServer.handle_batch_api``; an upload's multipart form is read here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import select
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +21,21 @@ from llmcomp.testing.behaviours import DELIVERY
 class Server(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops SYNs when a client opens 16 connections at once
     daemon_threads = True
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]] | None:
+    """A multipart/form-data body as {field name: (file name or None, bytes)}; None when it is not one."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    msg = BytesParser(policy=HTTP).parsebytes(b"content-type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not msg.is_multipart():
+        return None
+    fields = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            fields[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -84,18 +102,39 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.close_connection = True
 
+    def _batch_api(self, method: str, body: bytes = b"") -> bool:
+        """Answer a call to /files or /batches (with or without /v1); False for any other path."""
+        path = self.path.split("?", 1)[0].removeprefix("/v1")
+        if path.lstrip("/").split("/")[0] not in ("files", "batches"):
+            return False
+        payload: object = body
+        if method == "POST" and path.rstrip("/") == "/files":
+            payload = parse_multipart(self.headers.get("content-type", ""), body)
+        auth = self.headers.get("authorization", "")
+        status, headers, out = self.fake.handle_batch_api(method, path, payload, auth)
+        self._send(status, out, headers)
+        return True
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
         path = self.path.split("?", 1)[0]
+        if self._batch_api("POST", body):
+            return
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._send(404, b'{"error": {"message": "not found", "code": "not_found"}}')
             return
         status, headers, out = self.fake.handle_chat(path, body, self.headers.get("authorization", ""))
         self._send(status, out, headers)
 
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        if not self._batch_api("DELETE"):
+            self._send(404, b'{"error": {"message": "not found", "code": "not_found"}}')
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         path = self.path.split("?", 1)[0]
+        if self._batch_api("GET"):
+            return
         if path in ("/v1/models", "/models"):
             data = {"object": "list", "data": [{"id": self.fake.model, "object": "model", "owned_by": "llmcomp"}]}
             self._send(200, json.dumps(data).encode())

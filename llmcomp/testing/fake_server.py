@@ -12,6 +12,9 @@ included (one that never answers, drips its body, nests JSON 100,000 deep, echoe
 for a model named in ``MODELS`` gets that model's valid answers instead: ``model="leak"`` peeks at the
 next word in ``sentence`` mode (what leak-free validation must not report as a good loss).
 
+It also speaks OpenAI's Files and Batch API (``llmcomp.testing.fake_batch``): a batch's lines get the same
+answers and faults, each poll moves a batch one step along ``server.script_batches([...])``.
+
 Run it for a demo::
 
     python -m llmcomp.testing.fake_server --port 8000 --latency-ms 50
@@ -47,6 +50,7 @@ from llmcomp.testing.behaviours import (
     parse_fault,
     spoil_content,
 )
+from llmcomp.testing.fake_batch import MAX_BYTES, MAX_REQUESTS, BatchStore, check_script
 from llmcomp.testing.fake_http import Handler, Server
 from llmcomp.testing.sparse import corrupt_sparse, sparsify
 
@@ -74,6 +78,9 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # ends the handlers that hang or drip
         self.faults: list[Fault] = []
+        self.batch_max_requests = MAX_REQUESTS  # lower them to make a client split its batches
+        self.batch_max_bytes = MAX_BYTES
+        self.batches = BatchStore(self)  # uploaded files and batches, kept while the server lives
         self.reset_counts()
         self._httpd = Server((host, port), Handler)
         self._httpd.daemon_threads = True
@@ -116,7 +123,12 @@ class FakeOpenAIServer:
         with self._lock:
             self.faults.clear()
 
+    def script_batches(self, steps: list[str] | tuple[str, ...]) -> None:
+        """The statuses that batches created from now on go through, one per poll (``fake_batch.STEPS``)."""
+        self.batches.script = check_script(steps)
+
     def reset_counts(self) -> None:
+        self.batches.reset_counts()
         with self._lock:
             self.requests = 0
             self.by_path: Counter[str] = Counter()
@@ -129,8 +141,9 @@ class FakeOpenAIServer:
             self.max_inflight = 0  # the most requests the server was answering at once
 
     def stats(self) -> dict[str, Any]:
+        batches = self.batches.stats()  # outside self._lock: running a batch's lines takes both locks
         with self._lock:
-            return {
+            return batches | {
                 "requests": self.requests,
                 "by_path": dict(self.by_path),
                 "by_format": dict(self.by_format),
@@ -159,14 +172,21 @@ class FakeOpenAIServer:
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
         try:
+            if self.latency:
+                time.sleep(self.latency)
             return self._answer(body, auth)
         finally:
             with self._lock:
                 self.inflight -= 1
 
+    def handle_batch_api(self, method: str, path: str, payload: Any, auth: str) -> Response:
+        """One call to /files or /batches (``path`` without /v1), with the same key check as chat."""
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            return http_fault(Fault("unauthorized"), auth)  # type: ignore[return-value]
+        return self.batches.handle(method, path, payload, auth)
+
     def _answer(self, body: bytes, auth: str) -> Response:
-        if self.latency:
-            time.sleep(self.latency)
+        """The answer to one chat request, live or a batch's line."""
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             return http_fault(Fault("unauthorized"), auth)  # 401, echoing the key as OpenAI does
         try:
@@ -214,7 +234,8 @@ class FakeOpenAIServer:
         content, finish = spoil_content(kind, content, words, size, key)
         delivery = {"drip": f"drip:{fault.interval:g}" if fault else "", "huge_chunked": "chunked"}.get(kind or "")
         headers = {DELIVERY: delivery} if delivery else {}
-        out = completion(content, finish, messages, req.get("model", self.model), self.requests, kind)
+        n = self.requests + self.batches.batch_lines  # a distinct completion id, live or batched
+        out = completion(content, finish, messages, req.get("model", self.model), n, kind)
         if kind == "gzip":
             return 200, {"content-encoding": "gzip"}, gzip.compress(out)
         return 200, headers, out
@@ -231,7 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-json-object", action="store_true", help="reject response_format json_object with 400")
     p.add_argument("--api-key", default=None, help="accept only this bearer token (default: any)")
     p.add_argument("--fault", action="append", default=[], help=f"kind[:times[:word]]; kinds: {', '.join(FAULTS)}")
+    p.add_argument("--batch-script", default=None, help="batch statuses, one per poll, e.g. validating,completed")
     args = p.parse_args(argv)
+    try:
+        steps = check_script(args.batch_script.split(",")) if args.batch_script else None
+    except ValueError as e:
+        p.error(str(e))
     server = FakeOpenAIServer(
         args.host,
         args.port,
@@ -242,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     for f in args.fault:
         server.faults.append(parse_fault(f))
+    if steps:
+        server.script_batches(steps)
     # Ctrl-C and SIGTERM stop the server even when the parent started it with SIGINT ignored
     # (an ignored signal is inherited across exec, as from a shell's background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
