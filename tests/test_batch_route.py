@@ -290,3 +290,23 @@ def test_a_hostile_line_fails_its_sentence_alone_in_one_line_without_the_key(mak
     reason = got.failures[5]
     assert "\n" not in reason and KEY not in reason and KEY[8:20] not in reason, reason
     assert fake_openai.stats()["requests"] == 0
+
+
+def test_ctrl_c_while_waiting_is_one_line_and_the_batch_is_resumed(fake_openai, tmp_path):
+    fake_openai.script_batches(["validating"] + ["in_progress"] * 1000 + ["completed"])
+    cache = tmp_path / "cache.sqlite"
+    proc = subprocess.Popen(
+        _cli("--batch-poll", "0.05", url=fake_openai.url, cache=cache),
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while fake_openai.stats()["batches_created"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted:") and "resumes its batches" in err
+    store = BatchStore(cache)
+    assert [r.open for r in store.all()] == [True]
+    store.close()

@@ -49,3 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"error: {one_line(e)}{hint}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback, saying what is kept
+        if args.command != "app":
+            print(
+                "interrupted: what was committed is kept (cache entries, checkpoints); a --batch command run "
+                "again resumes its batches, which keep running on the server",
+                file=sys.stderr,
+            )
+        return 130
