@@ -183,8 +183,9 @@ class _Bars:
         self.training.close()
 
 
-def _check_dollars(labels: list[str], corpus: Any, config: Any, prices: Any) -> None:
-    """``--max-dollars``: the paid sources' estimates summed, refused (one line) before anything is sent."""
+def check_max_dollars(work: list[tuple[str, list[str], Any]], cache: Any, prices: Any, what: str) -> None:
+    """``--max-dollars``: the paid sources' estimates summed over ``work`` ((prefix, labels, corpus) each:
+    a suite's tasks, or one comparison with no prefix), refused (one line) before anything is sent."""
     from llmcomp.app.budget import BudgetError
     from llmcomp.app.scoring import estimate
     from llmcomp.app.sources import build_source
@@ -194,22 +195,26 @@ def _check_dollars(labels: list[str], corpus: Any, config: Any, prices: Any) -> 
     if prices.max_dollars is None:
         return
     total, parts = 0.0, []
-    for label in labels:
-        kind, options = parse_source(label)
-        if kind not in PAID:
-            continue
-        source = build_source({"kind": kind, **options}, cache=config.cache)
-        try:
-            cost = estimate(source, sentences_to_score(corpus, source), prices=prices).cost
-        finally:
-            source.close()
-        if cost is None or cost.dollars is None:
-            raise BudgetError(f"--max-dollars cannot be checked for {label}: {cost.basis if cost else 'no estimate'}")
-        total += cost.dollars
-        parts.append(f"{label}: {cost}")
+    for prefix, labels, corpus in work:
+        for label in labels:
+            kind, options = parse_source(label)
+            if kind not in PAID:
+                continue
+            name = f"{prefix}/{label}" if prefix else label
+            source = build_source({"kind": kind, **options}, cache=cache)
+            try:
+                cost = estimate(source, sentences_to_score(corpus, source), prices=prices).cost
+            finally:
+                source.close()
+            if cost is None or cost.dollars is None:
+                raise BudgetError(
+                    f"--max-dollars cannot be checked for {name}: {cost.basis if cost else 'no estimate'}"
+                )
+            total += cost.dollars
+            parts.append(f"{name}: {cost}")
     if total > prices.max_dollars:
         raise BudgetError(
-            f"this comparison would cost about ${total:,.2f} ({'; '.join(parts)}), more than --max-dollars "
+            f"{what} would cost about ${total:,.2f} ({'; '.join(parts)}), more than --max-dollars "
             f"{prices.max_dollars:g}; nothing was sent"
         )
 
@@ -236,7 +241,7 @@ def run_cli(args: argparse.Namespace) -> int:
     for label in labels:
         parse_source(label)  # a label that cannot build a source stops here, before any training
     config.sources = labels
-    _check_dollars(labels, corpus, config, cli_prices(args))
+    check_max_dollars([("", labels, corpus)], config.cache, cli_prices(args), "this comparison")
     for note in notes:
         print(note, file=sys.stderr)
     out = getattr(args, "out", None)
