@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import BASELINES
 from llmcomp.cli.common import add_corpus_args, add_price_args, cli_prices, print_corpus_notices
+from llmcomp.cli.device_flags import add_device_flag, add_llm_flags, llm_options
 from llmcomp.experiments.labels import parse_source, split_sources
 from llmcomp.text.corpus import CorpusConfig
 
@@ -77,6 +78,8 @@ def add_parser(sub: Any) -> None:
         "recall:cue=C,offset=N, a registered name, or none (default: auto, binding on the binding corpus)",
     )
     g.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")
+    add_device_flag(g)
+    add_llm_flags(g)
     g.add_argument("--cache", help="attention cache for local/openai (default: $LLMCOMP_CACHE)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the attention cache")
     p.set_defaults(func=run_cli)
@@ -110,7 +113,9 @@ def config_from_args(args: Any, base: CompareConfig | None = None) -> CompareCon
         batch_size=_given(args, "batch_size", base.train.batch_size),
         lr=_given(args, "lr", base.train.lr),
         eval_every=_given(args, "eval_every", base.train.eval_every),
+        device=_given(args, "device", base.train.device),
     )
+    local = base.source_options.get("local", {}) | llm_options(args)
     corpus = CorpusConfig(
         split=_given(args, "split", CorpusConfig.split),
         max_words=_given(args, "max_words", CorpusConfig.max_words),
@@ -133,6 +138,7 @@ def config_from_args(args: Any, base: CompareConfig | None = None) -> CompareCon
         converge=bool(getattr(args, "converge", False)) or base.converge,
         max_steps=_given(args, "max_steps", base.max_steps),
         patience=_given(args, "patience", base.patience),
+        source_options={**base.source_options, **({"local": local} if local else {})},
     )
 
 
@@ -221,6 +227,7 @@ def check_max_dollars(work: list[tuple[str, list[str], Any]], cache: Any, prices
 
 def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
+    from llmcomp.cli.device_flags import check_devices
     from llmcomp.experiments.compare import compare, resolve_task
     from llmcomp.experiments.compare_sources import resolve_sources
     from llmcomp.settings import Paths
@@ -232,6 +239,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
         return run_suite_cli(args)
     config = config_from_args(args)
+    check_devices(config)  # a GPU this machine lacks: one line, before the corpus is even read
     corpus = load_corpus(args.corpus, config.corpus)
     print_corpus_notices(corpus)
     if config.max_sentences:

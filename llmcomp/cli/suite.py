@@ -96,11 +96,13 @@ def _check_dollars(config: SuiteConfig, paths: list[Path], args: argparse.Namesp
 
 def run_suite_cli(args: argparse.Namespace) -> int:
     """Run the suite, print every table and the summary; exit status 1 when a source failed."""
+    from llmcomp.cli.device_flags import check_devices
     from llmcomp.experiments.suite import check_tasks, run_suite, task_sources
     from llmcomp.settings import Paths
     from llmcomp.training.run_folder import new_run_dir
 
     config = suite_config_from_args(args)
+    check_devices(config.compare)
     paths = check_tasks(config)  # one-line errors before anything is created
     for task in config.tasks:
         task_sources(config.sources, task)
