@@ -119,10 +119,20 @@ def test_half_precision_is_refused_off_a_cuda_gpu():
     assert "CUDA GPU only" in str(e.value) and "--llm-precision fp32" in str(e.value)
 
 
-def test_the_web_forms_advanced_options_take_device_and_precision():
-    assert parse_advanced("local", "device=cpu\nprecision=bf16\nbatch_size=32") == {
-        "device": "cpu", "precision": "bf16", "batch_size": 32,
-    }  # fmt: skip
+def test_the_web_form_has_fields_of_its_own_for_device_and_precision():
+    from llmcomp.app.sources import SourceFormError, SourceSettings
+
+    assert parse_advanced("local", "batch_size=32") == {"batch_size": 32}
+    with pytest.raises(SourceFormError, match="set device in the form's 'LLM device' field"):
+        parse_advanced("local", "device=cpu")
+    with pytest.raises(SourceFormError, match="set precision in the form's 'LLM precision' field"):
+        parse_advanced("local", "precision=bf16")
+    d = SourceSettings(llm_device="cpu", llm_precision="bf16").description()
+    assert (d["device"], d["precision"]) == ("cpu", "bf16")
+    assert (SourceSettings().description()["device"], SourceSettings().description()["precision"]) == ("auto", "fp32")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match=r"^LLM device 'cuda': this machine has no such device"):
+            SourceSettings(llm_device="cuda").description()
 
 
 @NO_GPU
