@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+#: where every config starts (``TrainConfig.device``, ``LocalLLMConfig.device``): a GPU if torch sees one
+AUTO = "auto"
+#: the local LLM's precisions (``LocalLLMConfig.precision``, the first its default): fp32, or autocast on CUDA
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 _NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -27,6 +31,29 @@ def check_device_name(name: object) -> str:
     """``name`` if it names a device kind we run on; DeviceError otherwise (no torch needed)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DeviceError(f"unknown device {name!r}; choose {DEVICE_NAMES}")
+    return name
+
+
+def available_devices() -> list[str]:
+    """``auto``, ``cpu`` and the GPUs torch sees here (``cuda``, ``cuda:1``, ..., ``mps``): the choices a form
+    offers. Imports torch."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = (["cuda"] if count else []) + [f"cuda:{i}" for i in range(1, count)]
+    return [AUTO, "cpu", *gpus, *(["mps"] if mps is not None and mps.is_available() else [])]
+
+
+def check_available(name: object, field: str) -> str:
+    """``name`` if this machine has it (``auto`` and ``cpu`` always, without torch); else a one-line
+    DeviceError that says, for the form's ``field``, which devices it has."""
+    name = check_device_name(name)
+    if name in (AUTO, "cpu"):
+        return name
+    have = available_devices()
+    if name not in have and not (name == "cuda:0" and "cuda" in have):
+        raise DeviceError(f"{field} {name!r}: this machine has no such device; choose one of {', '.join(have)}")
     return name
 
 

@@ -119,7 +119,85 @@ def test_half_precision_is_refused_off_a_cuda_gpu():
     assert "CUDA GPU only" in str(e.value) and "--llm-precision fp32" in str(e.value)
 
 
-def test_the_web_forms_advanced_options_take_device_and_precision():
-    assert parse_advanced("local", "device=cpu\nprecision=bf16\nbatch_size=32") == {
-        "device": "cpu", "precision": "bf16", "batch_size": 32,
-    }  # fmt: skip
+def test_the_web_form_has_fields_of_its_own_for_device_and_precision():
+    from llmcomp.app.sources import SourceFormError, SourceSettings
+
+    assert parse_advanced("local", "batch_size=32") == {"batch_size": 32}
+    with pytest.raises(SourceFormError, match="set device in the form's 'LLM device' field"):
+        parse_advanced("local", "device=cpu")
+    with pytest.raises(SourceFormError, match="set precision in the form's 'LLM precision' field"):
+        parse_advanced("local", "precision=bf16")
+    d = SourceSettings(llm_device="cpu", llm_precision="bf16").description()
+    assert (d["device"], d["precision"]) == ("cpu", "bf16")
+    assert (SourceSettings().description()["device"], SourceSettings().description()["precision"]) == ("auto", "fp32")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match=r"^LLM device 'cuda': this machine has no such device"):
+            SourceSettings(llm_device="cuda").description()
+
+
+@NO_GPU
+def test_compare_and_the_suite_refuse_a_gpu_this_machine_lacks_in_one_line(capsys, tmp_path):
+    common = ["--sources", "uniform", "--seeds", "1", "--steps", "2", "--no-cache"]
+    for argv, flag in [
+        (["compare", *common, "--device", "cuda", "--out", str(tmp_path / "a")], "--device"),
+        (["compare", *common, "--llm-device", "cuda:1", "--out", str(tmp_path / "b")], "--llm-device"),
+        (
+            ["compare", "--suite", "--tasks", "ioi", *common, "--device", "cuda", "--out", str(tmp_path / "c")],
+            "--device",
+        ),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "no CUDA GPU" in err and f"{flag} cpu" in err, err
+    assert main(["compare", *common, "--llm-precision", "bf16", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--llm-precision bf16 runs on a CUDA GPU only" in err
+    assert main(["compare", *common, "--llm-precision", "fp8"]) == 2
+    assert "--llm-precision: " in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any folder was made
+
+
+def test_compare_device_cpu_trains_there_and_moves_the_local_llm_too(tmp_path, capsys):
+    from llmcomp.cli import build_parser
+    from llmcomp.cli.compare import config_from_args
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--sources", "uniform", "--seeds", "1", "--steps", "2", "--no-cache", "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert '"device": "cpu"' in (out / "compare.json").read_text()  # every run's TrainConfig
+    parse = lambda *a: config_from_args(build_parser().parse_args(["compare", *a]))  # noqa: E731
+    assert parse().train.device == TrainConfig.device and parse().source_options == {}
+    assert parse("--device", "cpu").source_options == {"local": {"device": "cpu"}}  # one flag moves both
+    both = parse("--device", "cpu", "--llm-device", "auto", "--llm-precision", "fp16")
+    assert both.train.device == "cpu" and both.source_options == {"local": {"device": "auto", "precision": "fp16"}}
+
+
+@NO_GPU
+def test_a_comparison_hands_its_local_options_to_every_local_label(corpus):
+    """Without the CLI's early check, the local source itself is built on the device asked for (and fails)."""
+    from llmcomp.experiments.compare import CompareConfig, compare
+
+    config = CompareConfig(
+        sources=["local:layers=last-2"], seeds=[0], steps=1, source_options={"local": {"device": "cuda"}}
+    )
+    result = compare(corpus, config)
+    assert "no CUDA GPU" in result.failures["local:layers=last-2"] and not result.runs
+
+
+def test_a_form_offers_the_devices_this_machine_has_and_the_precisions_the_source_takes():
+    import typing
+
+    from llmcomp.attention.registry import user_options
+    from llmcomp.devices import PRECISIONS, available_devices, check_available
+
+    have = available_devices()
+    assert have[:2] == ["auto", "cpu"] and ("cuda" in have) == torch.cuda.is_available()
+    assert [check_available(d, "LLM device") for d in have] == have
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            DeviceError, match=r"^LLM device 'cuda': this machine has no such device; choose one of auto, cpu"
+        ):
+            check_available("cuda", "LLM device")
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        check_available("gpu", "Training device")
+    assert typing.get_args(user_options("local")["precision"]) == PRECISIONS  # the Literal and the constant agree

@@ -103,3 +103,21 @@ def test_max_dollars_refuses_train_and_compare_before_anything_is_sent(fake_open
     assert main([*compare, str(tmp_path / "cmp"), *common]) == 2
     assert "this comparison would cost about $" in capsys.readouterr().err
     assert fake_openai.requests == 0
+
+
+def test_max_dollars_refuses_the_suite_before_anything_is_sent(fake_openai, corpus, capsys, tmp_path):
+    """The suite sums every task's paid sources (each task corpus as it trains on it) and refuses, one line."""
+    openai = f"openai:model=gpt-4o:base_url={fake_openai.url}"
+    suite = ["compare", "--suite", "--tasks", "ioi,agreement", "--max-sentences", "20", "--seeds", "1", "--no-cache",
+             "--steps", "2", "--max-steps", "2"]  # fmt: skip
+    assert (
+        main([*suite, "--sources", f"uniform,{openai}", "--out", str(tmp_path / "s"), "--max-dollars", "0.0001"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: this suite would cost about $"), err
+    assert f"ioi/{openai}: about $" in err[0] and f"agreement/{openai}: about $" in err[0]
+    assert "more than --max-dollars 0.0001; nothing was sent" in err[0]
+    unpriced = openai.replace("gpt-4o", "mystery")
+    assert main([*suite, "--sources", unpriced, "--out", str(tmp_path / "u"), "--max-dollars", "5"]) == 2
+    assert "--max-dollars cannot be checked for ioi/openai:model=mystery" in capsys.readouterr().err
+    assert fake_openai.requests == 0 and not (tmp_path / "s").exists() and not (tmp_path / "u").exists()

@@ -151,6 +151,7 @@ def test_every_option_from_a_compare_label(kind, option, no_requests):
 
 FORM_FIELD_ARGS = {"n_heads": "n_heads", "learned_heads": "n_heads", "layers": "layers", "base_url": "base_url"}
 FORM_FIELD_ARGS |= {"model": "model", "mode": "mode", "heads": "relations", "floor": "floor", "score_max": "score_max"}
+FORM_FIELD_ARGS |= {"answer": "answer", "top_k": "top_k", "device": "llm_device", "precision": "llm_precision"}
 
 
 @pytest.mark.parametrize(("kind", "option"), CASES)

@@ -64,3 +64,22 @@ def test_the_train_form_starts_from_the_configs_defaults(tmp_path):
     assert shown["train-layers"] == model.n_layer and shown["train-width"] == model.n_embd
     assert shown["train-learned"] == model.n_learned_heads and shown["train-dropout"] == model.dropout
     assert shown["train-seed"] == train.seed
+
+
+def test_the_answer_and_device_fields_start_from_the_configs_defaults(tmp_path):
+    """The OpenAI source's answer and top-k, the local LLM's device and precision, the trainer's device."""
+    from llmcomp.app.jobs import JobManager
+    from llmcomp.attention.local_config import LocalLLMConfig
+    from llmcomp.attention.openai_config import OpenAIConfig
+    from llmcomp.settings import Paths
+    from llmcomp.training.config import TrainConfig
+    from llmcomp.ui.app import build_app
+
+    demo = build_app(paths=Paths(home=tmp_path, cache=tmp_path / "c.sqlite", runs=tmp_path / "r"), jobs=JobManager())
+    shown = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    openai, local = OpenAIConfig(), LocalLLMConfig()
+    assert shown["openai-answer"].value == openai.answer and shown["openai-top-k"].value == openai.top_k
+    assert shown["local-device"].value == local.device and shown["local-precision"].value == local.precision
+    assert shown["train-device"].value == TrainConfig().device
+    assert [c[1] for c in shown["local-precision"].choices] == ["fp32", "bf16", "fp16"]
+    assert shown["openai-top-k"].visible is False  # shown for sparse answers only

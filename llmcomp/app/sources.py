@@ -24,6 +24,7 @@ from llmcomp.app.cache_view import CacheView
 from llmcomp.app.keys import KeyPolicy, owner_endpoint
 from llmcomp.attention.openai_config import OpenAIConfig, safe_url
 from llmcomp.attention.registry import CACHED, accepted_options, make_source, parse_option, source_class
+from llmcomp.devices import AUTO, PRECISIONS, check_available
 from llmcomp.errors import LLMCompError
 
 if TYPE_CHECKING:
@@ -147,9 +148,13 @@ FORM_FIELDS: dict[str, str] = {
     "heads": "Heads (one relation each)",
     "floor": "Floor",
     "score_max": "Highest score",
+    "answer": "Answer",
+    "top_k": "Words named per word",
 }
 #: fields of an option that means something else for one kind: the local source's heads are layer.head pairs
-KIND_FORM_FIELDS: dict[str, dict[str, str]] = {"local": {"heads": "LLM heads"}}
+KIND_FORM_FIELDS: dict[str, dict[str, str]] = {
+    "local": {"heads": "LLM heads", "device": "LLM device", "precision": "LLM precision"}
+}
 
 
 def form_field(kind: str, name: str) -> str | None:
@@ -219,6 +224,10 @@ class SourceSettings:
     relations: tuple[str, ...] = OpenAIConfig.heads  # openai only: one head per relation
     floor: float = OpenAIConfig.floor  # openai only
     score_max: int = OpenAIConfig.score_max  # openai only
+    answer: str = OpenAIConfig.answer  # openai only: dense, or sparse (sentence mode only) naming top_k words per word
+    top_k: int = OpenAIConfig.top_k  # openai only, sparse answers
+    llm_device: str = AUTO  # local only (LocalLLMConfig.device): auto, cpu or a GPU this machine has
+    llm_precision: str = PRECISIONS[0]  # local only (LocalLLMConfig.precision): fp32, or bf16/fp16 on CUDA
     advanced: str = ""  # every other option of the kind: name=value, one per line (``parse_advanced``)
 
     def description(self) -> dict[str, Any]:
@@ -226,7 +235,8 @@ class SourceSettings:
         kind, n = self.kind, max(1, int(self.n_heads or 1))
         extra = parse_advanced(kind, self.advanced)
         if kind == "local":
-            local = {"kind": kind, "layers": self.layers.strip() or "all", **extra}
+            local = {"kind": kind, "layers": self.layers.strip() or "all", **extra, "precision": self.llm_precision}
+            local["device"] = check_available(self.llm_device or AUTO, "LLM device")  # one line, in the form's words
             if self.llm_heads.strip():  # each chosen head is one supplied head: the Heads field plays no part
                 return _within_form_limits({**local, "heads": _form_heads(self.llm_heads)})
             return _within_form_limits({**local, "n_heads": n})
@@ -241,6 +251,8 @@ class SourceSettings:
                 "heads": list(self.relations),
                 "floor": float(self.floor),
                 "score_max": int(self.score_max),
+                "answer": self.answer,
+                "top_k": int(self.top_k),
                 **extra,
             })  # fmt: skip
         if kind == "learned":
@@ -255,7 +267,8 @@ class SourceSettings:
             own_base, own_model = owner_endpoint()
             host = urlsplit(self.base_url.strip() or own_base).hostname
             heads = ", ".join(self.relations)
-            return f"OpenAI-compatible {self.model or own_model} @ {host}, {self.mode} mode, heads {heads}"
+            sparse = f", sparse top-{self.top_k} answers" if self.answer == "sparse" else ""
+            return f"OpenAI-compatible {self.model or own_model} @ {host}, {self.mode} mode{sparse}, heads {heads}"
         if k == "local" and self.llm_heads.strip():
             return f"local LLM (heads {self.llm_heads.strip()}, one each)"
         if k == "local":

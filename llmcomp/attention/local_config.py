@@ -13,6 +13,7 @@ from typing import Literal
 from llmcomp.attention.local_align import SINK_POLICIES, SinkPolicy
 from llmcomp.attention.local_heads import HeadSpec, LayerSpec, canonical_heads, canonical_layers, chosen_pairs
 from llmcomp.attention.local_model import LocalLLMError
+from llmcomp.devices import AUTO, PRECISIONS
 
 #: sentences per forward pass when ``batch_size`` is None, per device kind: a GPU is filled by wide passes
 DEFAULT_BATCH: dict[str, int] = {"cpu": 16, "mps": 32, "cuda": 128}
@@ -37,10 +38,10 @@ class LocalLLMConfig:
     batch_size: int | None = None  # sentences per forward pass (right-padded); None: DEFAULT_BATCH's (16 on cpu)
     # where the LLM runs: auto (cuda if torch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N, mps. Not in
     # the cache key nor the spec: placement, not identity (docs/cache.md); a checkpoint rebuilds on any machine
-    device: str = "auto"
+    device: str = AUTO
     # fp32, or bf16/fp16 autocast on a CUDA GPU (weights cast to float32, rows re-normalised). Half precision
     # changes the matrices by more than float error, so it enters the cache key; fp32 leaves the key as it was
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = PRECISIONS[0]  # the Literal is PRECISIONS (tests/test_device.py)
     # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:
     # on a busy 2-core machine 2 threads spin-wait on each other and run ~10x slower than 1.
     torch_threads: int | None = 1
@@ -60,7 +61,7 @@ class LocalLLMConfig:
                     f"n_heads={self.n_heads} does not match heads {self.heads} ({count}); leave n_heads out, heads decides it"
                 )
             self.n_heads = count
-        if self.precision not in ("fp32", "bf16", "fp16"):
+        if self.precision not in PRECISIONS:
             raise LocalLLMError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise LocalLLMError(f"batch_size must be at least 1, got {self.batch_size}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmcomp.attention.registry import BASELINES
 from llmcomp.cli.common import add_corpus_args, add_price_args, cli_prices, print_corpus_notices
+from llmcomp.cli.device_flags import add_device_flag, add_llm_flags, llm_options
 from llmcomp.experiments.labels import parse_source, split_sources
 from llmcomp.text.corpus import CorpusConfig
 
@@ -77,6 +78,8 @@ def add_parser(sub: Any) -> None:
         "recall:cue=C,offset=N, a registered name, or none (default: auto, binding on the binding corpus)",
     )
     g.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")
+    add_device_flag(g)
+    add_llm_flags(g)
     g.add_argument("--cache", help="attention cache for local/openai (default: $LLMCOMP_CACHE)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the attention cache")
     p.set_defaults(func=run_cli)
@@ -110,7 +113,9 @@ def config_from_args(args: Any, base: CompareConfig | None = None) -> CompareCon
         batch_size=_given(args, "batch_size", base.train.batch_size),
         lr=_given(args, "lr", base.train.lr),
         eval_every=_given(args, "eval_every", base.train.eval_every),
+        device=_given(args, "device", base.train.device),
     )
+    local = base.source_options.get("local", {}) | llm_options(args)
     corpus = CorpusConfig(
         split=_given(args, "split", CorpusConfig.split),
         max_words=_given(args, "max_words", CorpusConfig.max_words),
@@ -133,6 +138,7 @@ def config_from_args(args: Any, base: CompareConfig | None = None) -> CompareCon
         converge=bool(getattr(args, "converge", False)) or base.converge,
         max_steps=_given(args, "max_steps", base.max_steps),
         patience=_given(args, "patience", base.patience),
+        source_options={**base.source_options, **({"local": local} if local else {})},
     )
 
 
@@ -183,8 +189,9 @@ class _Bars:
         self.training.close()
 
 
-def _check_dollars(labels: list[str], corpus: Any, config: Any, prices: Any) -> None:
-    """``--max-dollars``: the paid sources' estimates summed, refused (one line) before anything is sent."""
+def check_max_dollars(work: list[tuple[str, list[str], Any]], cache: Any, prices: Any, what: str) -> None:
+    """``--max-dollars``: the paid sources' estimates summed over ``work`` ((prefix, labels, corpus) each:
+    a suite's tasks, or one comparison with no prefix), refused (one line) before anything is sent."""
     from llmcomp.app.budget import BudgetError
     from llmcomp.app.scoring import estimate
     from llmcomp.app.sources import build_source
@@ -194,28 +201,33 @@ def _check_dollars(labels: list[str], corpus: Any, config: Any, prices: Any) -> 
     if prices.max_dollars is None:
         return
     total, parts = 0.0, []
-    for label in labels:
-        kind, options = parse_source(label)
-        if kind not in PAID:
-            continue
-        source = build_source({"kind": kind, **options}, cache=config.cache)
-        try:
-            cost = estimate(source, sentences_to_score(corpus, source), prices=prices).cost
-        finally:
-            source.close()
-        if cost is None or cost.dollars is None:
-            raise BudgetError(f"--max-dollars cannot be checked for {label}: {cost.basis if cost else 'no estimate'}")
-        total += cost.dollars
-        parts.append(f"{label}: {cost}")
+    for prefix, labels, corpus in work:
+        for label in labels:
+            kind, options = parse_source(label)
+            if kind not in PAID:
+                continue
+            name = f"{prefix}/{label}" if prefix else label
+            source = build_source({"kind": kind, **options}, cache=cache)
+            try:
+                cost = estimate(source, sentences_to_score(corpus, source), prices=prices).cost
+            finally:
+                source.close()
+            if cost is None or cost.dollars is None:
+                raise BudgetError(
+                    f"--max-dollars cannot be checked for {name}: {cost.basis if cost else 'no estimate'}"
+                )
+            total += cost.dollars
+            parts.append(f"{name}: {cost}")
     if total > prices.max_dollars:
         raise BudgetError(
-            f"this comparison would cost about ${total:,.2f} ({'; '.join(parts)}), more than --max-dollars "
+            f"{what} would cost about ${total:,.2f} ({'; '.join(parts)}), more than --max-dollars "
             f"{prices.max_dollars:g}; nothing was sent"
         )
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """``llmcomp compare``: train every source with every seed, write the folder, print the table."""
+    from llmcomp.cli.device_flags import check_devices
     from llmcomp.experiments.compare import compare, resolve_task
     from llmcomp.experiments.compare_sources import resolve_sources
     from llmcomp.settings import Paths
@@ -227,6 +239,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
         return run_suite_cli(args)
     config = config_from_args(args)
+    check_devices(config)  # a GPU this machine lacks: one line, before the corpus is even read
     corpus = load_corpus(args.corpus, config.corpus)
     print_corpus_notices(corpus)
     if config.max_sentences:
@@ -236,7 +249,7 @@ def run_cli(args: argparse.Namespace) -> int:
     for label in labels:
         parse_source(label)  # a label that cannot build a source stops here, before any training
     config.sources = labels
-    _check_dollars(labels, corpus, config, cli_prices(args))
+    check_max_dollars([("", labels, corpus)], config.cache, cli_prices(args), "this comparison")
     for note in notes:
         print(note, file=sys.stderr)
     out = getattr(args, "out", None)

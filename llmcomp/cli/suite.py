@@ -74,16 +74,39 @@ class _Lines:
             self.say(f"task {e['task']} done in {e['seconds']:.0f} s")
 
 
+def _check_dollars(config: SuiteConfig, paths: list[Path], args: argparse.Namespace) -> None:
+    """``--max-dollars`` over every task's paid sources, on each corpus as its comparison trains on it."""
+    from llmcomp.cli.common import cli_prices
+    from llmcomp.cli.compare import check_max_dollars
+    from llmcomp.experiments.compare_sources import resolve_sources
+    from llmcomp.experiments.suite import task_sources
+    from llmcomp.text.corpus import Corpus, load_corpus
+
+    prices = cli_prices(args)
+    if prices.max_dollars is None:
+        return
+    work = []
+    for task, path in zip(config.tasks, paths, strict=True):
+        corpus = load_corpus(path, config.compare.corpus)
+        if config.max_sentences:  # as compare cuts it (SuiteConfig.max_sentences)
+            corpus = Corpus(corpus.sentences[: config.max_sentences], name=corpus.name, config=corpus.config)
+        work.append((task, resolve_sources(task_sources(config.sources, task), corpus)[0], corpus))
+    check_max_dollars(work, config.compare.cache, prices, "this suite")
+
+
 def run_suite_cli(args: argparse.Namespace) -> int:
     """Run the suite, print every table and the summary; exit status 1 when a source failed."""
+    from llmcomp.cli.device_flags import check_devices
     from llmcomp.experiments.suite import check_tasks, run_suite, task_sources
     from llmcomp.settings import Paths
     from llmcomp.training.run_folder import new_run_dir
 
     config = suite_config_from_args(args)
-    check_tasks(config)  # one-line errors before anything is created
+    check_devices(config.compare)
+    paths = check_tasks(config)  # one-line errors before anything is created
     for task in config.tasks:
         task_sources(config.sources, task)
+    _check_dollars(config, paths, args)
     if config.out is None:
         config.out = new_run_dir(Paths.from_env().runs, "suite")
     c = config.compare

@@ -18,6 +18,7 @@ from llmcomp.cli.common import (
     load_cli_corpus,
     make_cli_source,
 )
+from llmcomp.cli.device_flags import add_device_flag, llm_device
 from llmcomp.model.config import GPTConfig
 from llmcomp.training.config import TrainConfig
 
@@ -47,12 +48,7 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, help="0: only at the end")
     g.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
-    g.add_argument(
-        "--device",
-        default=TrainConfig.device,
-        help="where the model trains (and the local LLM scores, unless --llm-device says otherwise): auto (a CUDA "
-        "GPU if torch sees one, else mps, else cpu), cpu, cuda, cuda:N or mps; default: %(default)s",
-    )
+    add_device_flag(g)
     g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer, help="default: %(default)s")
     g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd, help="default: %(default)s")
     g.add_argument(
@@ -98,8 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     task = choose_task(getattr(args, "task", "auto"), corpus.sentences)
     spec = resume_point(args.resume).source_spec if args.resume and args.attention is None else None
     kind = (spec or {}).get("kind") or args.attention or "uniform"
-    if kind == "local" and getattr(args, "source_device", None) is None and args.device != TrainConfig.device:
-        args.source_device = args.device  # one --device for the model and the LLM, unless --llm-device differs
+    if kind == "local":
+        args.source_device = llm_device(args)  # one --device for the model and the LLM, unless --llm-device differs
     if spec is not None:
         source, choice = make_cli_source(args, spec=spec), None
     else:

@@ -83,6 +83,9 @@ class CompareConfig:
     converge: bool = False
     max_steps: int = 3000
     patience: int = TrainConfig.patience
+    # options every label of a kind takes unless it sets them itself, e.g. {"local": {"device": "cuda"}}
+    # (``llmcomp compare --llm-device``); the label in the table stays as written
+    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,7 +185,7 @@ def _compare_source(
     kind, options = parse_source(label)
     source, choice = source_for_corpus(  # heads=top:K:PATTERN: chosen on the training split first
         corpus,
-        {"kind": kind, **options},
+        {"kind": kind, **config.source_options.get(kind, {}), **options},
         lambda d: build_source(d, cache=config.cache if kind in CACHED else None),
         progress=lambda s: emit({"event": "scoring", "label": label, "stats": s}),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmcomp.devices import DeviceError, check_device_name
+from llmcomp.devices import AUTO, DeviceError, check_device_name
 from llmcomp.errors import LLMCompError
 
 
@@ -55,7 +55,7 @@ class TrainConfig:
     min_delta: float = 0.0
     # where the model trains: auto (cuda when torch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N or mps.
     # Placement only: checkpoints are saved from CPU tensors and leave it out (llmcomp.devices; docs/operations.md)
-    device: str = "auto"
+    device: str = AUTO
 
     def __post_init__(self) -> None:
         self.validate()

@@ -27,7 +27,7 @@ from llmcomp import settings
 from llmcomp.app.jobs import JobManager
 from llmcomp.app.local_status import default_source, local_model_origin, local_state
 from llmcomp.settings import Paths, SettingsError
-from llmcomp.ui import attention_tab, compare_tab, corpus_tab, data_api, generate_tab, train_tab
+from llmcomp.ui import attention_tab, compare_tab, corpus_tab, data_api, generate_tab, source_form, train_tab
 from llmcomp.ui.common import CSS, AppContext, note, owner_of
 from llmcomp.ui.state import Session
 
@@ -168,6 +168,9 @@ def build_app(
         load.then(train.training_status, [session, train.seen], train.poll_outputs, api_visibility="private")
         load.then(train.describe_setup, session, [train.setup, train.resume], api_visibility="private")
         load.then(gen.list_models, session, gen.checkpoint, api_visibility="private")
+        # the devices this machine has (finding out imports torch: after the page is up, never while building)
+        load.then(lambda: [source_form.device_choices()] * 2, None, [attention.source.llm_device, train.device],
+                  api_visibility="private", show_progress="hidden")  # fmt: skip
         status_timer.tick(
             refresh_model_status, None, [model_status, status_timer], api_visibility="private", show_progress="hidden"
         )

@@ -32,8 +32,9 @@ LEARNED_NOTE = (
 
 
 def read_settings(
-    kind, n_heads, layers, base_url, model, mode, relations, floor=None, score_max=None, advanced=None, llm_heads=None
-) -> SourceSettings:
+    kind, n_heads, layers, base_url, model, mode, relations, floor=None, score_max=None, advanced=None, llm_heads=None,
+    answer=None, top_k=None, llm_device=None, llm_precision=None,
+) -> SourceSettings:  # fmt: skip
     d = SourceSettings()
     return SourceSettings(
         kind=str(kind or "local"),
@@ -47,6 +48,10 @@ def read_settings(
         floor=d.floor if floor is None else float(floor),
         score_max=d.score_max if score_max is None else int(score_max),
         advanced=str(advanced or ""),
+        answer=str(answer or d.answer),
+        top_k=d.top_k if top_k is None else int(top_k),
+        llm_device=str(llm_device or d.llm_device),
+        llm_precision=str(llm_precision or d.llm_precision),
     )
 
 

@@ -11,37 +11,19 @@ from typing import Any
 
 import gradio as gr
 
-from llmcomp.app.keys import owner_endpoint
 from llmcomp.app.local_status import default_source, local_state
 from llmcomp.app.sources import SourceSettings
-from llmcomp.attention.openai_config import safe_url
-from llmcomp.attention.registry import LABELS, MODES, RELATIONS
 from llmcomp.ui import attention_actions as act
-from llmcomp.ui import heads_panel
+from llmcomp.ui import heads_panel, source_form
 from llmcomp.ui.common import AppContext
 from llmcomp.ui.state import Session
 
-KIND_CHOICES: list[tuple[str, str]] = [(label, kind) for kind, label in LABELS.items()]
-D = SourceSettings()  # the form's defaults (the sources' config dataclasses, through the app layer)
-OTHER_CHOICES = [(label, kind) for label, kind in KIND_CHOICES if kind not in ("openai", "learned")]
+OTHER_CHOICES = [(label, kind) for label, kind in source_form.KIND_CHOICES if kind not in ("openai", "learned")]
 
 
 @dataclass
 class AttentionTab:
-    kind: gr.Dropdown
-    n_heads: gr.Slider
-    layers: gr.Textbox
-    base_url: gr.Textbox
-    model: gr.Textbox
-    api_key: gr.Textbox
-    mode: gr.Radio
-    relations: gr.CheckboxGroup
-    floor: gr.Number
-    score_max: gr.Number
-    advanced: gr.Textbox
-    llm_heads: gr.Textbox
-    local_box: gr.Group
-    openai_box: gr.Group
+    source: source_form.SourceForm  # the source's fields (``source_form``)
     estimate: gr.HTML
     progress: gr.HTML
     sentence: gr.Number
@@ -53,22 +35,18 @@ class AttentionTab:
     @property
     def form(self) -> list:
         """The source form a reload restores: every field but the API key."""
-        return [c for c in self.source_inputs if c is not self.api_key]
+        return self.source.form
 
     @staticmethod
     def form_values(s: SourceSettings) -> list:
-        """``form``'s values for settings ``s`` (a Base URL without whatever credentials it held)."""
-        return [s.kind, s.n_heads, s.layers, safe_url(s.base_url) if s.base_url else "", s.model, s.mode,
-                list(s.relations), s.floor, s.score_max, s.advanced, s.llm_heads]  # fmt: skip
+        return source_form.SourceForm.form_values(s)
 
     @property
     def source_inputs(self) -> list:
-        return [self.kind, self.n_heads, self.layers, self.base_url, self.model, self.api_key, self.mode,
-                self.relations, self.floor, self.score_max, self.advanced, self.llm_heads]  # fmt: skip
+        return self.source.inputs
 
 
 def build(ctx: AppContext, session: gr.State) -> AttentionTab:
-    own_base, own_model = owner_endpoint()
     gr.Markdown(
         "Choose where the attention comes from. The **local LLM** runs offline on this machine; an "
         "**OpenAI-compatible** server costs requests (see the estimate first); **baselines** are the yardsticks "
@@ -76,51 +54,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     )
     start = default_source(local_state())  # the local LLM, or a baseline where it cannot load (says why)
     session.value.settings = replace(session.value.settings, kind=start.kind)  # what new sessions start with
-    with gr.Row():
-        kind = gr.Dropdown(
-            KIND_CHOICES, value=start.kind, label="Attention source", info=start.picker_info(), elem_id="source-kind",
-            scale=2,
-        )  # fmt: skip
-        n_heads = gr.Slider(1, 9, value=1, step=1, label="Heads", elem_id="source-heads", scale=1)
-    with gr.Group(visible=start.kind == "local") as local_box:  # as toggle() shows it for the start kind
-        layers = gr.Textbox(
-            "all", label="LLM layers to average", info="all, last-8, first-4, 10-20 or 3,7,11", elem_id="local-layers"
-        )
-    with gr.Group(visible=False) as openai_box:
-        with gr.Row():
-            # every browser receives the placeholder: the owner's URL without user:password@ or ?api-key=
-            base_url = gr.Textbox("", label="Base URL", placeholder=safe_url(own_base), elem_id="openai-base-url")
-            model = gr.Textbox("", label="Model", placeholder=own_model, elem_id="openai-model")
-        api_key = gr.Textbox(
-            "",
-            label="API key",
-            type="password",
-            placeholder="kept in this browser session only; never saved or logged",
-            elem_id="openai-key",
-        )
-        with gr.Row():
-            mode = gr.Radio(list(MODES), value=D.mode, label="Scoring mode", elem_id="openai-mode")
-            relations = gr.CheckboxGroup(
-                list(RELATIONS), value=list(D.relations), label="Heads (one relation each)", elem_id="openai-relations"
-            )
-        with gr.Accordion("Scoring scale", open=False, elem_id="openai-scale"), gr.Row():
-            floor = gr.Number(
-                D.floor, minimum=0, label="Floor", info="added to every allowed cell before rows are normalised",
-                elem_id="openai-floor",
-            )  # fmt: skip
-            score_max = gr.Number(
-                D.score_max, precision=0, minimum=1, maximum=100, label="Highest score",
-                info="the model answers integers 0..this", elem_id="openai-score-max",
-            )  # fmt: skip
-    with gr.Accordion("Advanced options", open=False, elem_id="source-advanced-box"):
-        llm_heads = gr.Textbox(
-            "", label="LLM heads, one supplied head each (layer.head)", visible=start.kind == "local",
-            info="e.g. 21.4,23.5; empty: the LLM layers' heads averaged into Heads groups", elem_id="local-heads",
-        )  # fmt: skip
-        advanced = gr.Textbox(
-            "", lines=2, label="Other options of this source, option=value, one per line",
-            info="the options each source takes are listed in docs/sources.md", elem_id="source-advanced",
-        )  # fmt: skip
+    form = source_form.build(start)
+    kind, n_heads, llm_heads = form.kind, form.n_heads, form.llm_heads
     with gr.Row():
         max_sentences = gr.Number(
             0, precision=0, minimum=0, label="Sentences to score (0 = the whole corpus)", elem_id="max-sentences"
@@ -164,10 +99,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         """A new corpus: back to its first sentence, and nothing drawn for the old one stays."""
         return 0, None, act.stale_line(ctx, state, 0, "the corpus changed"), "", "", *cleared, *heads_cleared
 
-    tab = AttentionTab(
-        kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads, local_box,
-        openai_box, estimate, progress, sentence, head, heatmap, [], corpus_changed,
-    )  # fmt: skip
+    tab = AttentionTab(form, estimate, progress, sentence, head, heatmap, [], corpus_changed)
 
     # --- handlers: thin, named as the API documents them ---------------------------------------
     def remember(kind, n_heads, layers, base_url, model, api_key, *rest):
@@ -178,17 +110,17 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
 
     def set_source(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-        state: Session,
+        answer, top_k, llm_device, llm_precision, state: Session,
     ):  # fmt: skip
         """Choose this session's attention source (used by show_attention, start_training, ...). Every
         argument but kind defaults to the form's initial value, so a baseline needs one: predict("uniform",
-        api_name="/set_source") or predict(kind="uniform", ...). floor and
-        score_max: the OpenAI-compatible source's scale; advanced: any other option, option=value per line;
-        llm_heads: the local LLM's chosen heads (21.4,23.5), one supplied head each."""
-        remember(
-            kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-            state,
-        )  # fmt: skip
+        api_name="/set_source") or predict(kind="uniform", ...). floor and score_max: the OpenAI-compatible
+        source's scale; answer: dense or sparse (sentence mode only), top_k: words a sparse answer names per
+        word; advanced: any other option, option=value per line; llm_heads: the local LLM's chosen heads
+        (21.4,23.5), one supplied head each; llm_device (auto, cpu or a GPU this machine has) and
+        llm_precision (fp32, or bf16/fp16 on CUDA): where and how the local LLM runs."""
+        remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
+                 llm_heads, answer, top_k, llm_device, llm_precision, state)  # fmt: skip
 
     def source_changed(*form_and_state):
         """The form changed: keep the session in step, and take away what was drawn for the old source."""
@@ -201,34 +133,25 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         estimate = gr.skip() if state.estimated_for == state.settings else ""
         return None, line, estimate, "", *cleared, *([gr.skip()] * len(heads_cleared) if same_heads else heads_cleared)
 
-    def toggle(kind):
-        return (
-            gr.update(visible=kind == "local"),
-            gr.update(visible=kind == "openai"),
-            gr.update(visible=kind != "openai", label="Learned heads" if kind == "learned" else "Heads"),
-            gr.update(info=act.advanced_hint(kind)),
-            gr.update(visible=kind == "local"),
-        )
-
     def estimate_cost(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-        max_sentences, state: Session,
+        answer, top_k, llm_device, llm_precision, max_sentences, state: Session,
     ):  # fmt: skip
         """What scoring the corpus (or its first max_sentences) with this source would cost."""
         remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
-                 llm_heads, state)  # fmt: skip
+                 llm_heads, answer, top_k, llm_device, llm_precision, state)  # fmt: skip
         state.estimated_for = state.settings
         return act.estimate_cost(ctx, state, max_sentences)
 
     def score_corpus(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
-        max_sentences, state: Session,
+        answer, top_k, llm_device, llm_precision, max_sentences, state: Session,
     ):  # fmt: skip
         """Score the corpus (or its first max_sentences) with the chosen source, streaming progress:
         done, cached, failed, requests and tokens. Ends with the heatmap of the first scored sentence and
         its number."""
         remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
-                 llm_heads, state)  # fmt: skip
+                 llm_heads, answer, top_k, llm_device, llm_precision, state)  # fmt: skip
         yield from act.score_corpus(ctx, state, max_sentences)
 
     def show_attention(sentence_no, head, row_scale, state: Session):
@@ -259,7 +182,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
                 show_progress="hidden")  # fmt: skip
     for comp in tab.source_inputs:
         comp.change(source_changed, [*tab.source_inputs, sentence, session], tab.stale[1:], **private)
-    kind.change(toggle, kind, [local_box, openai_box, n_heads, advanced, llm_heads], **private)
+    source_form.wire(form)
     max_sentences.change(lambda: "", None, estimate, **private)
     estimate_btn.click(estimate_cost, [*tab.source_inputs, max_sentences, session], estimate, api_name="estimate_cost")
     score_btn.click(

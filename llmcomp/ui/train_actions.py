@@ -15,6 +15,7 @@ import gradio as gr
 from llmcomp.app import scoring
 from llmcomp.app.jobs import JobSnapshot, clock, owner_tag
 from llmcomp.app.sources import build_source
+from llmcomp.devices import check_available
 from llmcomp.plots import loss_figure
 from llmcomp.ui.common import USER_ERRORS, AppContext, UserError, failed, format_seconds, note, owner_of, progress_bar
 from llmcomp.ui.runs import find_run, run_choices, visible_runs
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 #: be resumed): a closed page must not hold the one training slot. The Train tab polls every second; a
 #: hidden tab may be throttled to a poll a minute, hence the margin. API clients poll training_status.
 TRAINING_LEASE_S = 300.0
-TRAIN_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "patience")  # TrainConfig's
+TRAIN_FIELDS = ("steps", "batch_size", "lr", "eval_every", "seed", "patience", "device")  # TrainConfig's
 MODEL_FIELDS = ("n_layer", "n_embd", "n_learned_heads", "dropout", "mix_heads")  # GPTConfig's
 FORM_FIELDS = TRAIN_FIELDS + MODEL_FIELDS
 
@@ -120,6 +121,7 @@ def start(ctx: AppContext, state: Session, request: gr.Request, form: dict[str, 
     source = None
     try:
         ctx.jobs.check_free(owner)
+        check_available(form["device"], "Training device")  # a GPU this machine lacks: one line, in the form's words
         corpus = ctx.corpus_of(state)
         tcfg = TrainConfig(**{k: form[k] for k in TRAIN_FIELDS})
         mcfg = GPTConfig(**{k: form[k] for k in MODEL_FIELDS})

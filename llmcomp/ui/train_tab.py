@@ -37,6 +37,7 @@ class TrainTab:
     job: gr.JSON
     seen: gr.State
     timer: gr.Timer
+    device: gr.Dropdown  # its choices: what this machine has, filled when the page loads (app.py)
     describe_setup: Callable[..., Any]  # handler: what a new run would train on, and the runs to resume
     training_status: Callable[..., Any]  # handler: the poll (also run on page load to re-attach)
 
@@ -82,6 +83,10 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         )
         dropout = gr.Slider(0.0, 0.5, value=D["dropout"], step=0.05, label="Dropout", elem_id="train-dropout")
         seed = gr.Number(D["seed"], precision=0, label="Seed", elem_id="train-seed")
+        device = gr.Dropdown(
+            [D["device"], "cpu"], value=D["device"], label="Device", allow_custom_value=True, elem_id="train-device",
+            info="where the model trains: auto takes a GPU where there is one",
+        )  # fmt: skip
     with gr.Row():
         resume = gr.Dropdown(
             [("(start a new run)", NEW_RUN)],
@@ -115,16 +120,17 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
 
     def start_training(
         steps, batch_size, lr, eval_every, n_layer, n_embd, learned_heads, dropout, seed, resume, mix_heads, patience,
-        state: Session, request: gr.Request,
+        device, state: Session, request: gr.Request,
     ):  # fmt: skip
         """Start training in the background (one run at a time per server); poll training_status. patience:
-        stop once this many validations in a row have not improved the best loss (0: train every step)."""
+        stop once this many validations in a row have not improved the best loss (0: train every step);
+        device: auto, cpu or a GPU this machine has (the local LLM's is the Attention tab's)."""
         try:
             form = {
                 "steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "eval_every": int(eval_every),
                 "seed": int(seed or 0), "n_layer": int(n_layer), "n_embd": int(n_embd),
                 "n_learned_heads": int(learned_heads), "dropout": float(dropout), "mix_heads": int(mix_heads),
-                "patience": int(patience),
+                "patience": int(patience), "device": str(device or D["device"]),
             }  # fmt: skip
         except (TypeError, ValueError):
             return failed(UserError("fill in every number: steps, batch size, learning rate, ..."))
@@ -143,7 +149,9 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
         return act.download(ctx, state, request, str(resume or ""))
 
     # --- wiring -------------------------------------------------------------------------------
-    tab = TrainTab(setup, resume, message, progress, status, plot, job, seen, timer, describe_setup, training_status)
+    tab = TrainTab(
+        setup, resume, message, progress, status, plot, job, seen, timer, device, describe_setup, training_status
+    )
     timer.tick(
         training_status,
         [session, seen],
@@ -167,6 +175,7 @@ def build(ctx: AppContext, session: gr.State) -> TrainTab:
             resume,
             mix_heads,
             patience,
+            device,
             session,
         ],  # fmt: skip
         message,
