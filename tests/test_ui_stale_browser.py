@@ -168,3 +168,28 @@ def test_an_estimate_goes_when_the_source_changes_and_stays_for_its_own(browser,
     choose(page, "source-kind", GAUSSIAN)
     page.wait_for_function("() => !document.querySelector('#estimate').innerText.includes('free')")
     ctx.close()
+
+
+def test_the_answer_field_follows_the_mode_and_the_devices_are_this_machines(browser, server):  # noqa: F811
+    """Sparse answers exist in sentence mode only: another mode hides the field and sets it back to dense; top-k
+    shows for sparse only. The LLM device list is what this machine has, filled once the page has loaded."""
+    ctx, page = new_page(browser, server)
+    tab(page, "2 · Attention")
+    choose(page, "source-kind", "OpenAI-compatible API")
+    page.wait_for_selector("#openai-answer", state="visible")
+    assert not page.locator("#openai-top-k").is_visible()
+    page.click("#openai-answer label:has-text('sparse')")
+    page.wait_for_selector("#openai-top-k", state="visible")
+    page.click("#openai-mode label:has-text('prefix')")
+    page.wait_for_selector("#openai-answer", state="hidden")
+    page.wait_for_selector("#openai-top-k", state="hidden")
+    page.click("#openai-mode label:has-text('sentence')")
+    page.wait_for_selector("#openai-answer", state="visible")
+    assert page.locator("#openai-answer input[value=dense]").is_checked()  # set back, not left at sparse
+    choose(page, "source-kind", "Local LLM: SmolLM2-135M, offline (default)")
+    page.click("#source-advanced-box")
+    page.click("#local-device input")
+    options = [o.split("\n")[-1] for o in page.get_by_role("option").all_inner_texts()]  # less the ✓ mark
+    assert options == ["auto", "cpu"], options  # this machine has no GPU: nothing else is offered
+    shot(page, "s09-answer-and-device-fields")
+    ctx.close()
