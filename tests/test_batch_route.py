@@ -310,3 +310,11 @@ def test_ctrl_c_while_waiting_is_one_line_and_the_batch_is_resumed(fake_openai, 
     store = BatchStore(cache)
     assert [r.open for r in store.all()] == [True]
     store.close()
+
+
+def test_batch_without_a_cache_is_a_one_line_error(fake_openai, tmp_path):
+    cmd = [a for a in _cli(url=fake_openai.url, cache=tmp_path / "c.sqlite")]
+    cmd[cmd.index("--cache") : cmd.index("--cache") + 2] = ["--no-cache"]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--batch needs the attention cache" in out.stderr
+    assert fake_openai.stats()["files_uploaded"] == 0

@@ -37,6 +37,7 @@ from llmcomp.attention.openai_client import ChatClient
 from llmcomp.attention.openai_config import BatchConfig, safe_url
 from llmcomp.attention.openai_errors import BadFormat, ScoringAborted, UnitFailed, classify, server_message
 from llmcomp.attention.openai_modes import Run, Strategy
+from llmcomp.attention.openai_runtime import CallbackRaised
 
 log = logging.getLogger("llmcomp.attention.openai")
 
@@ -77,7 +78,10 @@ class BatchRoute:
                 run.results[key] = m
                 run.stats.scored += 1
                 if run.progress:
-                    run.progress(run.stats)
+                    try:
+                        run.progress(run.stats)
+                    except BaseException as e:  # noqa: BLE001 - carried to the caller, as the live route does
+                        raise CallbackRaised(e) from None
             else:
                 rest.append((key, words))  # prefix and pair mode read their cached rows and pairs themselves
         return rest
@@ -135,7 +139,7 @@ class BatchRoute:
         for u in units:
             line = request_line(self.strategy, u, fmt)
             if len(line) > self.batch.max_bytes:
-                self.failed[next(iter(provides(u)))] = "request larger than a batch file may be"
+                self._mark(self.failed, u, "request larger than a batch file may be")
                 continue
             if len(files[-1]) >= self.batch.max_requests or size + len(line) > self.batch.max_bytes:
                 files.append([])
