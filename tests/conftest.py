@@ -18,6 +18,17 @@ def fake_openai():
         yield server
 
 
+@pytest.fixture
+def no_openai_env(monkeypatch, tmp_path):
+    """No key, URL or model from the developer's shell or .env; the test's own folder; formats learnt afresh."""
+    from llmcomp.attention.openai_source import _KNOWN_FORMATS
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMCOMP_OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    _KNOWN_FORMATS.clear()
+
+
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
     """The web app served on 127.0.0.1 (a free port) with its own home folder, for gradio_client tests;

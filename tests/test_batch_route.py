@@ -16,35 +16,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_openai_source import CORPUS  # six sentences, one of them with "rained", one "morning"
 
 from llmcomp.attention import AttentionCache
 from llmcomp.attention.batch_store import BatchStore
 from llmcomp.attention.openai_config import BatchConfig
-from llmcomp.attention.openai_source import _KNOWN_FORMATS, OpenAISource, ScoringAborted
-from llmcomp.text import tokenize
+from llmcomp.attention.openai_source import OpenAISource, ScoringAborted
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "planted-BATCHCHECK-4e1d7a9b3c6f"  # distinctive: searched for in every file the route writes
-CORPUS = [
-    tokenize(t)
-    for t in [
-        "The cat sat on the mat.",
-        "A dog chased the cat.",
-        "The dog and the cat became friends.",
-        "Birds sing in the morning.",
-        "She gave him the book he wanted.",
-        "It rained all day, so we stayed inside.",
-    ]
-]
 FAST = BatchConfig(poll=0.01, wait=30)
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMCOMP_OPENAI_MODEL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    _KNOWN_FORMATS.clear()
+pytestmark = pytest.mark.usefixtures("no_openai_env")  # tests/conftest.py
 
 
 @pytest.fixture

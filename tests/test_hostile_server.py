@@ -17,7 +17,7 @@ import torch
 
 from llmcomp.attention import answers
 from llmcomp.attention.baselines import UniformSource
-from llmcomp.attention.openai_source import _KNOWN_FORMATS, OpenAIConfigError, OpenAISource, ScoringAborted
+from llmcomp.attention.openai_source import OpenAIConfigError, OpenAISource, ScoringAborted
 from llmcomp.testing.behaviours import ACCEPTED, FAULTS
 from llmcomp.testing.hostile import KEY, leaks, run_fault
 from llmcomp.text import tokenize
@@ -29,12 +29,7 @@ TWELVE = [[f"w{i}", "sat", "."] for i in range(12)]
 FAST = {"timeout": 0.5, "max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02, "max_corrective_retries": 1}
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMCOMP_OPENAI_MODEL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    _KNOWN_FORMATS.clear()
+pytestmark = pytest.mark.usefixtures("no_openai_env")  # tests/conftest.py
 
 
 @pytest.fixture
