@@ -136,6 +136,8 @@ def test_the_wait_has_a_deadline_and_a_later_run_collects_the_same_batch(make, f
     assert [len(r.units) for r in store.all() if r.open] == [len(CORPUS)]
     store.close()
     cache.close()
+    assert make().estimate(CORPUS).requests == 0, "requests an open batch holds are paid already"
+    assert make(batch=None).estimate(CORPUS).requests == len(CORPUS)
     got = make().score_many(CORPUS)
     stats = fake_openai.stats()
     assert not got.failures and stats["batches_created"] == 1 and stats["batch_lines"] == len(CORPUS)

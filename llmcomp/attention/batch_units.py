@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcomp.attention import answers, prompts
-from llmcomp.attention.base import validate_attention
+from llmcomp.attention.base import ScoreStats, validate_attention
 from llmcomp.attention.openai_client import json_key
+from llmcomp.attention.openai_config import BatchConfig
 from llmcomp.attention.openai_modes import Strategy, chunks, pair_key, row_key
 
 #: the endpoint every request of a batch is sent to
@@ -73,6 +74,46 @@ def request_line(strategy: Strategy, unit: Unit, fmt: str) -> bytes:
         body["temperature"] = c.temperature
     line = {"custom_id": unit.custom_id, "method": "POST", "url": ENDPOINT, "body": body}
     return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
+def within_budget(strategy: Strategy, units: list[Unit], usage: ScoreStats) -> list[Unit]:
+    """The units the source's request and token budgets allow, counted into ``usage`` (each line is a request);
+    the rest are left to the live route, which reports them as over budget."""
+    c, out = strategy.config, []
+    top_k = c.top_k if c.answer == "sparse" else None
+    planned = usage.prompt_tokens + usage.completion_tokens
+    for u in units:
+        n = len(u.what.get("words") or u.what.get("pairs") or [])
+        tokens = prompts.approx_answer_tokens(strategy.task, n, len(strategy.heads), top_k)
+        tokens += sum(prompts.approx_tokens(m["content"]) for m in messages_of(strategy, u))
+        if c.max_requests is not None and usage.requests >= c.max_requests:
+            break
+        if c.max_tokens is not None and planned + tokens > c.max_tokens:
+            break
+        usage.requests += 1
+        planned += tokens
+        out.append(u)
+    return out
+
+
+def split_files(
+    strategy: Strategy, units: list[Unit], fmt: str, limits: BatchConfig
+) -> tuple[list[list[tuple[Unit, bytes]]], list[Unit]]:
+    """The units as input files within the Batch API's limits (requests and bytes per file), and the units too
+    large for any file."""
+    files: list[list[tuple[Unit, bytes]]] = [[]]
+    too_big, size = [], 0
+    for u in units:
+        line = request_line(strategy, u, fmt)
+        if len(line) > limits.max_bytes:
+            too_big.append(u)
+            continue
+        if len(files[-1]) >= limits.max_requests or size + len(line) > limits.max_bytes:
+            files.append([])
+            size = 0
+        files[-1].append((u, line))
+        size += len(line)
+    return [f for f in files if f], too_big
 
 
 def accept(strategy: Strategy, unit: Unit, content: str, finish: str | None) -> None:

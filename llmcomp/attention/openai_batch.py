@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmcomp.attention import prompts
 from llmcomp.attention.base import ScoreStats
 from llmcomp.attention.batch_store import BatchRecord, BatchStore
 from llmcomp.attention.batch_units import (
@@ -31,7 +30,8 @@ from llmcomp.attention.batch_units import (
     provides,
     read_jsonl,
     read_line,
-    request_line,
+    split_files,
+    within_budget,
 )
 from llmcomp.attention.openai_client import ChatClient
 from llmcomp.attention.openai_config import BatchConfig, safe_url
@@ -86,6 +86,17 @@ class BatchRoute:
                 rest.append((key, words))  # prefix and pair mode read their cached rows and pairs themselves
         return rest
 
+    def plan(self, todo: dict[str, list[str]]) -> list[tuple[list[dict[str, str]], int]]:
+        """What a run would still submit for ``todo`` (cache key -> words, not cached), as an estimate counts
+        requests: (messages, scores per head), less the requests already in an open batch of this source."""
+        store = BatchStore(self.strategy.cache.path)  # type: ignore[union-attr]
+        try:
+            waiting = {cid for rec in store.open_batches(self.endpoint, self.identity) for cid in rec.units}
+        finally:
+            store.close()
+        units = [u for u in plan_units(self.strategy, todo) if u.custom_id not in waiting]
+        return [(messages_of(self.strategy, u), len(u.what.get("words") or u.what.get("pairs"))) for u in units]
+
     async def prefill(self, items: list[tuple[str, list[str]]], stats: ScoreStats) -> dict[str, str]:
         """Score ``items`` (cache key, words) through batches; returns, by sentence key, why a sentence must not
         be asked live (its requests never ran, or failed with live retries off). The rest is cached or live."""
@@ -97,7 +108,11 @@ class BatchRoute:
             if self.open:
                 self.notify(f"resuming {len(self.open)} batch(es) of an earlier run ({len(waiting)} requests)")
             units = [u for u in plan_units(self.strategy, dict(items)) if u.custom_id not in waiting]
-            for part in self._files(self._within_budget(units)):
+            files, too_big = split_files(self.strategy, within_budget(self.strategy, units, self.chat.usage),
+                                         self._format(), self.batch)  # fmt: skip
+            for u in too_big:
+                self._mark(self.failed, u, "request larger than a batch file may be")
+            for part in files:
                 self.open.append(await self._submit(store, part))
             await self._wait(store, stats)
         finally:
@@ -111,42 +126,6 @@ class BatchRoute:
             if why is not None:
                 blocked[key] = why
         return blocked
-
-    def _within_budget(self, units: list[Unit]) -> list[Unit]:
-        """The units the request and token budgets allow (each line counts as a request); the rest are left to
-        the live route, which reports them as over budget."""
-        c, usage, out = self.config, self.chat.usage, []
-        top_k = c.top_k if c.answer == "sparse" else None
-        planned = usage.prompt_tokens + usage.completion_tokens
-        for u in units:
-            n = len(u.what.get("words") or u.what.get("pairs") or [])
-            tokens = prompts.approx_answer_tokens(self.strategy.task, n, len(self.strategy.heads), top_k)
-            tokens += sum(prompts.approx_tokens(m["content"]) for m in messages_of(self.strategy, u))
-            if c.max_requests is not None and usage.requests >= c.max_requests:
-                break
-            if c.max_tokens is not None and planned + tokens > c.max_tokens:
-                break
-            usage.requests += 1  # the budget counts a batch line as a request
-            planned += tokens
-            out.append(u)
-        return out
-
-    def _files(self, units: list[Unit]) -> list[list[tuple[Unit, bytes]]]:
-        """Units as input files within the Batch API's limits (requests and bytes per file)."""
-        fmt = self._format()
-        files: list[list[tuple[Unit, bytes]]] = [[]]
-        size = 0
-        for u in units:
-            line = request_line(self.strategy, u, fmt)
-            if len(line) > self.batch.max_bytes:
-                self._mark(self.failed, u, "request larger than a batch file may be")
-                continue
-            if len(files[-1]) >= self.batch.max_requests or size + len(line) > self.batch.max_bytes:
-                files.append([])
-                size = 0
-            files[-1].append((u, line))
-            size += len(line)
-        return [f for f in files if f]
 
     def _format(self) -> str:
         """The response format this server is known to take (learnt live, or json_schema, the Batch API's)."""

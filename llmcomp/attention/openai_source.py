@@ -38,7 +38,6 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llmcomp.attention import prompts
@@ -63,27 +62,9 @@ from llmcomp.attention.openai_config import (
 from llmcomp.attention.openai_errors import ScoringAborted as ScoringAborted
 from llmcomp.attention.openai_modes import STRATEGIES, Run, Strategy, pair_key, row_key
 from llmcomp.attention.openai_runtime import CacheWriter, LoopThread, RunCancelled
-from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION, Answer
+from llmcomp.attention.prompts import PROMPT_VERSION, SCHEMA_VERSION, Answer, Estimate
 
 log = logging.getLogger("llmcomp.attention.openai")
-
-
-@dataclass
-class Estimate:
-    """What scoring would cost: first-attempt requests and approximate tokens, after cache hits."""
-
-    mode: str
-    sentences: int
-    cached: int  # sentences whose matrix is already cached
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-
-    def __str__(self) -> str:
-        return (
-            f"{self.mode} mode: {self.sentences - self.cached} of {self.sentences} sentences to score, "
-            f"{self.requests} requests, about {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens"
-        )
 
 
 class OpenAISource(AttentionSource):
@@ -241,6 +222,8 @@ class OpenAISource(AttentionSource):
                 todo[key] = words
         strategy, n_heads = self._strategy(), len(self.config.heads)
         planned = strategy.plan(list(todo.values()))
+        if self.batch is not None and self.cache is not None:  # requests an open batch holds are paid already
+            planned = BatchRoute(self.batch, strategy, self._chat, self._batch_identity()).plan(todo)
         prompt_tokens = sum(prompts.approx_tokens(m["content"]) for messages, _ in planned for m in messages)
         top_k = self.config.top_k if self.config.answer == "sparse" else None
         completion_tokens = sum(prompts.approx_answer_tokens(strategy.task, n, n_heads, top_k) for _, n in planned)
@@ -295,9 +278,12 @@ class OpenAISource(AttentionSource):
         """The Batch API first when asked (``openai_batch``), then live requests for whatever is left."""
         strategy = self._strategy()
         if self.batch is not None:
-            identity = json_key("batch", self.fingerprint())
-            items = await BatchRoute(self.batch, strategy, self._chat, identity, self.on_batch_status).route(run, items)
+            route = BatchRoute(self.batch, strategy, self._chat, self._batch_identity(), self.on_batch_status)
+            items = await route.route(run, items)
         await strategy.score(run, items)
+
+    def _batch_identity(self) -> str:
+        return json_key("batch", self.fingerprint())
 
     def cancel(self) -> None:
         """Stop scoring from any thread, at once: ``ScoringAborted("cancelled: ...")``; the source stays cancelled."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Task = Literal["sentence", "prefix", "pair"]
@@ -219,6 +220,24 @@ def response_format(kind: str, task: Task, heads: list[str], answer: str = "dens
 
 
 # --- token estimates (no tokenizer is available for every server: these are approximations) --
+@dataclass
+class Estimate:
+    """What scoring would cost: first-attempt requests and approximate tokens, after cache hits."""
+
+    mode: str
+    sentences: int
+    cached: int  # sentences whose matrix is already cached
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.mode} mode: {self.sentences - self.cached} of {self.sentences} sentences to score, "
+            f"{self.requests} requests, about {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens"
+        )
+
+
 def approx_tokens(text: str) -> int:
     """About four characters per token for English prose and JSON."""
     return max(1, math.ceil(len(text) / 4))
