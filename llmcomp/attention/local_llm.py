@@ -88,6 +88,7 @@ class LocalLLMSource(AttentionSource):
     #: run batches through ``local_forward`` (BOS once, no lock, passes at once) where it can; False: the
     #: hook path for every pass, as before it existed (bench.local_llm's baseline)
     fast = True
+    workers: int | None = None  #: passes at once with the lean pass; None: ``cpu_workers``
 
     def __init__(self, config: LocalLLMConfig | None = None, *, cache=None, fallback=None, **options: Any):
         known = {f.name for f in fields(LocalLLMConfig)}
@@ -280,7 +281,7 @@ class LocalLLMSource(AttentionSource):
                 progress(stats)
 
         chunks = self._batches(order, aligned, len(layers) * model.n_model_heads)
-        workers = cpu_workers(self.config.torch_threads) if fast else 1
+        workers = (self.workers or cpu_workers(self.config.torch_threads)) if fast else 1
         if workers == 1 or len(chunks) == 1:
             for chunk in chunks:
                 record(*run(chunk))
