@@ -60,7 +60,8 @@ class BatchRoute:
         self.batch, self.strategy, self.chat, self.identity = batch, strategy, chat, identity
         self.config = strategy.config
         self.endpoint = safe_url(self.config.base_url)
-        self.notify = notify or (lambda line: log.info("%s", line))
+        say = notify or (lambda line: log.info("%s", line))
+        self.notify = lambda line: say(chat.safe(line))  # ids and statuses are the server's words: one safe line
         self.failed: dict[str, str] = {}  # unit id (``provides`` terms) -> why its line gave no answer
         self.not_run: dict[str, str] = {}  # unit id -> why it never ran
         self.open: list[BatchRecord] = []
