@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 #: where every config starts (``TrainConfig.device``, ``LocalLLMConfig.device``): a GPU if torch sees one
 AUTO = "auto"
-#: the local LLM's precisions (``LocalLLMConfig.precision``, the first its default): fp32, or autocast on CUDA
+#: the local LLM's precisions (``LocalLLMConfig.precision``, the first its default): fp32, bf16 (on the CPU
+#: bf16 weights in the lean pass, on CUDA autocast) or fp16 (autocast on CUDA only)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: the device kinds each precision runs on (None: every one)
+PRECISION_DEVICES: dict[str, tuple[str, ...] | None] = {"fp32": None, "bf16": ("cpu", "cuda"), "fp16": ("cuda",)}
 _NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -32,6 +35,16 @@ def check_device_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DeviceError(f"unknown device {name!r}; choose {DEVICE_NAMES}")
     return name
+
+
+def precision_error(precision: str, device_type: str, flag: str = "--llm-precision") -> str | None:
+    """Why ``precision`` cannot run on a device of ``device_type`` (one line naming ``flag``), or None if it can."""
+    kinds = PRECISION_DEVICES.get(precision, ())
+    if kinds is None or device_type in kinds:
+        return None
+    where = "a CUDA GPU only" if kinds == ("cuda",) else " or ".join("the CPU" if k == "cpu" else "a CUDA GPU" for k in kinds)
+    other = "bf16 or fp32" if precision == "fp16" and device_type == "cpu" else "fp32"
+    return f"{flag} {precision} runs on {where} (the LLM runs on {device_type}); use {flag} {other}"
 
 
 def available_devices() -> list[str]:

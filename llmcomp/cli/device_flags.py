@@ -57,14 +57,13 @@ def llm_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_devices(config: CompareConfig) -> None:
-    """A device this machine lacks, or half precision off a CUDA GPU, stops a comparison here in one
+    """A device this machine lacks, or a precision it cannot run there (fp16 off a CUDA GPU), stops a comparison here in one
     line, before anything is scored or trained (not once per source, as each run would find it)."""
-    from llmcomp.devices import AUTO, DeviceError, resolve_device
+    from llmcomp.devices import AUTO, DeviceError, precision_error, resolve_device
 
     resolve_device(config.train.device, "--device")
     local = config.source_options.get("local", {})
     where = resolve_device(str(local.get("device") or AUTO), "--llm-device")  # AUTO: LocalLLMConfig's
-    precision = local.get("precision") or "fp32"
-    if precision != "fp32" and where.type != "cuda":
-        raise DeviceError(f"--llm-precision {precision} runs on a CUDA GPU only (the LLM runs on {where}); "
-                            "use --llm-precision fp32")  # fmt: skip
+    refused = precision_error(str(local.get("precision") or "fp32"), where.type)
+    if refused is not None:
+        raise DeviceError(refused)
