@@ -42,7 +42,11 @@ def precision_error(precision: str, device_type: str, flag: str = "--llm-precisi
     kinds = PRECISION_DEVICES.get(precision, ())
     if kinds is None or device_type in kinds:
         return None
-    where = "a CUDA GPU only" if kinds == ("cuda",) else " or ".join("the CPU" if k == "cpu" else "a CUDA GPU" for k in kinds)
+    where = (
+        "a CUDA GPU only"
+        if kinds == ("cuda",)
+        else " or ".join("the CPU" if k == "cpu" else "a CUDA GPU" for k in kinds)
+    )
     other = "bf16 or fp32" if precision == "fp16" and device_type == "cpu" else "fp32"
     return f"{flag} {precision} runs on {where} (the LLM runs on {device_type}); use {flag} {other}"
 

@@ -16,7 +16,7 @@ from llmcomp.app.sources import parse_advanced
 from llmcomp.attention import make_source
 from llmcomp.attention.local_llm import LocalLLMError, LocalLLMSource
 from llmcomp.cli import main
-from llmcomp.devices import DeviceError, resolve_device
+from llmcomp.devices import DeviceError, precision_error, resolve_device
 from llmcomp.model import GPTConfig
 from llmcomp.settings import EXAMPLE_CORPUS
 from llmcomp.text import load_corpus
@@ -113,10 +113,17 @@ def test_the_local_batch_size_follows_the_device():
     assert [len(b) for b in src._batches(list(aligned), aligned, 270)] == [7] * 5 + [5]
 
 
-def test_half_precision_is_refused_off_a_cuda_gpu():
+def test_fp16_is_refused_off_a_cuda_gpu_and_bf16_runs_on_the_cpu():
     with pytest.raises(LocalLLMError) as e:
-        LocalLLMSource(device="cpu", precision="bf16").score_many([["a", "cat"]])
-    assert "CUDA GPU only" in str(e.value) and "--llm-precision fp32" in str(e.value)
+        LocalLLMSource(device="cpu", precision="fp16").score_many([["a", "cat"]])
+    line = str(e.value)
+    assert "\n" not in line and "fp16 runs on a CUDA GPU only" in line and "--llm-precision bf16 or fp32" in line
+    (m,) = LocalLLMSource(device="cpu", precision="bf16").score_many([["a", "cat"]]).require_all()
+    assert m.shape == (1, 2, 2)
+    assert precision_error("bf16", "cpu") is None and precision_error("fp32", "mps") is None
+    assert precision_error("bf16", "mps") == (
+        "--llm-precision bf16 runs on the CPU or a CUDA GPU (the LLM runs on mps); use --llm-precision fp32"
+    )
 
 
 def test_the_web_form_has_fields_of_its_own_for_device_and_precision():
@@ -149,9 +156,13 @@ def test_compare_and_the_suite_refuse_a_gpu_this_machine_lacks_in_one_line(capsy
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "no CUDA GPU" in err and f"{flag} cpu" in err, err
-    assert main(["compare", *common, "--llm-precision", "bf16", "--out", str(tmp_path / "d")]) == 2
+    assert main(["compare", *common, "--llm-precision", "fp16", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "--llm-precision bf16 runs on a CUDA GPU only" in err
+    assert "\n" not in err and "--llm-precision fp16 runs on a CUDA GPU only" in err
+    from llmcomp.cli.device_flags import check_devices
+    from llmcomp.experiments.compare import CompareConfig
+
+    check_devices(CompareConfig(source_options={"local": {"device": "cpu", "precision": "bf16"}}))  # no error
     assert main(["compare", *common, "--llm-precision", "fp8"]) == 2
     assert "--llm-precision: " in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before any folder was made

@@ -227,7 +227,7 @@ class SourceSettings:
     answer: str = OpenAIConfig.answer  # openai only: dense, or sparse (sentence mode only) naming top_k words per word
     top_k: int = OpenAIConfig.top_k  # openai only, sparse answers
     llm_device: str = AUTO  # local only (LocalLLMConfig.device): auto, cpu or a GPU this machine has
-    llm_precision: str = PRECISIONS[0]  # local only (LocalLLMConfig.precision): fp32, or bf16/fp16 on CUDA
+    llm_precision: str = PRECISIONS[0]  # local only (LocalLLMConfig.precision): fp32, bf16 (CPU or CUDA) or fp16 (CUDA)
     advanced: str = ""  # every other option of the kind: name=value, one per line (``parse_advanced``)
 
     def description(self) -> dict[str, Any]:

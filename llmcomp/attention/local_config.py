@@ -43,7 +43,7 @@ class LocalLLMConfig:
     # where the LLM runs: auto (cuda if torch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N, mps. Not in
     # the cache key nor the spec: placement, not identity (docs/cache.md); a checkpoint rebuilds on any machine
     device: str = AUTO
-    # fp32, or bf16/fp16 autocast on a CUDA GPU (weights cast to float32, rows re-normalised). Half precision
+    # fp32; bf16 on the CPU (bf16 weights, local_forward) or a CUDA GPU (autocast); fp16 on CUDA only. Half precision
     # changes the matrices by more than float error, so it enters the cache key; fp32 leaves the key as it was
     precision: Literal["fp32", "bf16", "fp16"] = PRECISIONS[0]  # the Literal is PRECISIONS (tests/test_device.py)
     # torch threads while scoring (process-wide, restored after); None keeps torch's setting. 1 by default:

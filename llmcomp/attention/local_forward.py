@@ -103,8 +103,10 @@ def _half_weights(model: LoadedModel) -> Half:
         if decoder not in _HALF:
             _HALF[decoder] = [
                 {
-                    name: (module.weight.detach().to(torch.bfloat16).contiguous(),
-                           None if module.bias is None else module.bias.detach().to(torch.bfloat16))
+                    name: (
+                        module.weight.detach().to(torch.bfloat16).contiguous(),
+                        None if module.bias is None else module.bias.detach().to(torch.bfloat16),
+                    )
                     for name, module in ((n, layer.get_submodule(path)) for n, path in _PROJECTIONS.items())
                 }  # fmt: skip
                 for layer in decoder.layers

@@ -266,7 +266,9 @@ class LocalLLMSource(AttentionSource):
             if len(chunk) == 1:  # one sentence: reuse the last one's pass if it is a prefix of this one
                 att = self._extend(model, layers, aligned[chunk[0]].ids)[None]
             elif fast:
-                att = local_forward.batch_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
+                att = local_forward.batch_attention(
+                    model, [aligned[i].ids for i in chunk], layers, self.config.precision
+                )
             else:
                 att = piece_attention(model, [aligned[i].ids for i in chunk], layers, self.config.precision)
             if index is not None:

@@ -242,7 +242,7 @@ def extend_piece_attention(
 
 def _run_layers(model: LoadedModel, layers: list[int], precision: str = "fp32", **inputs: Any) -> torch.Tensor:
     """One forward pass up to the deepest selected layer, on the model's device; (B, len(layers) * heads, Q, K)
-    float32 attention on the CPU. ``precision`` bf16/fp16 (CUDA only) runs under autocast: eager attention
+    float32 attention on the CPU. ``precision`` bf16 (CPU or CUDA) or fp16 (CUDA) runs under autocast: eager attention
     takes its softmax in float32 but hands back half-precision weights, so rows are cast to float32 and
     re-normalised to sum to 1."""
     device = next(model.decoder.parameters()).device

@@ -58,7 +58,11 @@ SOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
     "torch_threads": ("local", "--llm-threads", "torch threads while the LLM scores (none: torch's own setting)"),
     "max_pieces": ("local", "--max-pieces", "longer sentences (in LLM tokens) fail with a reason"),
     "device": ("local", "--llm-device", "where the LLM runs: auto (a CUDA GPU if present), cpu, cuda, cuda:N, mps"),
-    "precision": ("local", "--llm-precision", "fp32, or bf16/fp16 autocast on a CUDA GPU (enters the cache key)"),
+    "precision": (
+        "local",
+        "--llm-precision",
+        "fp32, bf16 (CPU or CUDA GPU) or fp16 (CUDA GPU); bf16/fp16 enter the cache key",
+    ),
     "base_url": ("openai", "--base-url", "server URL (default: OPENAI_BASE_URL, else OpenAI)"),
     "model": ("openai", "--model", "chat model (default: LLMCOMP_OPENAI_MODEL, else gpt-4o-mini)"),
     "mode": ("openai", "--mode", f"how it asks: {', '.join(MODES)}"),

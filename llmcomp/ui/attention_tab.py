@@ -118,7 +118,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         source's scale; answer: dense or sparse (sentence mode only), top_k: words a sparse answer names per
         word; advanced: any other option, option=value per line; llm_heads: the local LLM's chosen heads
         (21.4,23.5), one supplied head each; llm_device (auto, cpu or a GPU this machine has) and
-        llm_precision (fp32, or bf16/fp16 on CUDA): where and how the local LLM runs."""
+        llm_precision (fp32, bf16 on CPU or CUDA, fp16 on CUDA): where and how the local LLM runs."""
         remember(kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced,
                  llm_heads, answer, top_k, llm_device, llm_precision, state)  # fmt: skip
 

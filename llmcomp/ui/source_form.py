@@ -128,7 +128,8 @@ def build(start: DefaultSource) -> SourceForm:
                 )  # fmt: skip
                 llm_precision = gr.Radio(
                     list(PRECISIONS), value=D.llm_precision, label="LLM precision",
-                    info="bf16/fp16: autocast on a CUDA GPU only", elem_id="local-precision",
+                    info="fp32 by default; bf16 on the CPU (about 2x faster with AVX512_BF16) or a CUDA GPU, "
+                    "matrices ~1e-2 off fp32; fp16 on a CUDA GPU only", elem_id="local-precision",
                 )  # fmt: skip
         advanced = gr.Textbox(
             "", lines=2, label="Other options of this source, option=value, one per line",
