@@ -7,8 +7,9 @@ The chosen-heads rows compare heads from layers up to 3 with heads that need all
 ratio is time against the latter, same sentences, same run). The rows marked "hook path" run every
 pass through transformers' decoder with hooks, one at a time, as the source did before
 ``local_forward``; ``vs_hook_path`` is their time over the default's, in the same run. "one pass at
-a time" is the lean pass without the second worker. No cache is used: every repeat scores every
-sentence afresh. Medians (and the best) over the repeats; each repeat runs the configurations in turn.
+a time" is the lean pass without the second worker. The "bf16" row is the opt-in ``precision="bf16"``
+(bf16 projection weights in the lean pass); ``vs_fp32`` is the fp32 row's time over its own. No cache
+is used: every repeat scores every sentence afresh. Medians (and the best) over the repeats; each repeat runs the configurations in turn.
 The machine's load average is printed with each row: with other processes busy, torch's default of
 one thread per core collapses (threads spin-wait on each other), which is why the local source runs
 single-thread passes (two at once on two cores) unless told otherwise.
@@ -31,6 +32,7 @@ from llmcomp.threads import torch_threads
 
 DEEP_HEADS = "local, heads 21.4+29.4 (all 30 layers run)"
 HOOK = ", hook path"  # the same configuration with LocalLLMSource.fast off: the baseline of vs_hook_path
+BF16 = ", bf16"  # the same configuration with precision="bf16" (opt-in): vs_fp32 is fp32's time over its own
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example.txt"
 
 
@@ -85,6 +87,7 @@ def run(quick: bool = False) -> list[dict]:
         (DEEP_HEADS, "local", deep),
         (DEEP_HEADS + HOOK, "local", {**deep, "hook": True}),
         (DEEP_HEADS + ", one pass at a time", "local", {**deep, "workers": 1}),
+        (DEEP_HEADS + BF16, "local", {**deep, "precision": "bf16"}),  # opt-in; vs_fp32 in this run
         ("local, all layers, batch 16", "local", {"batch_size": 16}),
         ("local, all layers, batch 16" + HOOK, "local", {"batch_size": 16, "hook": True}),
         ("local, all layers, batch 16, 2 threads", "local", {"batch_size": 16, "torch_threads": 2}),
@@ -131,6 +134,8 @@ def run(quick: bool = False) -> list[dict]:
         r["time_vs_30_layers"] = r["seconds"] / seconds[DEEP_HEADS] if r["source"].startswith("local, heads") else ""
         hook = seconds.get(r["source"] + HOOK)
         r["vs_hook_path"] = hook / r["seconds"] if hook else ""
+        fp32 = seconds.get(r["source"].removesuffix(BF16)) if r["source"].endswith(BF16) else None
+        r["vs_fp32"] = fp32 / r["seconds"] if fp32 else ""
         r["load_s"] = load_s
     return rows
 
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             "best_sentences_per_s",
             "slowdown_vs_uniform",
             "vs_hook_path",
+            "vs_fp32",
             "time_vs_30_layers",
             "load_avg",
         ],
