@@ -109,10 +109,8 @@ class ChatClient:
     def files_sdk(self) -> Any:
         """A second client, with the same key and endpoint, that reads bodies up to ``MAX_FILE_BYTES`` (batch files)."""
         if self._files_sdk is None:
-            self.sdk()  # the same checks of the key
-            self._files_sdk = build_sdk(
-                self.config.base_url, self._key() or NO_KEY, self.config.timeout, MAX_FILE_BYTES
-            )
+            c, _ = self.config, self.sdk()  # the same checks of the key
+            self._files_sdk = build_sdk(c.base_url, self._key() or NO_KEY, c.timeout, MAX_FILE_BYTES)
         return self._files_sdk
 
     async def aclose(self) -> None:

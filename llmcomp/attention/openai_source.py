@@ -12,8 +12,7 @@ Example::
     from llmcomp.attention import AttentionCache
     from llmcomp.attention.openai_source import OpenAISource
 
-    src = OpenAISource(mode="prefix", heads=["syntax", "meaning"], cache=AttentionCache("runs/attn.sqlite"),
-                       max_concurrency=16, max_requests=5000)
+    src = OpenAISource(mode="prefix", heads=["syntax", "meaning"], cache=AttentionCache("runs/attn.sqlite"))
     print(src.estimate(sentences))                 # requests and tokens still needed, no requests made
     result = src.score_many(sentences, progress=lambda s: print(s.done, "/", s.sentences))
     matrices = result.require_all()                # (2, T, T) each, or AttentionError naming a failure
@@ -278,11 +277,11 @@ class OpenAISource(AttentionSource):
         """The Batch API first when asked (``openai_batch``), then live requests for whatever is left."""
         strategy = self._strategy()
         if self.batch is not None:
-            route = BatchRoute(self.batch, strategy, self._chat, self._batch_identity(), self.on_batch_status)
-            items = await route.route(run, items)
+            batch = BatchRoute(self.batch, strategy, self._chat, self._batch_identity(), self.on_batch_status)
+            items = await batch.route(run, items)
         await strategy.score(run, items)
 
-    def _batch_identity(self) -> str:
+    def _batch_identity(self) -> str:  # a batch is read back only by a source of the same fingerprint
         return json_key("batch", self.fingerprint())
 
     def cancel(self) -> None:
