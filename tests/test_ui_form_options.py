@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from gradio_client import Client, handle_file  # noqa: E402
+from test_device import NO_GPU  # noqa: E402  (one marker for "a machine without a CUDA GPU")
 
 from llmcomp.text.binding import generate_binding_corpus  # noqa: E402
 
@@ -23,7 +23,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword:Warning"),
 ]
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without a CUDA GPU")
 
 
 @pytest.fixture(scope="module")

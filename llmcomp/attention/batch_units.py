@@ -76,35 +76,35 @@ def request_line(strategy: Strategy, unit: Unit, fmt: str) -> bytes:
     return json.dumps(line, ensure_ascii=False).encode() + b"\n"
 
 
-def within_budget(strategy: Strategy, units: list[Unit], usage: ScoreStats) -> list[Unit]:
-    """The units the source's request and token budgets allow, counted into ``usage`` (each line is a request);
-    the rest are left to the live route, which reports them as over budget."""
+def within_budget(strategy: Strategy, lines: list[tuple[Unit, bytes]], usage: ScoreStats) -> list[tuple[Unit, bytes]]:
+    """The request lines the source's request and token budgets allow, counted into ``usage`` (each line is a
+    request; its tokens are approximated from the line); the rest are left to the live route, which reports
+    them as over budget."""
     c, out = strategy.config, []
     top_k = c.top_k if c.answer == "sparse" else None
     planned = usage.prompt_tokens + usage.completion_tokens
-    for u in units:
+    for u, line in lines:
         n = len(u.what.get("words") or u.what.get("pairs") or [])
         tokens = prompts.approx_answer_tokens(strategy.task, n, len(strategy.heads), top_k)
-        tokens += sum(prompts.approx_tokens(m["content"]) for m in messages_of(strategy, u))
+        tokens += prompts.approx_tokens(line.decode())
         if c.max_requests is not None and usage.requests >= c.max_requests:
             break
         if c.max_tokens is not None and planned + tokens > c.max_tokens:
             break
         usage.requests += 1
         planned += tokens
-        out.append(u)
+        out.append((u, line))
     return out
 
 
 def split_files(
-    strategy: Strategy, units: list[Unit], fmt: str, limits: BatchConfig
+    lines: list[tuple[Unit, bytes]], limits: BatchConfig
 ) -> tuple[list[list[tuple[Unit, bytes]]], list[Unit]]:
-    """The units as input files within the Batch API's limits (requests and bytes per file), and the units too
-    large for any file."""
+    """Request lines as input files within the Batch API's limits (requests and bytes per file), and the units
+    too large for any file."""
     files: list[list[tuple[Unit, bytes]]] = [[]]
     too_big, size = [], 0
-    for u in units:
-        line = request_line(strategy, u, fmt)
+    for u, line in lines:
         if len(line) > limits.max_bytes:
             too_big.append(u)
             continue
@@ -179,22 +179,22 @@ def read_jsonl(data: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def read_line(strategy: Strategy, unit: Unit, line: dict[str, Any]) -> tuple[str | None, answers.Completion | None]:
-    """(None, the completion) when the line's answer was valid and is cached; else (why not, None), where
-    "not run: expired" marks a request its batch never ran."""
+def read_line(strategy: Strategy, unit: Unit, line: dict[str, Any]) -> tuple[answers.Completion | None, str, bool]:
+    """(the completion, "", True) when the line's answer was valid and is cached; else (None, why not, whether
+    the batch ran the request at all: False for an expired or cancelled batch's leftovers)."""
     response, error = line.get("response"), line.get("error")
     if isinstance(error, dict) and error.get("code") in NOT_RUN:
-        return f"not run: {NOT_RUN[error['code']]}", None
+        return None, NOT_RUN[error["code"]], False
     if not isinstance(response, dict) or response.get("status_code") != 200:
         response = response if isinstance(response, dict) else {}
         body = response.get("body")
         said = body.get("error") if isinstance(body, dict) else None
         message = said.get("message") if isinstance(said, dict) else None
         message = message or (error.get("message") if isinstance(error, dict) else None) or "no answer"
-        return f"request failed ({response.get('status_code') or 'no status'}: {str(message)[:200]})", None
+        return None, f"request failed ({response.get('status_code') or 'no status'}: {str(message)[:200]})", True
     try:
         answer = answers.read_completion(json.dumps(response.get("body")).encode())
         accept(strategy, unit, answer.content, answer.finish)
     except (answers.AnswerError, answers.BodyError) as e:
-        return f"invalid answer: {e}", None
-    return None, answer
+        return None, f"invalid answer: {e}", True
+    return answer, "", True

@@ -30,6 +30,7 @@ from llmcomp.attention.batch_units import (
     provides,
     read_jsonl,
     read_line,
+    request_line,
     split_files,
     within_budget,
 )
@@ -109,8 +110,9 @@ class BatchRoute:
             if self.open:
                 self.notify(f"resuming {len(self.open)} batch(es) of an earlier run ({len(waiting)} requests)")
             units = [u for u in plan_units(self.strategy, dict(items)) if u.custom_id not in waiting]
-            files, too_big = split_files(self.strategy, within_budget(self.strategy, units, self.chat.usage),
-                                         self._format(), self.batch)  # fmt: skip
+            fmt = self._format()
+            lines = [(u, request_line(self.strategy, u, fmt)) for u in units]  # built once, counted, split
+            files, too_big = split_files(within_budget(self.strategy, lines, self.chat.usage), self.batch)
             for u in too_big:
                 self._mark(self.failed, u, "request larger than a batch file may be")
             for part in files:
@@ -257,14 +259,14 @@ class BatchRoute:
                 if unit is None or unit.custom_id in answered:
                     continue
                 answered.add(unit.custom_id)
-                why, answer = await asyncio.to_thread(read_line, self.strategy, unit, line)  # off the loop
-                if why is None:
+                answer, why, ran = await asyncio.to_thread(read_line, self.strategy, unit, line)  # off the loop
+                if answer is not None:
                     kept += 1
                     for s in (stats, self.chat.usage):
                         s.prompt_tokens += answer.prompt_tokens or 0  # type: ignore[union-attr]
                         s.completion_tokens += answer.completion_tokens or 0  # type: ignore[union-attr]
-                elif why.startswith("not run"):
-                    self._mark(self.not_run, unit, f"batch {rec.id} {why[8:]} before this request ran; run again")
+                elif not ran:
+                    self._mark(self.not_run, unit, f"batch {rec.id} {why} before this request ran; run again")
                 else:
                     self._mark(self.failed, unit, f"batch {rec.id}: {why}")
         errors = getattr(getattr(batch, "errors", None), "data", None) or []
