@@ -167,4 +167,7 @@ def wire(form: SourceForm) -> None:
 
 def device_choices() -> dict:
     """The LLM device field's choices once the page is up: auto and what this machine has."""
-    return gr.update(choices=available_devices())
+    devices = available_devices()
+    # no update where nothing is new: an update is a change event, and a change of a source field clears what
+    # was drawn, so a late one (a busy server) would take away a score the visitor just started
+    return gr.skip() if devices == FIRST_DEVICES else gr.update(choices=devices)
