@@ -125,8 +125,11 @@ def answers(url: str) -> bool:
         return False
 
 
-def new_page(browser, server):
+def new_page(browser, server, init_script: str | None = None):
+    """A fresh browser (its own browser id); ``init_script`` runs in the page before the app's own code."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    if init_script:
+        ctx.add_init_script(init_script)
     page = ctx.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server["url"])

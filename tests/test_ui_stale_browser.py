@@ -106,6 +106,38 @@ def test_an_error_and_a_stale_title_go_when_the_field_is_corrected(browser, serv
     ctx.close()
 
 
+# Holds the next direct (queue=False) request, a field's change event, until window.__release() is called:
+# a loaded server may handle that event after a click made later, or after the click's plot is drawn.
+HOLD_NEXT_CHANGE = """
+const realFetch = window.fetch.bind(window);
+window.fetch = (input, init) => {
+  const url = String(input?.url ?? input);
+  if (!window.__hold || !url.includes('/run/predict')) return realFetch(input, init);
+  window.__hold = false;
+  return new Promise(resolve => { window.__release = resolve; })
+    .then(() => realFetch(input, init))
+    .then(response => { window.__answered = true; return response; });
+};
+"""
+
+
+def test_show_draws_what_the_form_says_when_the_fields_change_arrives_late(browser, server):  # noqa: F811
+    ctx, page = new_page(browser, server, init_script=HOLD_NEXT_CHANGE)
+    tab(page, "2 · Attention")  # the local LLM on the bundled corpus
+    page.evaluate("() => { window.__hold = true; }")
+    fill(page, "#local-layers textarea", "last-4")  # its change event is held back
+    page.wait_for_function("() => !!window.__release")
+    page.click("#show-btn")  # drawn for last-4, the form's value, not the session's older "all"
+    page.wait_for_function(f"() => ({TITLE})().includes('last-4')", timeout=180_000)
+    page.evaluate("() => window.__release()")  # the change arrives after the plot it would have cleared
+    page.wait_for_function("() => window.__answered === true")
+    page.wait_for_timeout(1500)  # the change's outputs, had it any, are on the page by now
+    assert "last-4" in page.evaluate(TITLE)  # a plot drawn for this very form stays
+    assert "the source is now" not in page.inner_text("#sentence-text")
+    shot(page, "s07-late-change-keeps-the-plot-of-the-form")
+    ctx.close()
+
+
 def test_a_reload_restores_the_corpus_and_source_but_never_the_key(browser, server, tmp_path):  # noqa: F811
     corpus = tmp_path / "kept.txt"
     corpus.write_text("\n".join(generate_binding_corpus(20, seed=6)) + "\n")

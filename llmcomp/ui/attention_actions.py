@@ -192,20 +192,26 @@ def score_corpus(ctx: AppContext, state: Session, max_sentences) -> Iterator[tup
 
 def heatmap(ctx: AppContext, state: Session, sentence_no, head, row_scale: bool = False) -> tuple[Any, str, list]:
     """(figure, sentence line, head choices) for one sentence and head of the session's source;
-    ``row_scale``: each row coloured by its own largest weight."""
+    ``row_scale``: each row coloured by its own largest weight. A source changed while this one was
+    computed draws nothing: the plot never disagrees with the form."""
     corpus = ctx.corpus_of(state)
     n = len(corpus.sentences)
     idx = clamp(sentence_no, n)
     words = corpus.sentences[idx]
+    settings = state.settings
+    state.drawn_for = None  # until a heatmap is drawn: none beside an error or the learned note
     try:
-        m, desc = matrix_for(state.settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
+        m, desc = matrix_for(settings, state.scored, words, idx, ctx.keys(state), ctx.cache())
     except USER_ERRORS as e:  # no plot beside an error: the last one was drawn for other inputs
         return None, sentence_html(words, idx, n) + failed(e), [("head 0", 0)]
-    heads = head_labels(state.settings, m.shape[0])
+    heads = head_labels(settings, m.shape[0])
+    if state.settings != settings:
+        return None, stale_line(ctx, state, idx, f"the source is now {state.settings.label()}"), heads
     if m.shape[0] == 0:
         return None, sentence_html(words, idx, n) + note(LEARNED_NOTE, "info"), heads
     h = min(max(int(head or 0), 0), m.shape[0] - 1)
     fig = attention_heatmap(m[h], words, title=f"{desc} · {heads[h][0]}", row_scale=row_scale)
+    state.drawn_for = settings
     return fig, sentence_html(words, idx, n, desc), heads
 
 

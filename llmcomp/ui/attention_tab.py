@@ -97,6 +97,7 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
 
     def corpus_changed(state: Session):
         """A new corpus: back to its first sentence, and nothing drawn for the old one stays."""
+        state.drawn_for = None
         return 0, None, act.stale_line(ctx, state, 0, "the corpus changed"), "", "", *cleared, *heads_cleared
 
     tab = AttentionTab(form, estimate, progress, sentence, head, heatmap, [], corpus_changed)
@@ -127,11 +128,15 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         *form, sentence_no, state = form_and_state
         before = heads_panel.mapped(state.settings)
         remember(*form, state)
-        line = act.stale_line(ctx, state, sentence_no, f"the source is now {state.settings.label()}")
         same_heads = heads_panel.mapped(state.settings) == before  # e.g. other layers: the same heads mapped
+        heads = [gr.skip()] * len(heads_cleared) if same_heads else heads_cleared
         # an estimate made for this very form stays (its click may be handled before this change's)
         estimate = gr.skip() if state.estimated_for == state.settings else ""
-        return None, line, estimate, "", *cleared, *([gr.skip()] * len(heads_cleared) if same_heads else heads_cleared)
+        if state.drawn_for == state.settings:  # a Show or Score handled before this change drew for this form
+            return gr.skip(), gr.skip(), estimate, gr.skip(), *cleared, *heads
+        state.drawn_for = None
+        line = act.stale_line(ctx, state, sentence_no, f"the source is now {state.settings.label()}")
+        return None, line, estimate, "", *cleared, *heads
 
     def estimate_cost(
         kind, n_heads, layers, base_url, model, api_key, mode, relations, floor, score_max, advanced, llm_heads,
@@ -195,14 +200,20 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     )
     shown = [sentence, head, row_scale, session]
     drawn = [heatmap, sentence_box, head]
-    show_btn.click(show_attention, shown, drawn, api_name="show_attention")
-    sentence.submit(show_attention, shown, drawn, api_visibility="private")
+
+    def form_first(trigger, **kwargs):
+        """The form as the page shows it goes into the session before a draw: the change event of a field
+        just edited may reach the server after this click (API clients call the draw alone)."""
+        return trigger(remember, [*tab.source_inputs, session], None, **private, **kwargs)
+
+    form_first(show_btn.click).then(show_attention, shown, drawn, api_name="show_attention")
+    form_first(sentence.submit).then(show_attention, shown, drawn, api_visibility="private")
     # a typed number redraws at once (the last one typed wins): the box and the plot always agree
     sentence.input(show_attention, shown, drawn, api_visibility="private", trigger_mode="always_last")
     head.input(show_attention, shown, drawn, api_visibility="private")
     row_scale.input(show_attention, shown, drawn, api_visibility="private")
     for btn, delta in ((prev_btn, -1), (next_btn, 1)):
-        btn.click(
+        form_first(btn.click).then(
             lambda s, h, r, st, d=delta: step_sentence(s, h, r, d, st), shown, [sentence, *drawn],
             api_visibility="private",
         )  # fmt: skip

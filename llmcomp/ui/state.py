@@ -49,6 +49,7 @@ class Session:
     owner_key_usage: Usage = field(default_factory=Usage)
     generation: GenerationView | None = None
     estimated_for: SourceSettings | None = None  # the source the estimate on screen was made for
+    drawn_for: SourceSettings | None = None  # the source the heatmap on screen was drawn for (None: no heatmap)
 
     def __repr__(self) -> str:
         corpus = self.corpus.name if self.corpus else None
