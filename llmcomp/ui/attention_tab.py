@@ -201,10 +201,10 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     shown = [sentence, head, row_scale, session]
     drawn = [heatmap, sentence_box, head]
 
-    def form_first(trigger, **kwargs):
+    def form_first(trigger):
         """The form as the page shows it goes into the session before a draw: the change event of a field
         just edited may reach the server after this click (API clients call the draw alone)."""
-        return trigger(remember, [*tab.source_inputs, session], None, **private, **kwargs)
+        return trigger(remember, [*tab.source_inputs, session], None, **private)
 
     form_first(show_btn.click).then(show_attention, shown, drawn, api_name="show_attention")
     form_first(sentence.submit).then(show_attention, shown, drawn, api_visibility="private")
@@ -221,10 +221,12 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
     for comp in (head, other):
         comp.change(lambda: cleared[:3], None, panels[:3], **private)
     fmt.change(lambda: cleared[3:], None, panels[3:], **private)
-    compare_btn.click(
+    form_first(compare_btn.click).then(
         compare_sources, [sentence, head, other, session], [side, diff, compare_msg], api_name="compare_sources"
     )
-    export_btn.click(export_matrix, [sentence, fmt, session], [export_file, export_msg], api_name="export_matrix")
+    form_first(export_btn.click).then(
+        export_matrix, [sentence, fmt, session], [export_file, export_msg], api_name="export_matrix"
+    )
 
     picker_timer = gr.Timer(2.0)
     picker_timer.tick(
