@@ -106,35 +106,65 @@ def test_an_error_and_a_stale_title_go_when_the_field_is_corrected(browser, serv
     ctx.close()
 
 
-# Holds the next direct (queue=False) request, a field's change event, until window.__release() is called:
-# a loaded server may handle that event after a click made later, or after the click's plot is drawn.
-HOLD_NEXT_CHANGE = """
+# While window.__hold is set, direct (queue=False) requests such as a field's change event are held back
+# until window.__release(): a loaded server may handle that event after a click made later.
+HOLD_CHANGES = """
 const realFetch = window.fetch.bind(window);
+window.__held = [];
+window.__answered = 0;
 window.fetch = (input, init) => {
   const url = String(input?.url ?? input);
   if (!window.__hold || !url.includes('/run/predict')) return realFetch(input, init);
-  window.__hold = false;
-  return new Promise(resolve => { window.__release = resolve; })
+  return new Promise(resolve => window.__held.push(resolve))
     .then(() => realFetch(input, init))
-    .then(response => { window.__answered = true; return response; });
+    .then(response => { window.__answered += 1; return response; });
 };
+window.__release = () => { const held = window.__held; window.__held = []; held.forEach(go => go()); return held.length; };
 """
 
 
-def test_show_draws_what_the_form_says_when_the_fields_change_arrives_late(browser, server):  # noqa: F811
-    ctx, page = new_page(browser, server, init_script=HOLD_NEXT_CHANGE)
-    tab(page, "2 · Attention")  # the local LLM on the bundled corpus
+def held_back(page, change) -> int:
+    """Do ``change`` (a field edit) with its change events held back; how many were held."""
     page.evaluate("() => { window.__hold = true; }")
-    fill(page, "#local-layers textarea", "last-4")  # its change event is held back
-    page.wait_for_function("() => !!window.__release")
+    change()
+    page.wait_for_function("() => window.__held.length > 0")
+    return page.evaluate("() => { window.__hold = false; return window.__held.length; }")
+
+
+def release(page, held: int) -> None:
+    """Let the held change events through, and wait until the server has answered them all."""
+    page.evaluate("() => window.__release()")
+    page.wait_for_function(f"() => window.__answered >= {held}")
+    page.wait_for_timeout(1500)  # their outputs, had they any, are on the page by now
+
+
+def test_show_draws_what_the_form_says_when_the_fields_change_arrives_late(browser, server):  # noqa: F811
+    ctx, page = new_page(browser, server, init_script=HOLD_CHANGES)
+    tab(page, "2 · Attention")  # the local LLM on the bundled corpus
+    held = held_back(page, lambda: fill(page, "#local-layers textarea", "last-4"))
     page.click("#show-btn")  # drawn for last-4, the form's value, not the session's older "all"
     page.wait_for_function(f"() => ({TITLE})().includes('last-4')", timeout=180_000)
-    page.evaluate("() => window.__release()")  # the change arrives after the plot it would have cleared
-    page.wait_for_function("() => window.__answered === true")
-    page.wait_for_timeout(1500)  # the change's outputs, had it any, are on the page by now
+    release(page, held)  # the change arrives after the plot it would have cleared
     assert "last-4" in page.evaluate(TITLE)  # a plot drawn for this very form stays
     assert "the source is now" not in page.inner_text("#sentence-text")
     shot(page, "s07-late-change-keeps-the-plot-of-the-form")
+    ctx.close()
+
+
+def test_start_trains_the_source_the_form_shows_when_its_change_arrives_late(browser, server):  # noqa: F811
+    ctx, page = new_page(browser, server, init_script=HOLD_CHANGES)
+    tab(page, "2 · Attention")
+    held = held_back(page, lambda: choose(page, "source-kind", "Baseline: previous word"))
+    tab(page, "3 · Train")
+    fill(page, "#train-steps input", 6)
+    fill(page, "#train-eval input", 3)
+    fill(page, "#train-layers input[type=number]", 1)
+    page.click("#start-btn")  # the session still says local LLM: the form must go in first
+    wait_text(page, "#train-message", "started")
+    assert "previous (1 head)" in page.inner_text("#train-message")
+    release(page, held)
+    wait_text(page, "#train-status", "finished")
+    shot(page, "s08-start-trains-the-form-source")
     ctx.close()
 
 

@@ -118,7 +118,7 @@ def build_app(
             with gr.Tab("2 · Attention", id="attention", elem_id="tab-attention"):
                 attention = attention_tab.build(ctx, session)
             with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_tab_box:
-                train = train_tab.build(ctx, session)
+                train = train_tab.build(ctx, session, form_first=attention.form_first)
             with gr.Tab("4 · Generate", id="generate", elem_id="tab-generate") as generate_tab_box:
                 gen = generate_tab.build(ctx, session)
             with gr.Tab("5 · Compare", id="compare", elem_id="tab-compare") as compare_tab_box:

@@ -31,6 +31,7 @@ class AttentionTab:
     heatmap: gr.Plot
     stale: list  # what depends on the corpus: cleared (or reset) by corpus_changed
     corpus_changed: Callable[..., Any]  # handler (session) -> values for ``stale``
+    form_first: Callable[[Any], Any] | None = None  # (trigger) -> event that puts the form into the session
 
     @property
     def form(self) -> list:
@@ -205,6 +206,8 @@ def build(ctx: AppContext, session: gr.State) -> AttentionTab:
         """The form as the page shows it goes into the session before a draw: the change event of a field
         just edited may reach the server after this click (API clients call the draw alone)."""
         return trigger(remember, [*tab.source_inputs, session], None, **private)
+
+    tab.form_first = form_first  # the Train tab's Start too (app.py passes it on)
 
     form_first(show_btn.click).then(show_attention, shown, drawn, api_name="show_attention")
     form_first(sentence.submit).then(show_attention, shown, drawn, api_visibility="private")
