@@ -147,7 +147,7 @@ def test_show_draws_what_the_form_says_when_the_fields_change_arrives_late(brows
     release(page, held)  # the change arrives after the plot it would have cleared
     assert "last-4" in page.evaluate(TITLE)  # a plot drawn for this very form stays
     assert "the source is now" not in page.inner_text("#sentence-text")
-    shot(page, "s07-late-change-keeps-the-plot-of-the-form")
+    shot(page, "s10-late-change-keeps-the-plot-of-the-form")
     ctx.close()
 
 
@@ -164,7 +164,7 @@ def test_start_trains_the_source_the_form_shows_when_its_change_arrives_late(bro
     assert "previous (1 head)" in page.inner_text("#train-message")
     release(page, held)
     wait_text(page, "#train-status", "finished")
-    shot(page, "s08-start-trains-the-form-source")
+    shot(page, "s11-start-trains-the-form-source")
     ctx.close()
 
 
@@ -183,7 +183,7 @@ def test_a_reload_restores_the_corpus_and_source_but_never_the_key(browser, serv
     choose(page, "source-kind", GAUSSIAN)
     page.locator("#source-heads input[type=number]").fill("3")
     page.locator("#source-heads input[type=number]").press("Enter")
-    page.wait_for_timeout(500)  # the change reaches the server (queue=False, no visible output)
+    wait_text(page, "#sentence-text", "the source is now gaussian (3 heads)")  # the server has the change
 
     page.reload()
     wait_text(page, "#corpus-summary", "kept.txt")
@@ -222,7 +222,7 @@ def test_an_estimate_goes_when_the_source_changes_and_stays_for_its_own(browser,
     ctx, page = new_page(browser, server)
     tab(page, "2 · Attention")
     choose(page, "source-kind", "Baseline: previous word")
-    page.wait_for_timeout(300)
+    wait_text(page, "#sentence-text", "the source is now previous")  # the server has the change
     page.click("#estimate-btn")
     wait_text(page, "#estimate", "free")
     page.wait_for_timeout(1000)  # the picker's own change has been handled: the estimate made for it stays
