@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import print_table
 from llmcomp.attention import answers
-from llmcomp.testing.behaviours import FAULTS
+from llmcomp.testing.faults import FAULTS
 from llmcomp.testing.hostile import run_fault
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import torch
 from llmcomp.attention import answers
 from llmcomp.attention.baselines import UniformSource
 from llmcomp.attention.openai_source import OpenAIConfigError, OpenAISource, ScoringAborted
-from llmcomp.testing.behaviours import ACCEPTED, FAULTS
+from llmcomp.testing.faults import ACCEPTED, FAULTS
 from llmcomp.testing.hostile import KEY, leaks, run_fault
 from llmcomp.text import tokenize
 

@@ -41,8 +41,8 @@ from llmcomp.attention.openai_source import (
     resolve_config,
     safe_url,
 )
-from llmcomp.testing.behaviours import ACCEPTED
 from llmcomp.testing.fake_server import FAULTS
+from llmcomp.testing.faults import ACCEPTED
 from llmcomp.text import tokenize
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ from llmcomp.attention.base import normalize_scores
 from llmcomp.attention.openai_config import OpenAIConfigError
 from llmcomp.attention.openai_source import OpenAISource
 from llmcomp.testing import fake_server
-from llmcomp.testing.behaviours import CORRUPTIONS, answer_for
+from llmcomp.testing.behaviours import answer_for
+from llmcomp.testing.faults import CORRUPTIONS
 from llmcomp.testing.sparse import sparsify
 
 HEADS = ["meaning", "syntax"]

@@ -9,24 +9,19 @@ object, so a client killed mid-poll can resume against it. Shapes follow OpenAI'
 
 from __future__ import annotations
 
-import gzip
 import json
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcomp.testing.behaviours import DELIVERY, Response, error_response
+from llmcomp.testing.batch_lines import ENDPOINT, line_error, new_id, parse_requests, result_line, unrun_line
+from llmcomp.testing.faults import DELIVERY, Response, error_response
 
 #: Steps a batch script may name ("expired:N": only the first N lines ever ran).
 STEPS = ("validating", "in_progress", "finalizing", "completed", "expired", "failed")
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 DEFAULT_SCRIPT = ("validating", "in_progress", "completed")
-ENDPOINT = "/v1/chat/completions"  # the one endpoint this server batches
-MAX_REQUESTS = 50_000  # OpenAI's limits on one input file
-MAX_BYTES = 200_000_000
-MAX_ERRORS = 100  # validation errors listed on a failed batch
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SCRIPTED_FAILURE = {  # what a scripted "failed" step reports: OpenAI's most common failure after validation
     "code": "token_limit_exceeded",
@@ -56,85 +51,12 @@ def check_script(steps: list[str] | tuple[str, ...]) -> list[str]:
     return steps
 
 
-def _new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
-
-
 def _json(status: int, obj: Any) -> Response:
     return status, {}, json.dumps(obj).encode()
 
 
 def _missing(kind: str, oid: str) -> Response:
     return error_response(404, None, f"No such {kind} object: '{oid}'.", "id")
-
-
-def line_error(line: int | None, code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    return {"code": code, "message": message, "param": param, "line": line}
-
-
-def parse_requests(data: bytes, max_requests: int, max_bytes: int) -> tuple[list[dict[str, Any]], list[dict]]:
-    """(request lines, validation errors) of a batch input file, checked as OpenAI checks one (lines from 1)."""
-    if len(data) > max_bytes:
-        return [], [line_error(None, "file_too_large", f"The input file has {len(data)} bytes; at most {max_bytes}.")]
-    texts = data.decode("utf-8", "replace").rstrip().splitlines()  # a line of bad UTF-8 is bad JSON or text
-    if not texts:
-        return [], [line_error(None, "empty_file", "The batch input file is empty.")]
-    if len(texts) > max_requests:
-        msg = f"The input file has {len(texts)} requests; a batch may have at most {max_requests}."
-        return [], [line_error(None, "too_many_requests", msg)]
-    lines, errors, seen, model = [], [], set(), None
-    for n, text in enumerate(texts, 1):
-        try:
-            req = json.loads(text)
-        except ValueError:
-            req = None
-        if not isinstance(req, dict):
-            errors.append(line_error(n, "invalid_json_line", "This line is not parseable as a JSON object."))
-            continue
-        cid, body = req.get("custom_id"), req.get("body")
-        if not isinstance(cid, str):
-            errors.append(line_error(n, "missing_required_parameter", "custom_id must be a string.", "custom_id"))
-        elif cid in seen:
-            msg = f"The custom_id {cid!r} is a duplicate of another request; each must be unique in a batch."
-            errors.append(line_error(n, "duplicate_custom_id", msg, "custom_id"))
-        if req.get("method") != "POST":
-            errors.append(line_error(n, "invalid_method", "method must be POST.", "method"))
-        if req.get("url") != ENDPOINT:
-            msg = f"The URL {req.get('url')!r} does not match the batch endpoint {ENDPOINT}."
-            errors.append(line_error(n, "invalid_url", msg, "url"))
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            errors.append(line_error(n, "invalid_body", "body must be an object with a model.", "body"))
-        elif model is not None and body["model"] != model:
-            msg = f"Model {body['model']!r} differs from {model!r}: a batch uses one model."
-            errors.append(line_error(n, "mismatched_model", msg, "body.model"))
-        else:
-            model = body["model"]
-        if isinstance(cid, str):
-            seen.add(cid)
-        lines.append(req)
-    return ([] if errors else lines), errors[:MAX_ERRORS]
-
-
-def result_line(custom_id: str, status: int, headers: dict[str, str], body: bytes) -> bytes:
-    """One output (or error) file line for a request that ran, with the answer's body as it was served."""
-    if headers.get(DELIVERY) == "hang":  # a request that never answers times out inside a batch
-        return unrun_line(custom_id, "request_timeout", "The request timed out.")
-    if headers.get("content-encoding") == "gzip":
-        body = gzip.decompress(body)
-    try:
-        json.loads(body)
-    except RecursionError:
-        pass  # valid JSON nested deeper than Python parses (deep_json): kept as served
-    except ValueError:
-        body = json.dumps(body.decode("utf-8", "replace")).encode()  # not JSON (bad_body, html): a string
-    head = json.dumps({"id": _new_id("batch_req_"), "custom_id": custom_id})[:-1].encode()
-    resp = b'{"status_code": %d, "request_id": "%s", "body": ' % (status, _new_id("req_").encode())
-    return head + b', "response": ' + resp + body + b'}, "error": null}'
-
-
-def unrun_line(custom_id: str, code: str, message: str) -> bytes:
-    line = {"id": _new_id("batch_req_"), "custom_id": custom_id, "response": None}
-    return json.dumps(line | {"error": {"code": code, "message": message}}).encode()
 
 
 @dataclass
@@ -193,7 +115,7 @@ class BatchStore:
     # --- files --------------------------------------------------------------------------------
     def add_file(self, filename: str, data: bytes, purpose: str) -> dict[str, Any]:
         now = int(time.time())
-        meta = {"id": _new_id("file-"), "object": "file", "bytes": len(data), "created_at": now}
+        meta = {"id": new_id("file-"), "object": "file", "bytes": len(data), "created_at": now}
         meta |= {"filename": filename, "purpose": purpose, "status": "processed", "status_details": None}
         meta["expires_at"] = now + 30 * 86_400 if purpose == "batch" else None  # batch files live 30 days
         self.files[meta["id"]] = (meta, data)
@@ -244,7 +166,7 @@ class BatchStore:
         else:
             lines, errors = parse_requests(data, self.server.batch_max_requests, self.server.batch_max_bytes)
         now = int(time.time())
-        obj = {"id": _new_id("batch_"), "object": "batch", "endpoint": ENDPOINT, "errors": None}
+        obj = {"id": new_id("batch_"), "object": "batch", "endpoint": ENDPOINT, "errors": None}
         obj |= {"input_file_id": fid, "completion_window": "24h", "status": "validating"}
         obj |= {"output_file_id": None, "error_file_id": None, "created_at": now, "expires_at": now + 86_400}
         stamps = ("in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")

@@ -15,7 +15,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from llmcomp.testing.behaviours import DELIVERY
+from llmcomp.testing.faults import DELIVERY
 
 
 class Server(ThreadingHTTPServer):

@@ -32,26 +32,24 @@ import time
 from collections import Counter
 from typing import Any
 
+from llmcomp.testing.batch_lines import MAX_BYTES, MAX_REQUESTS
+
 # answer_for is looked up here at each request, so a test can monkeypatch this module's name.
-from llmcomp.testing.behaviours import (
+from llmcomp.testing.behaviours import LEAK_MODEL, MODELS, answer_for, completion, leak_answer
+from llmcomp.testing.fake_batch import BatchStore, check_script
+from llmcomp.testing.fake_http import Handler, Server
+from llmcomp.testing.faults import (
     CORRUPTIONS,
     DELIVERY,
     FAULTS,
-    LEAK_MODEL,
-    MODELS,
     Fault,
     Response,
-    answer_for,
-    completion,
     corrupt,
     error_response,
     http_fault,
-    leak_answer,
     parse_fault,
     spoil_content,
 )
-from llmcomp.testing.fake_batch import MAX_BYTES, MAX_REQUESTS, BatchStore, check_script
-from llmcomp.testing.fake_http import Handler, Server
 from llmcomp.testing.sparse import corrupt_sparse, sparsify
 
 __all__ = ["FAULTS", "MODELS", "FakeOpenAIServer", "Fault", "answer_for", "main"]

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmcomp.testing.behaviours import FAULTS
 from llmcomp.testing.fake_server import FakeOpenAIServer
+from llmcomp.testing.faults import FAULTS
 
 #: The key sent to hostile servers: distinctive, so that any fragment of it is easy to find, and not shaped like
 #: ``sk-...``, so that only the redaction of the key itself (not of key-like text) can hide it.

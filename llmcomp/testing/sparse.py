@@ -2,7 +2,7 @@
 
 What the fake model *means* by a sparse answer is therefore exact: its dense matrix with every cell outside a
 row's ``top_k`` strongest (and every 0) left out, so a test can rebuild the expected matrix from ``sparsify``.
-``corrupt_sparse`` spoils one, as ``behaviours.corrupt`` spoils a dense answer, for the same fault kinds.
+``corrupt_sparse`` spoils one, as ``faults.corrupt`` spoils a dense answer, for the same fault kinds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def sparsify(answer: dict[str, Any], top_k: int) -> dict[str, Any]:
 
 
 def corrupt_sparse(kind: str, answer: dict[str, Any], score_max: int, key: str = "") -> dict[str, Any]:
-    """A copy of a valid sparse answer with one scripted defect in the first head (``behaviours.CORRUPTIONS``
+    """A copy of a valid sparse answer with one scripted defect in the first head (``faults.CORRUPTIONS``
     or ``echo_key``): on the last word's first pair, or a missing word, or a later word named by word 0."""
     head = next(iter(answer))
     rows = json.loads(json.dumps(answer[head]))
