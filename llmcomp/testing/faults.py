@@ -96,6 +96,11 @@ def parse_fault(text: str) -> Fault:
     return Fault(kind, times=times, match=match or None)
 
 
+def bad_score(kind: str, score_max: int, key: str = "") -> Any:
+    """The one score a ``nan``, ``negative``, ``out_of_range`` or ``echo_key`` fault puts in a valid answer."""
+    return {"nan": math.nan, "negative": -3, "out_of_range": score_max + 33, "echo_key": f"key: {key}"}[kind]
+
+
 def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int, key: str = "") -> dict[str, Any]:
     """A copy of a valid answer with one scripted defect (one of ``CORRUPTIONS``, or ``echo_key``: the key it
     was sent as the first score of the last row) in the first head."""
@@ -104,14 +109,6 @@ def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int, key: s
     first = vals[-1] if task == "sentence" else vals  # the last row has the most scores
     if kind == "wrong_shape":
         vals = vals[:-1] if len(vals) > 1 else [[]] if task == "sentence" else []
-    elif kind == "nan":
-        first[0] = math.nan
-    elif kind == "negative":
-        first[0] = -3
-    elif kind == "out_of_range":
-        first[0] = score_max + 33
-    elif kind == "echo_key":
-        first[0] = f"key: {key}"
     elif kind == "later":
         if task == "sentence":
             n = len(vals)
@@ -121,6 +118,8 @@ def corrupt(kind: str, task: str, answer: dict[str, Any], score_max: int, key: s
                 vals[0].append(5)
         else:
             first.append(5)
+    else:
+        first[0] = bad_score(kind, score_max, key)
     return {**answer, head: vals}
 
 

@@ -8,8 +8,9 @@ row's ``top_k`` strongest (and every 0) left out, so a test can rebuild the expe
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
+
+from llmcomp.testing.faults import bad_score
 
 
 def top_pairs(row: list[int], top_k: int) -> list[list[int]]:
@@ -34,14 +35,8 @@ def corrupt_sparse(kind: str, answer: dict[str, Any], score_max: int, key: str =
     first = rows[-1][0]
     if kind == "wrong_shape":
         rows = rows[:-1]
-    elif kind == "nan":
-        first[1] = math.nan
-    elif kind == "negative":
-        first[1] = -3
-    elif kind == "out_of_range":
-        first[1] = score_max + 33
-    elif kind == "echo_key":
-        first[1] = f"key: {key}"
     elif kind == "later":
         rows[0] = [[1, 5]]  # word 0 names word 1
+    else:
+        first[1] = bad_score(kind, score_max, key)
     return {**answer, head: rows}
