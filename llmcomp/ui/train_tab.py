@@ -46,7 +46,7 @@ class TrainTab:
         return [self.status, self.progress, self.plot, self.job, self.seen]
 
 
-def build(ctx: AppContext, session: gr.State, form_first: Callable[[Any], Any] | None = None) -> TrainTab:
+def build(ctx: AppContext, session: gr.State, form_first: Callable[[Any], Any]) -> TrainTab:
     """``form_first(trigger)``: an event that puts the Attention tab's form into the session, run before Start
     (a source chosen a moment ago may have its change event handled after the click)."""
     D = act.form_defaults()  # noqa: N806 - the configs' defaults, read once per page
@@ -162,8 +162,7 @@ def build(ctx: AppContext, session: gr.State, form_first: Callable[[Any], Any] |
         concurrency_limit=None,
         show_progress="hidden",
     )
-    start = form_first(start_btn.click).then if form_first else start_btn.click
-    start(
+    form_first(start_btn.click).then(
         start_training,
         [
             steps,
